@@ -1,0 +1,3 @@
+"""restorer: backup-and-restore orchestration."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,153 @@
+"""backup: one snapshot per target, written packs -> index -> snapshot, under the repo lock."""
+
+from __future__ import annotations
+
+import getpass
+import logging
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from restorer import __version__
+from restorer.actions.context import init_repository, locked, open_repository
+from restorer.actions.progress import NoProgress, Progress
+from restorer.errors import RepositoryError, RestorerError, SourceError
+from restorer.plan import models
+from restorer.plan.load import LoadedPlan
+from restorer.repo.repository import BlobWriter, Repository
+from restorer.repo.snapshot import Snapshot
+from restorer.sources.excludes import Excluder
+from restorer.sources.files_backup import FilesReader, scan_size
+
+log = logging.getLogger("restorer.backup")
+
+
+@dataclass
+class TargetBackup:
+    target: str
+    ok: bool
+    snapshot: str | None = None
+    parent: str | None = None
+    error: str | None = None
+    hint: str | None = None
+    duration: float = 0.0
+    summary: dict = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        return self.ok and not self.warnings
+
+    def to_json(self) -> dict:
+        return {
+            "target": self.target, "ok": self.ok, "complete": self.complete,
+            "snapshot": self.snapshot, "parent": self.parent, "error": self.error,
+            "hint": self.hint, "duration_s": round(self.duration, 3), "summary": self.summary,
+            "warnings": self.warnings,
+        }
+
+
+@dataclass
+class BackupResult:
+    plan: str
+    targets: list[TargetBackup]
+    initialized: bool = False
+    lock_wait: float = 0.0
+
+    def to_json(self) -> dict:
+        return {"plan": self.plan, "initialized": self.initialized,
+                "lock_wait_s": round(self.lock_wait, 3),
+                "targets": [t.to_json() for t in self.targets]}
+
+
+def run_backup(
+    lp: LoadedPlan,
+    target_names: tuple[str, ...] = (),
+    *,
+    init: bool = False,
+    tags: tuple[str, ...] = (),
+    lock_wait: float = 0.0,
+    progress: Progress | None = None,
+) -> BackupResult:
+    """Back up the named targets (all by default). Per-target failures are in the result."""
+    progress = progress or NoProgress()
+    targets = lp.targets(target_names)
+    initialized = False
+    try:
+        repo = open_repository(lp)
+    except RepositoryError as e:
+        if not init or not e.message.startswith("no repository"):
+            raise
+        repo = init_repository(lp)
+        initialized = True
+    results = []
+    with locked(repo, exclusive=True, wait=lock_wait) as lock:
+        repo.load_index()
+        snapshots = repo.list_snapshots()
+        for t in targets:
+            results.append(_backup_target(lp, repo, t, snapshots, tags, progress))
+    return BackupResult(lp.name, results, initialized, lock.waited)
+
+
+def _backup_target(lp: LoadedPlan, repo: Repository, t: models.TargetBase,
+                   snapshots: list[Snapshot], tags: tuple[str, ...],
+                   progress: Progress) -> TargetBackup:
+    start = time.monotonic()
+    if not isinstance(t, models.FilesTarget):
+        return TargetBackup(t.name, False, error=f"target '{t.name}': kind '{t.kind}' cannot be "
+                            "backed up by this version of restorer yet",  # type: ignore[attr-defined]
+                            hint="back up its data with a files target for now")
+    paths = [lp.resolve_path(p) for p in t.paths]
+    abs_paths = [os.path.abspath(p) for p in paths]
+    parent = next((s for s in reversed(snapshots) if s.plan == lp.name and s.target == t.name
+                   and s.paths == abs_paths and s.hostname == socket.gethostname()), None)
+    try:
+        with BlobWriter(repo) as writer:
+            reader = FilesReader(
+                repo, writer, Excluder(t.exclude), one_file_system=t.one_file_system,
+                xattrs=t.xattrs,
+                on_read=progress.advance, on_file=progress.set_files,
+            )
+            excluder = Excluder(t.exclude)
+            total_files = total_bytes = None
+            if progress.wants_total:
+                total_files, total_bytes = scan_size(paths, excluder)
+            progress.start(f"backup {t.name}", total_bytes, total_files)
+            try:
+                tree = reader.backup(paths, parent.tree if parent else None)
+                writer.flush()
+            finally:
+                progress.stop()
+            st = reader.stats
+            snap = Snapshot(
+                time=datetime.now(UTC).isoformat(timespec="microseconds"),
+                plan=lp.name, target=t.name, kind=t.kind,
+                hostname=socket.gethostname(), username=getpass.getuser(),
+                paths=abs_paths, tree=tree, parent=parent.id if parent else None,
+                tags=sorted(set(t.tags) | set(tags)),
+                warnings=st.warnings[:1000],
+                program_version=__version__, uid=os.getuid(), gid=os.getgid(),
+            )
+            duration = time.monotonic() - start
+            snap.summary = {
+                "files_new": st.files_new, "files_changed": st.files_changed,
+                "files_unmodified": st.files_unmodified, "dirs": st.dirs, "other": st.other,
+                "total_files": st.total_files, "total_bytes": st.total_bytes,
+                "bytes_read": st.bytes_read, "blobs_added": writer.stats.blobs_new,
+                "data_added": writer.stats.data_added,
+                "data_added_stored": writer.stats.data_added_stored,
+                "packs_added": writer.stats.packs, "duration_s": round(duration, 3),
+                "retries": getattr(repo.backend, "retries", 0),
+            }
+            repo.save_snapshot(snap)
+    except SourceError as e:
+        return TargetBackup(t.name, False, error=f"target '{t.name}': {e.message}", hint=e.hint,
+                            duration=time.monotonic() - start)
+    except RestorerError:
+        raise
+    snapshots.append(snap)
+    return TargetBackup(t.name, True, snapshot=snap.id, parent=snap.parent,
+                        duration=time.monotonic() - start, summary=snap.summary,
+                        warnings=st.warnings)

@@ -1,0 +1,42 @@
+"""Read-only actions: list snapshots, diff two of them, check the repository."""
+
+from __future__ import annotations
+
+from restorer.actions.context import locked, open_repository
+from restorer.actions.progress import NoProgress, Progress
+from restorer.plan.load import LoadedPlan
+from restorer.repo.checker import Checker, CheckResult
+from restorer.repo.diff import Change, diff_trees
+from restorer.repo.snapshot import Snapshot
+
+
+def list_snapshots(lp: LoadedPlan, target: str | None = None) -> list[Snapshot]:
+    if target is not None:
+        lp.targets([target])
+    repo = open_repository(lp)
+    snaps = repo.list_snapshots()
+    return [s for s in snaps if target is None or s.target == target]
+
+
+def diff_snapshots(lp: LoadedPlan, a: str, b: str) -> tuple[Snapshot, Snapshot, list[Change]]:
+    repo = open_repository(lp)
+    repo.load_index()
+    snaps = repo.list_snapshots()
+    sa, sb = repo.find_snapshot(a, snapshots=snaps), repo.find_snapshot(b, snapshots=snaps)
+    return sa, sb, list(diff_trees(repo, sa.tree, sb.tree))
+
+
+def check_repository(lp: LoadedPlan, read_data_percent: float = 0.0,
+                     progress: Progress | None = None, lock_wait: float = 0.0) -> CheckResult:
+    progress = progress or NoProgress()
+    repo = open_repository(lp)
+    with locked(repo, exclusive=False, wait=lock_wait):
+        total = None
+        if read_data_percent > 0 and progress.wants_total:
+            total = sum(o.size for o in repo.backend.list("data/"))
+            total = int(total * min(read_data_percent, 100) / 100)
+        progress.start("check", total)
+        try:
+            return Checker(repo, on_progress=progress.advance).run(read_data_percent)
+        finally:
+            progress.stop()

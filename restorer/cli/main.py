@@ -1,0 +1,414 @@
+"""The `restorer` command: thin Click commands that parse, call one action, render, and exit.
+
+Exit codes: 0 done, 1 the operation failed, 2 bad usage or invalid plan,
+3 partly done (some targets failed or some files were not saved), 4 another run holds the lock.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from restorer import __version__
+from restorer.cli.render import emit_json, human_bytes, local_time, table
+from restorer.errors import PartialError, RestorerError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PARTIAL, EXIT_LOCKED = 0, 1, 2, 3, 4
+EXIT_CODES_HELP = (
+    "Exit codes: 0 done; 1 the operation failed; 2 bad usage or invalid plan; "
+    "3 partly done (some targets failed or some files were not saved); "
+    "4 another run holds the repository lock."
+)
+
+
+class _JSONFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return json.dumps({
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        })
+
+
+def _setup_logging(fmt: str, verbose: int, quiet: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(_JSONFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("restorer: %(levelname)s: %(message)s"))
+    root = logging.getLogger("restorer")
+    root.handlers[:] = [handler]
+    level = logging.ERROR if quiet else (logging.DEBUG if verbose > 1 else
+                                         logging.INFO if verbose == 1 else logging.WARNING)
+    root.setLevel(level)
+    root.propagate = False
+
+
+def _load(plan: str) -> Any:
+    from restorer.plan.load import load_plan
+
+    return load_plan(plan)
+
+
+def _progress(ctx: click.Context, as_json: bool) -> Any:
+    from restorer.cli.progress import make_progress
+
+    return make_progress(enabled=not as_json and not ctx.obj.get("quiet"))
+
+
+json_option = click.option("--json", "as_json", is_flag=True,
+                           help="Print machine-readable JSON on stdout.")
+lock_wait_option = click.option(
+    "--lock-wait", default="0s", show_default=True, metavar="DURATION",
+    help="Wait this long for another run's lock before giving up with exit 4.")
+
+
+def _duration(text: str) -> float:
+    from restorer.plan.durations import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]},
+             epilog=EXIT_CODES_HELP)
+@click.version_option(__version__, prog_name="restorer")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text",
+              show_default=True, help="Format of log lines on stderr (json for cron/collectors).")
+@click.option("-v", "--verbose", count=True, help="More log lines (-vv for debug).")
+@click.option("-q", "--quiet", is_flag=True, help="Only errors; no progress.")
+@click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
+@click.pass_context
+def cli(ctx: click.Context, log_format: str, verbose: int, quiet: bool, debug: bool) -> None:
+    """Back up, restore, verify and roll back what a plan declares."""
+    ctx.ensure_object(dict)
+    ctx.obj.update(debug=debug, quiet=quiet)
+    _setup_logging(log_format, verbose, quiet)
+
+
+# --- plans ------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("plans", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--no-env", is_flag=True,
+              help="Check the plan's shape only, not secrets or paths on this machine.")
+@json_option
+def validate(plans: tuple[str, ...], no_env: bool, as_json: bool) -> None:
+    """Check plan files: shape, keys, secrets and paths. Lists every problem; exit 2 if any."""
+    from restorer.plan.load import PlanProblems, environment_problems, load_plan
+
+    report: list[dict] = []
+    bad = False
+    for p in plans:
+        try:
+            lp = load_plan(p)
+            problems = [] if no_env else environment_problems(lp)
+        except PlanProblems as e:
+            problems = e.problems
+        except RestorerError as e:
+            report.append({"plan": p, "ok": False, "problems": [{"message": str(e)}]})
+            bad = True
+            if not as_json:
+                click.echo(str(e), err=True)
+            continue
+        bad = bad or bool(problems)
+        report.append({"plan": p, "ok": not problems, "problems": [
+            {"file": x.file, "line": x.line, "key": x.key, "message": x.message, "hint": x.hint}
+            for x in problems]})
+        if not as_json:
+            if problems:
+                for x in problems:
+                    click.echo(str(x), err=True)
+            else:
+                click.echo(f"{p}: ok")
+    if as_json:
+        emit_json(report)
+    if bad:
+        sys.exit(EXIT_USAGE)
+
+
+@cli.command()
+def schema() -> None:
+    """Print the JSON Schema of plan files (for editor completion and CI checks)."""
+    from restorer.plan.models import Plan
+
+    s = Plan.model_json_schema()
+    s["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    s["title"] = "restorer plan"
+    click.echo(json.dumps(s, indent=2))
+
+
+# --- repository -------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("plan", type=click.Path(dir_okay=False))
+@json_option
+def init(plan: str, as_json: bool) -> None:
+    """Create the plan's repository (encrypted when the plan gives a password)."""
+    from restorer.actions.context import init_repository
+
+    lp = _load(plan)
+    repo = init_repository(lp)
+    info = {"repository": repo.backend.location, "id": repo.config["id"],
+            "encrypted": repo.sealer.encrypted}
+    if as_json:
+        emit_json(info)
+    else:
+        enc = "encrypted (AES-256-GCM)" if repo.sealer.encrypted else "not encrypted"
+        click.echo(f"created repository {info['id'][:8]} at {info['repository']}, {enc}")
+
+
+@cli.command()
+@click.argument("plan", type=click.Path(dir_okay=False))
+@click.option("--target", "targets", multiple=True, metavar="NAME",
+              help="Back up only this target (repeatable).")
+@click.option("--tag", "tags", multiple=True, help="Add a tag to the snapshots (repeatable).")
+@click.option("--init", "init_", is_flag=True, help="Create the repository if it does not exist.")
+@lock_wait_option
+@json_option
+@click.pass_context
+def backup(ctx: click.Context, plan: str, targets: tuple[str, ...], tags: tuple[str, ...],
+           init_: bool, lock_wait: str, as_json: bool) -> None:
+    """Take one snapshot of each target (all by default)."""
+    from restorer.actions.backup import run_backup
+
+    lp = _load(plan)
+    res = run_backup(lp, targets, init=init_, tags=tags, lock_wait=_duration(lock_wait),
+                     progress=_progress(ctx, as_json))
+    if as_json:
+        emit_json(res.to_json())
+    else:
+        if res.initialized:
+            click.echo(f"created repository for plan {lp.name}")
+        for t in res.targets:
+            if not t.ok:
+                click.echo(f"target {t.target}: FAILED: {t.error}", err=True)
+                if t.hint:
+                    click.echo(f"Hint: {t.hint}", err=True)
+                continue
+            s = t.summary
+            parent = f" (parent {t.parent[:8]})" if t.parent else ""
+            click.echo(f"target {t.target}: snapshot {t.snapshot[:8]} saved{parent}")  # type: ignore[index]
+            click.echo(
+                f"  files: {s['files_new']} new, {s['files_changed']} changed, "
+                f"{s['files_unmodified']} unmodified; {human_bytes(s['bytes_read'])} read of "
+                f"{human_bytes(s['total_bytes'])} in {t.duration:.2f}s")
+            click.echo(f"  added to the repository: {human_bytes(s['data_added'])} "
+                       f"({human_bytes(s['data_added_stored'])} stored)")
+            for w in t.warnings[:20]:
+                click.echo(f"  warning: {w}", err=True)
+            if len(t.warnings) > 20:
+                click.echo(f"  ... and {len(t.warnings) - 20} more warnings", err=True)
+    failed = [t for t in res.targets if not t.ok]
+    incomplete = [t for t in res.targets if t.ok and t.warnings]
+    if failed and len(failed) == len(res.targets):
+        sys.exit(EXIT_FAILED)
+    if failed or incomplete:
+        sys.exit(EXIT_PARTIAL)
+
+
+@cli.command()
+@click.argument("plan", type=click.Path(dir_okay=False))
+@click.option("--target", metavar="NAME", help="Only snapshots of this target.")
+@json_option
+def snapshots(plan: str, target: str | None, as_json: bool) -> None:
+    """List snapshots, oldest first."""
+    from restorer.actions.inspect import list_snapshots
+
+    lp = _load(plan)
+    snaps = list_snapshots(lp, target)
+    if as_json:
+        emit_json([{"id": s.id, "short_id": s.short_id, "time": s.time, "plan": s.plan,
+                    "target": s.target, "kind": s.kind, "hostname": s.hostname,
+                    "username": s.username, "paths": s.paths, "tags": s.tags,
+                    "parent": s.parent, "summary": s.summary,
+                    "warnings": len(s.warnings)} for s in snaps])
+        return
+    if not snaps:
+        click.echo("no snapshots yet" + (f" of target {target}" if target else ""))
+        return
+    rows = [[s.short_id, local_time(s.time), s.target, s.hostname,
+             str(s.summary.get("total_files", "")), human_bytes(s.summary.get("total_bytes", 0)),
+             ",".join(s.tags), " ".join(s.paths)] for s in snaps]
+    table(["ID", "TIME", "TARGET", "HOST", "FILES", "SIZE", "TAGS", "PATHS"], rows)
+    click.echo(f"{len(snaps)} snapshot(s)")
+
+
+@cli.command()
+@click.argument("plan", type=click.Path(dir_okay=False))
+@click.argument("snapshot")
+@click.option("--target", metavar="NAME", help="Target whose snapshot SNAPSHOT names "
+              "(needed for 'latest' when the plan has several).")
+@click.option("--to", "dest", required=True, type=click.Path(file_okay=False),
+              help="Destination directory (created if missing).")
+@click.option("--include", multiple=True, metavar="PATTERN",
+              help="Restore only matching paths (relative to the snapshot root; repeatable).")
+@click.option("--overwrite", is_flag=True, help="Replace files that already exist in --to.")
+@lock_wait_option
+@json_option
+@click.pass_context
+def restore(ctx: click.Context, plan: str, snapshot: str, target: str | None, dest: str,
+            include: tuple[str, ...], overwrite: bool, lock_wait: str, as_json: bool) -> None:
+    """Restore SNAPSHOT (an id prefix, or 'latest') into a directory."""
+    from restorer.actions.restore import run_restore
+
+    lp = _load(plan)
+    res = run_restore(lp, snapshot, Path(dest), target=target, include=list(include) or None,
+                      overwrite=overwrite, lock_wait=_duration(lock_wait),
+                      progress=_progress(ctx, as_json))
+    if as_json:
+        emit_json(res.to_json())
+    else:
+        click.echo(f"restored snapshot {res.snapshot[:8]} of {res.target} to {res.destination}: "
+                   f"{res.files} files, {res.dirs} dirs, {res.links} symlinks, "
+                   f"{human_bytes(res.bytes_written)} in {res.duration:.2f}s")
+        for p, why in res.skipped[:20]:
+            click.echo(f"  skipped {p}: {why}", err=True)
+        for p, err in res.failed[:50]:
+            click.echo(f"  NOT RESTORED {p}: {err}", err=True)
+    if res.failed:
+        raise RestorerError(
+            f"{len(res.failed)} file(s) could not be restored because their data is damaged "
+            "or missing; every other file was restored and verified",
+            hint="run `restorer check PLAN --read-data` to see the damage; restore those files "
+            "from an older snapshot",
+        )
+
+
+@cli.command()
+@click.argument("plan", type=click.Path(dir_okay=False))
+@click.argument("snap_a")
+@click.argument("snap_b")
+@json_option
+def diff(plan: str, snap_a: str, snap_b: str, as_json: bool) -> None:
+    """Show what changed from SNAP_A to SNAP_B (+ added, - removed, M modified, U metadata)."""
+    from restorer.actions.inspect import diff_snapshots
+
+    lp = _load(plan)
+    a, b, changes = diff_snapshots(lp, snap_a, snap_b)
+    if as_json:
+        emit_json({"from": a.id, "to": b.id, "changes": [c.to_json() for c in changes]})
+        return
+    for c in changes:
+        click.echo(f"{c.status}  {c.path}")
+    counts = {k: sum(1 for c in changes if c.status == k) for k in "+-MU"}
+    click.echo(f"{a.short_id} -> {b.short_id}: {counts['+']} added, {counts['-']} removed, "
+               f"{counts['M']} modified, {counts['U']} metadata changed")
+
+
+@cli.command()
+@click.argument("plan", type=click.Path(dir_okay=False))
+@click.option("--read-data", is_flag=True, help="Read and verify every pack file.")
+@click.option("--read-data-subset", type=click.FloatRange(0, 100, min_open=True),
+              metavar="PERCENT", help="Read and verify a random PERCENT of the pack files.")
+@lock_wait_option
+@json_option
+@click.pass_context
+def check(ctx: click.Context, plan: str, read_data: bool, read_data_subset: float | None,
+          lock_wait: str, as_json: bool) -> None:
+    """Verify the repository's structure (and with --read-data, every stored byte)."""
+    from restorer.actions.inspect import check_repository
+    from restorer.errors import UsageError
+
+    if read_data and read_data_subset is not None:
+        raise UsageError("give --read-data or --read-data-subset, not both")
+    pct = 100.0 if read_data else (read_data_subset or 0.0)
+    lp = _load(plan)
+    res = check_repository(lp, pct, progress=_progress(ctx, as_json),
+                           lock_wait=_duration(lock_wait))
+    if as_json:
+        emit_json(res.to_json())
+    else:
+        click.echo(f"{res.snapshots} snapshots, {res.trees} trees, {res.blobs_referenced} data "
+                   f"blobs referenced, {res.packs_indexed} packs indexed")
+        if pct:
+            click.echo(f"read {res.packs_read} packs ({human_bytes(res.bytes_read)})")
+        if res.unreferenced_packs:
+            click.echo(f"{len(res.unreferenced_packs)} pack(s) not referenced by any index "
+                       "(left by an interrupted backup; harmless, prune removes them)")
+        for e in res.errors:
+            click.echo(f"error: {e}", err=True)
+        for pack, problem in res.damaged_packs.items():
+            click.echo(f"damaged pack {pack}: {problem}", err=True)
+        for sid, paths in res.affected.items():
+            click.echo(f"snapshot {sid[:8]} is affected: {len(paths)} path(s)", err=True)
+            for p in paths[:20]:
+                click.echo(f"  {p}", err=True)
+            if len(paths) > 20:
+                click.echo(f"  ... and {len(paths) - 20} more", err=True)
+        click.echo("no errors were found" if res.ok else "the repository is damaged")
+    if not res.ok:
+        sys.exit(EXIT_FAILED)
+
+
+@cli.command()
+@click.argument("plan", type=click.Path(dir_okay=False))
+@click.option("--all", "remove_all", is_flag=True,
+              help="Remove every lock, not only stale ones (only when no run is active).")
+@json_option
+def unlock(plan: str, remove_all: bool, as_json: bool) -> None:
+    """Remove stale repository locks (dead process or not refreshed)."""
+    from restorer.actions.context import open_repository
+    from restorer.repo.lock import is_stale, read_locks
+
+    lp = _load(plan)
+    repo = open_repository(lp)
+    removed, kept = [], []
+    for lk in read_locks(repo.backend):
+        if remove_all or is_stale(lk):
+            repo.backend.delete(lk.name)
+            removed.append(lk)
+        else:
+            kept.append(lk)
+    if as_json:
+        emit_json({"removed": [lk.describe() for lk in removed],
+                   "kept": [lk.describe() for lk in kept]})
+        return
+    for lk in removed:
+        click.echo(f"removed {lk.describe()}")
+    for lk in kept:
+        click.echo(f"kept live {lk.describe()} (use --all if you are sure it is gone)")
+    if not removed and not kept:
+        click.echo("no locks")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the command and map every failure to a documented exit code."""
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    try:
+        rv = cli.main(args=argv, prog_name="restorer", standalone_mode=False)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(EXIT_USAGE)
+    except PartialError as e:
+        click.echo(f"restorer: {e}", err=True)
+        sys.exit(EXIT_PARTIAL)
+    except RestorerError as e:
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        click.echo(f"restorer: error: {e}", err=True)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        click.echo("restorer: interrupted", err=True)
+        sys.exit(130)
+    except BrokenPipeError:
+        os._exit(EXIT_OK)
+    sys.exit(rv if isinstance(rv, int) else EXIT_OK)

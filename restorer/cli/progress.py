@@ -1,0 +1,104 @@
+"""Progress for people: a rich bar with rate and ETA on a terminal, sparse plain lines otherwise."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from typing import Any
+
+from restorer.actions.progress import NoProgress
+
+log = logging.getLogger("restorer.progress")
+
+
+class TerminalProgress:
+    wants_total = True
+
+    def __init__(self) -> None:
+        from rich.console import Console
+
+        self.console = Console(stderr=True)
+        self._p: Any = None
+        self._task: Any = None
+        self._files = 0
+        self._total_files: int | None = None
+
+    def start(self, label: str, total_bytes: int | None = None,
+              total_files: int | None = None) -> None:
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+
+        self._total_files = total_files
+        self._files = 0
+        self._p = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(),
+            TransferSpeedColumn(), TextColumn("{task.fields[files]}"),
+            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+            console=self.console, transient=True,
+        )
+        self._p.start()
+        self._task = self._p.add_task(label, total=total_bytes, files="")
+
+    def advance(self, nbytes: int) -> None:
+        if self._p is not None:
+            self._p.advance(self._task, nbytes)
+
+    def set_files(self, files: int) -> None:
+        self._files = files
+        if self._p is not None:
+            tf = f"/{self._total_files}" if self._total_files is not None else ""
+            self._p.update(self._task, files=f"{files}{tf} files")
+
+    def stop(self) -> None:
+        if self._p is not None:
+            self._p.stop()
+            self._p = None
+
+
+class QuietProgress:
+    """Under cron: one log line per minute at most, so a long run still shows it is alive."""
+
+    wants_total = False
+    EVERY = 60.0
+
+    def __init__(self) -> None:
+        self._label = ""
+        self._bytes = 0
+        self._files = 0
+        self._t0 = self._last = 0.0
+
+    def start(self, label: str, total_bytes: int | None = None,
+              total_files: int | None = None) -> None:
+        self._label, self._bytes, self._files = label, 0, 0
+        self._t0 = self._last = time.monotonic()
+
+    def advance(self, nbytes: int) -> None:
+        self._bytes += nbytes
+        now = time.monotonic()
+        if now - self._last >= self.EVERY:
+            self._last = now
+            rate = self._bytes / max(now - self._t0, 1e-6) / 1e6
+            log.info("%s: %d files, %.1f MB done, %.1f MB/s", self._label, self._files,
+                     self._bytes / 1e6, rate)
+
+    def set_files(self, files: int) -> None:
+        self._files = files
+
+    def stop(self) -> None:
+        pass
+
+
+def make_progress(enabled: bool) -> TerminalProgress | QuietProgress | NoProgress:
+    if not enabled:
+        return NoProgress()
+    if sys.stderr.isatty():
+        return TerminalProgress()
+    return QuietProgress()

@@ -1,0 +1,79 @@
+"""One root exception with a hint; the CLI alone maps these to exit codes."""
+
+from __future__ import annotations
+
+
+class RestorerError(Exception):
+    """An error a person can act on: `message` says what happened, `hint` what to do."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        if self.hint:
+            return f"{self.message}\nHint: {self.hint}"
+        return self.message
+
+
+class PlanError(RestorerError):
+    """The plan is invalid, or a secret it references cannot be resolved."""
+
+    exit_code = 2
+
+
+class UsageError(RestorerError):
+    """The command line asks for something that cannot be done as asked."""
+
+    exit_code = 2
+
+
+class StorageError(RestorerError):
+    """A storage backend failed (after any retries)."""
+
+
+class NotFoundError(StorageError):
+    """A named object does not exist in the store."""
+
+
+class AlreadyExistsError(StorageError):
+    """A write-once object already exists."""
+
+
+class RepositoryError(RestorerError):
+    """The repository is missing, damaged, or does not match the plan."""
+
+
+class WrongPasswordError(RepositoryError):
+    """No key in the repository opens with the given password."""
+
+
+class IntegrityError(RepositoryError):
+    """Stored data does not match its id: damaged or tampered with."""
+
+
+class LockError(RestorerError):
+    """Another run holds the repository lock."""
+
+    exit_code = 4
+
+
+class SourceError(RestorerError):
+    """A target could not be read or written."""
+
+
+class RestoreError(RestorerError):
+    """A restore was refused or failed."""
+
+
+class VerificationError(RestorerError):
+    """A restored copy failed its checks."""
+
+
+class PartialError(RestorerError):
+    """Some of the work was done, some was not (exit code 3)."""
+
+    exit_code = 3

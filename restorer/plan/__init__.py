@@ -1,0 +1,1 @@
+"""Plans: pydantic models, loading with located errors, secret references."""

@@ -1,0 +1,314 @@
+"""Load a plan file; turn every way it can be wrong into messages naming file, line and key."""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from restorer.errors import PlanError
+from restorer.plan import models
+from restorer.plan.secrets import SecretRef, resolve_secret
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a plan, located as precisely as we can."""
+
+    file: str
+    key: str
+    message: str
+    line: int | None = None
+    hint: str | None = None
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        text = f"{where}: {self.message}"
+        if self.key:
+            text = f"{where}: At '{self.key}': {self.message}"
+        if self.hint:
+            text += f" Hint: {self.hint}"
+        return text
+
+
+class PlanProblems(PlanError):
+    """All the problems found in one plan file."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+@dataclass
+class LoadedPlan:
+    """A validated plan with where it came from; relative paths resolve against `base_dir`."""
+
+    plan: models.Plan
+    path: Path
+    digest: str
+    lines: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def base_dir(self) -> Path:
+        return self.path.parent
+
+    @property
+    def name(self) -> str:
+        return self.plan.name
+
+    def resolve_path(self, p: str) -> Path:
+        """A plan path made absolute: `~` expanded, relative to the plan's folder."""
+        q = Path(os.path.expanduser(p))
+        return q if q.is_absolute() else (self.base_dir / q)
+
+    def secret(self, ref: SecretRef | str | None, where: str) -> str | None:
+        """The resolved value of a secret field (PlanError if it cannot be resolved)."""
+        if ref is None:
+            return None
+        return resolve_secret(str(ref), self.base_dir, f"{self.path}: {where}")
+
+    def targets(self, names: tuple[str, ...] | list[str] = ()) -> list[Any]:
+        """The plan's targets, or the named ones (PlanError for an unknown name)."""
+        if not names:
+            return list(self.plan.targets)
+        known = {t.name: t for t in self.plan.targets}
+        out = []
+        for n in names:
+            if n not in known:
+                close = difflib.get_close_matches(n, known, n=1)
+                raise PlanError(
+                    f"{self.path}: no target named '{n}' (targets: {', '.join(known)})",
+                    hint=f"did you mean '{close[0]}'?" if close else None,
+                )
+            out.append(known[n])
+        return out
+
+
+# --- YAML with line numbers ---------------------------------------------------------------
+
+
+def _line_map(node: yaml.Node, prefix: str, out: dict[str, int]) -> None:
+    """Record the line of every key path ('targets[0].paths') in the YAML node tree."""
+    if isinstance(node, yaml.MappingNode):
+        for k, v in node.value:
+            key = f"{prefix}.{k.value}" if prefix else str(k.value)
+            out[key] = k.start_mark.line + 1
+            _line_map(v, key, out)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, v in enumerate(node.value):
+            key = f"{prefix}[{i}]"
+            out[key] = v.start_mark.line + 1
+            _line_map(v, key, out)
+
+
+def _loc_to_key(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            # pydantic puts union/discriminator tags in the location; they are not keys
+            is_tag = part in models.TARGET_KINDS or part in models.CHECK_KINDS or "[" in str(part)
+            if is_tag and out.endswith("]"):
+                continue
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _model_at(loc: tuple[Any, ...], data: Any) -> type[BaseModel] | None:
+    """The model class whose fields the location's last key belongs to (for suggestions)."""
+    model: Any = models.Plan
+    node = data
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            node = node[part] if isinstance(node, list) and part < len(node) else None
+            continue
+        if model is None:
+            return None
+        if part in models.TARGET_KINDS and model is None:
+            continue
+        fields = getattr(model, "model_fields", {})
+        if part in fields:
+            ann = fields[part].annotation
+            node = node.get(part) if isinstance(node, dict) else None
+            model = _inner_model(ann, node)
+        elif part in models.TARGET_KINDS or part in models.CHECK_KINDS:
+            continue
+        else:
+            return None
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
+def _inner_model(ann: Any, node: Any) -> Any:
+    import typing
+
+    args = typing.get_args(ann)
+    if isinstance(ann, type) and issubclass(ann, BaseModel):
+        return ann
+    if typing.get_origin(ann) is list and args:
+        return _inner_model(args[0], None)
+    if typing.get_origin(ann) is typing.Annotated:
+        return _inner_model(args[0], node)
+    for a in args:
+        m = _inner_model(a, node)
+        if m is not None:
+            if isinstance(node, dict) and "kind" in node:
+                f = getattr(m, "model_fields", {}).get("kind")
+                if f is not None and node["kind"] not in typing.get_args(f.annotation):
+                    continue
+            return m
+    return None
+
+
+def _problems_from_validation(
+    exc: ValidationError, file: str, data: Any, lines: dict[str, int]
+) -> list[Problem]:
+    problems: list[Problem] = []
+    seen: set[tuple[str, str]] = set()
+    for err in exc.errors(include_url=False):
+        loc = tuple(err["loc"])
+        # keep only the branch of a union that matches the declared kind
+        loc = tuple(p for p in loc if not (isinstance(p, str) and ("function-" in p)))
+        key = _loc_to_key(loc)
+        msg = err["msg"]
+        hint = None
+        etype = err["type"]
+        if etype == "extra_forbidden":
+            model = _model_at(loc, data)
+            bad = str(loc[-1])
+            fields = list(getattr(model, "model_fields", {})) if model else []
+            close = difflib.get_close_matches(bad, fields, n=1)
+            msg = f"unknown key '{bad}'"
+            if close:
+                hint = f"did you mean '{close[0]}'?"
+            elif fields:
+                hint = f"allowed keys here: {', '.join(fields)}"
+        elif etype == "union_tag_invalid" or etype == "union_tag_not_found":
+            if "kind" in msg or (loc and loc[-1] != "checks" and "targets" in key):
+                msg = f"'kind' must be one of: {', '.join(models.TARGET_KINDS)}"
+                if isinstance(err.get("input"), dict) and "kind" in err["input"]:
+                    msg += f" (got '{err['input']['kind']}')"
+                    key = f"{key}.kind"
+        elif etype == "missing":
+            msg = "this key is required"
+        elif msg.startswith("Value error, "):
+            msg = msg[len("Value error, ") :]
+        elif etype == "string_pattern_mismatch" and key.endswith("name"):
+            msg = "names use letters, digits, '.', '_' or '-' (at most 64, starting alphanumeric)"
+        if (key, msg) in seen:
+            continue
+        seen.add((key, msg))
+        line = lines.get(key)
+        probe = key
+        while line is None and probe:
+            probe = probe.rsplit(".", 1)[0] if "." in probe else probe.rsplit("[", 1)[0]
+            line = lines.get(probe)
+            if "." not in probe and "[" not in probe:
+                line = lines.get(probe)
+                break
+        problems.append(Problem(file, key, msg, line, hint))
+    return problems
+
+
+def load_plan(path: str | os.PathLike[str]) -> LoadedPlan:
+    """Read and validate one plan file; PlanProblems lists everything wrong with it."""
+    p = Path(path)
+    shown = str(path)
+    try:
+        raw = p.read_bytes()
+    except OSError as e:
+        raise PlanError(
+            f"{shown}: cannot read the plan: {e.strerror}",
+            hint="check the path; plans are YAML files such as plans/quickstart.yaml",
+        ) from None
+    try:
+        text = raw.decode("utf-8")
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except UnicodeDecodeError:
+        raise PlanError(f"{shown}: the plan is not UTF-8 text") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e)
+        raise PlanProblems(
+            [Problem(f"{shown}{line}", "", f"invalid YAML: {problem}",
+                     hint="check indentation and quoting near that line")]
+        ) from None
+    lines: dict[str, int] = {}
+    if node is not None:
+        _line_map(node, "", lines)
+    if not isinstance(data, dict):
+        raise PlanProblems(
+            [Problem(shown, "", "a plan is a YAML mapping with keys version, name, repository, "
+                     "targets ...", hint="start from plans/quickstart.yaml")]
+        )
+    try:
+        plan = models.Plan.model_validate(data)
+    except ValidationError as e:
+        raise PlanProblems(_problems_from_validation(e, shown, data, lines)) from None
+    loaded = LoadedPlan(plan=plan, path=p.absolute(), digest=hashlib.sha256(raw).hexdigest(),
+                        lines=lines)
+    problems = _semantic_problems(loaded, shown)
+    if problems:
+        raise PlanProblems(problems)
+    return loaded
+
+
+def _semantic_problems(lp: LoadedPlan, shown: str) -> list[Problem]:
+    """What pydantic cannot know: staging that overlaps production."""
+    out: list[Problem] = []
+    for i, t in enumerate(lp.plan.targets):
+        if isinstance(t, models.FilesTarget) and t.staging and t.staging.path:
+            st = lp.resolve_path(t.staging.path).resolve()
+            for p in t.paths:
+                src = lp.resolve_path(p).resolve()
+                if st == src or st.is_relative_to(src) or src.is_relative_to(st):
+                    key = f"targets[{i}].staging.path"
+                    out.append(Problem(
+                        shown, key,
+                        f"staging path {st} overlaps the target's source {src}; a restore test "
+                        "would overwrite production data",
+                        lp.lines.get(key), "point staging at a scratch directory elsewhere",
+                    ))
+    return out
+
+
+def environment_problems(lp: LoadedPlan) -> list[Problem]:
+    """Problems only the machine can show: secrets that do not resolve, unreadable paths."""
+    shown = str(lp.path)
+    out: list[Problem] = []
+
+    def walk(obj: Any, key: str) -> None:
+        if isinstance(obj, SecretRef):
+            try:
+                resolve_secret(str(obj), lp.base_dir, key)
+            except PlanError as e:
+                out.append(Problem(shown, key, e.message.split(": ", 1)[1], lp.lines.get(key),
+                                   e.hint))
+        elif isinstance(obj, BaseModel):
+            for name in type(obj).model_fields:
+                walk(getattr(obj, name), f"{key}.{name}" if key else name)
+        elif isinstance(obj, list | tuple):
+            for i, v in enumerate(obj):
+                walk(v, f"{key}[{i}]")
+
+    walk(lp.plan, "")
+    for i, t in enumerate(lp.plan.targets):
+        if isinstance(t, models.FilesTarget):
+            for j, p in enumerate(t.paths):
+                rp = lp.resolve_path(p)
+                key = f"targets[{i}].paths[{j}]"
+                if not os.path.lexists(rp):
+                    out.append(Problem(shown, key, f"{rp} does not exist", lp.lines.get(key),
+                                       "fix the path or create it"))
+                elif not os.access(rp, os.R_OK) or (rp.is_dir() and not os.access(rp, os.X_OK)):
+                    out.append(Problem(shown, key, f"{rp} is not readable by this user",
+                                       lp.lines.get(key), "run as a user that can read it"))
+    return out

@@ -1,0 +1,444 @@
+"""The plan: pydantic models of what a user declares (spec only; what a run did lives elsewhere).
+
+Every model refuses unknown keys, and every field carries a description that `restorer schema`
+exports, so editors can complete plans and errors can point at the key to fix.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    field_validator,
+    model_validator,
+)
+
+from restorer.plan.durations import Duration
+from restorer.plan.secrets import Secret
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+Name = Annotated[
+    str,
+    Field(pattern=NAME_PATTERN, description="letters, digits, '.', '_' or '-', at most 64"),
+]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class SSHOptions(Strict):
+    """How to reach a host over SSH; the same keys wherever SSH appears."""
+
+    host: str = Field(description="host name or address", examples=["db1"])
+    port: int = Field(22, ge=1, le=65535, description="SSH port")
+    user: str | None = Field(None, description="login user (default: the current user)")
+    key_file: str | None = Field(
+        None,
+        description="private key file (default: the SSH agent)",
+        examples=["~/.ssh/id_ed25519"],
+    )
+    key_passphrase: Secret | None = Field(
+        None, description="passphrase of key_file, as a reference"
+    )
+    known_hosts: str | None = Field(
+        None, description="known_hosts file to verify the host key (default ~/.ssh/known_hosts)"
+    )
+    accept_new_host_key: bool = Field(
+        False, description="trust and record an unknown host key on first use (never a changed one)"
+    )
+    connect_timeout: Duration = Field(15.0, description="time allowed to connect")
+
+
+class RepositoryConfig(Strict):
+    """Where snapshots of file-like targets live."""
+
+    url: str = Field(
+        description="file:///path, a plain path (relative to the plan), s3://BUCKET/PREFIX, "
+        "or sftp://USER@HOST[:PORT]/PATH",
+        examples=["file:///var/backups/webapp", "s3://acme-backups/webapp"],
+    )
+    password: Secret | None = Field(
+        None, description="repository password reference; present means encrypted"
+    )
+    pack_size: str = Field("16MiB", description="target size of pack files, e.g. '16MiB'")
+    region: str | None = Field(None, description="S3: region")
+    endpoint_url: str | None = Field(None, description="S3: endpoint of an S3-compatible store")
+    profile: str | None = Field(None, description="S3: AWS profile from the standard chain")
+    storage_class: str | None = Field(None, description="S3: storage class of packs")
+    sse: Literal["AES256", "aws:kms"] | None = Field(None, description="S3: server-side encryption")
+    kms_key_id: str | None = Field(None, description="S3: KMS key id for sse: aws:kms")
+    object_lock_days: int | None = Field(
+        None, ge=1, description="S3: Object Lock retention in days on packs and snapshots"
+    )
+    ssh: SSHOptions | None = Field(None, description="SFTP: SSH options beyond the URL")
+
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, v: str) -> str:
+        if "://" in v and v.split("://", 1)[0] not in ("file", "s3", "sftp"):
+            raise ValueError(
+                f"unsupported repository URL scheme in '{v}'; use file://, s3:// or sftp://"
+            )
+        if not v.strip():
+            raise ValueError("the repository URL is empty")
+        return v
+
+    @field_validator("pack_size")
+    @classmethod
+    def _size(cls, v: str) -> str:
+        parse_size(v)
+        return v
+
+
+def parse_size(text: str) -> int:
+    """Bytes in '16MiB', '512KiB', '1GiB', '4096'."""
+    import re
+
+    m = re.fullmatch(r"\s*(\d+)\s*(B|KiB|MiB|GiB|KB|MB|GB)?\s*", str(text))
+    if not m:
+        raise ValueError(f"'{text}' is not a size; write e.g. '16MiB' or '512KiB'")
+    mult = {None: 1, "B": 1, "KiB": 1024, "MiB": 1 << 20, "GiB": 1 << 30,
+            "KB": 1000, "MB": 10**6, "GB": 10**9}[m.group(2)]
+    return int(m.group(1)) * mult
+
+
+class RetryPolicy(Strict):
+    """How storage and cloud calls are retried when they fail transiently."""
+
+    attempts: int = Field(6, ge=1, le=100, description="attempts per operation, first included")
+    initial_delay: Duration = Field(1.0, description="delay before the first retry")
+    max_delay: Duration = Field(60.0, description="cap on one delay (exponential, with jitter)")
+    max_time: Duration = Field(900.0, description="cap on the total time spent on one operation")
+
+
+class Objectives(Strict):
+    """Recovery objectives checked by verify and status."""
+
+    rpo: Duration | None = Field(None, description="max age of the newest verified snapshot")
+    rto: Duration | None = Field(None, description="max wall time of a restore into staging")
+
+
+class Schedule(Strict):
+    """Cron expressions (5 fields) for unattended runs."""
+
+    backup: str | None = Field(None, examples=["0 3 * * *"])
+    verify: str | None = Field(None, examples=["30 4 * * 0"])
+    prune: str | None = Field(None, examples=["0 5 * * *"])
+    check: str | None = Field(None, examples=["0 6 1 * *"])
+    timezone: str | None = Field(None, description="IANA time zone of the schedule (default UTC)")
+
+    @field_validator("backup", "verify", "prune", "check")
+    @classmethod
+    def _cron(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        from croniter import croniter
+
+        if len(v.split()) != 5 or not croniter.is_valid(v):
+            raise ValueError(
+                f"'{v}' is not a 5-field cron expression (minute hour day month weekday), "
+                "e.g. '0 3 * * *'"
+            )
+        return v
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown time zone '{v}'; use an IANA name like 'Europe/Berlin'"
+            ) from None
+        return v
+
+
+class Retention(Strict):
+    """Which snapshots prune keeps (per target); everything not kept by some rule goes."""
+
+    keep_last: int | None = Field(None, ge=0)
+    keep_hourly: int | None = Field(None, ge=0)
+    keep_daily: int | None = Field(None, ge=0)
+    keep_weekly: int | None = Field(None, ge=0)
+    keep_monthly: int | None = Field(None, ge=0)
+    keep_yearly: int | None = Field(None, ge=0)
+    keep_within: Duration | None = Field(None, description="keep everything newer than this")
+    keep_tags: list[str] = Field(default_factory=list, description="keep snapshots with these tags")
+    prune_verified: bool = Field(
+        False, description="allow prune to remove verified snapshots the rules do not keep"
+    )
+
+
+# --- checks -------------------------------------------------------------------------------
+
+
+class FilesCheckSpec(Strict):
+    exist: list[str] = Field(default_factory=list, description="paths that must exist (relative)")
+    min_count: int | None = Field(None, ge=0, description="minimum number of regular files")
+    min_bytes: int | None = Field(None, ge=0, description="minimum total size in bytes")
+
+
+class CommandCheckSpec(Strict):
+    run: str = Field(description="shell command; passes on exit 0; cwd is the restored copy")
+    timeout: Duration = Field(60.0)
+
+
+class SQLCheckSpec(Strict):
+    query: str = Field(description="a query returning one value")
+    equals: Any | None = None
+    min: float | None = None
+    max: float | None = None
+    non_empty: bool | None = None
+
+
+class HTTPCheckSpec(Strict):
+    url: str
+    serve: str | None = Field(None, description="command that serves the restored copy first")
+    status: int = 200
+    contains: str | None = None
+    timeout: Duration = Field(30.0)
+
+
+class FilesCheck(Strict):
+    files: FilesCheckSpec
+
+
+class CommandCheck(Strict):
+    command: CommandCheckSpec
+
+
+class SQLCheck(Strict):
+    sql: SQLCheckSpec
+
+
+class HTTPCheck(Strict):
+    http: HTTPCheckSpec
+
+
+class ManifestCheck(Strict):
+    manifest: bool = Field(True, description="compare every restored file with the snapshot")
+
+
+CHECK_KINDS = ("files", "command", "sql", "http", "manifest")
+
+
+def _check_kind(value: Any) -> str | None:
+    if isinstance(value, dict):
+        keys = [k for k in value if k in CHECK_KINDS]
+        return keys[0] if len(keys) == 1 else None
+    return getattr(value, "kind", None)
+
+
+Check = Annotated[
+    Annotated[FilesCheck, Tag("files")]
+    | Annotated[CommandCheck, Tag("command")]
+    | Annotated[SQLCheck, Tag("sql")]
+    | Annotated[HTTPCheck, Tag("http")]
+    | Annotated[ManifestCheck, Tag("manifest")],
+    Discriminator(
+        _check_kind,
+        custom_error_type="check_kind",
+        custom_error_message="a check is one of: files, command, sql, http, manifest",
+    ),
+]
+
+
+class Staging(Strict):
+    """Where restore tests land; which keys apply depends on the target kind."""
+
+    path: str | None = Field(None, description="files: a scratch directory")
+    dsn: Secret | str | None = Field(None, description="databases: a scratch database DSN")
+    host: SSHOptions | None = Field(None, description="ssh-files: a host to restore onto")
+    availability_zone: str | None = Field(None, description="ebs: zone of the scratch volume")
+    instance_id: str | None = Field(None, description="ebs: staging instance to attach to")
+    device: str | None = Field(None, description="ebs: device name when attaching")
+    instance_class: str | None = Field(None, description="rds: class of the scratch instance")
+    subnet_group: str | None = Field(None, description="rds: DB subnet group")
+    keep: bool = Field(False, description="leave staging in place after verify")
+
+
+class TargetHooks(Strict):
+    before: list[str] = Field(default_factory=list)
+    after: list[str] = Field(default_factory=list)
+    on_error: list[str] = Field(default_factory=list)
+    timeout: Duration = Field(300.0)
+
+
+# --- targets ------------------------------------------------------------------------------
+
+
+class TargetBase(Strict):
+    name: Name = Field(description="unique within the plan")
+    staging: Staging | None = None
+    checks: list[Check] = Field(default_factory=list)
+    objectives: Objectives | None = Field(None, description="overrides the plan's objectives")
+    retention: Retention | None = Field(None, description="overrides the plan's retention")
+    hooks: TargetHooks | None = None
+    tags: list[str] = Field(default_factory=list, description="tags added to every snapshot")
+
+
+class FilesTarget(TargetBase):
+    kind: Literal["files"]
+    paths: list[str] = Field(
+        min_length=1, description="directories or files (relative to the plan)"
+    )
+    exclude: list[str] = Field(
+        default_factory=list,
+        description="glob patterns; 'name' matches at any depth, 'dir/' only directories, "
+        "'/a/b' is anchored to the backed-up path",
+    )
+    one_file_system: bool = Field(False, description="do not cross mount points")
+    xattrs: bool = Field(True, description="record extended attributes")
+
+
+class SSHFilesTarget(TargetBase):
+    kind: Literal["ssh-files"]
+    host: SSHOptions
+    paths: list[str] = Field(min_length=1)
+    exclude: list[str] = Field(default_factory=list)
+
+
+class PostgresTarget(TargetBase):
+    kind: Literal["postgres"]
+    dsn: str = Field(description="postgresql://user@host:port/db (no password here)")
+    password: Secret | None = None
+    all_databases: bool = Field(False, description="pg_dumpall instead of one database")
+    format: Literal["plain", "custom"] = "plain"
+    via_ssh: SSHOptions | None = None
+
+
+class MySQLTarget(TargetBase):
+    kind: Literal["mysql"]
+    dsn: str = Field(description="mysql://user@host:port/db (no password here)")
+    password: Secret | None = None
+    via_ssh: SSHOptions | None = None
+
+
+class SQLiteTarget(TargetBase):
+    kind: Literal["sqlite"]
+    path: str
+
+
+class CommandTarget(TargetBase):
+    kind: Literal["command"]
+    backup: str = Field(description="command whose stdout is the backup")
+    restore: str = Field(description="command that restores from stdin")
+    via_ssh: SSHOptions | None = None
+    timeout: Duration = Field(3600.0)
+
+
+class EBSTarget(TargetBase):
+    kind: Literal["ebs"]
+    volume_id: str = Field(pattern=r"^vol-[0-9a-f]{8,17}$")
+    region: str
+    copy_to_regions: list[str] = Field(default_factory=list)
+    kms_key_id: str | None = None
+    instance_id: str | None = Field(None, description="instance the volume is attached to")
+    device: str | None = None
+    allow_stop_instance: bool = False
+    wait_timeout: Duration = Field(3600.0)
+
+
+class RDSTarget(TargetBase):
+    kind: Literal["rds"]
+    db_instance: str
+    region: str
+    copy_to_regions: list[str] = Field(default_factory=list)
+    kms_key_id: str | None = None
+    wait_timeout: Duration = Field(7200.0)
+
+
+Target = Annotated[
+    FilesTarget
+    | SSHFilesTarget
+    | PostgresTarget
+    | MySQLTarget
+    | SQLiteTarget
+    | CommandTarget
+    | EBSTarget
+    | RDSTarget,
+    Field(discriminator="kind"),
+]
+TARGET_KINDS = ("files", "ssh-files", "postgres", "mysql", "sqlite", "command", "ebs", "rds")
+
+
+class Hooks(Strict):
+    before: list[str] = Field(default_factory=list)
+    after: list[str] = Field(default_factory=list)
+    on_error: list[str] = Field(default_factory=list)
+    timeout: Duration = Field(300.0)
+
+
+class RollbackConfig(Strict):
+    targets: list[str] = Field(default_factory=list, description="targets rolled back together")
+    before: list[str] = Field(default_factory=list)
+    after: list[str] = Field(default_factory=list)
+    terminate_connections: bool = Field(False, description="databases: may end other sessions")
+
+
+NotifyEvent = Literal["failure", "success", "objective_breach", "recovered"]
+
+
+class Notify(Strict):
+    on: list[NotifyEvent] = Field(min_length=1)
+    webhook: Secret | str | None = None
+    ping: Secret | str | None = None
+    format: Literal["json", "slack", "pagerduty", "zenduty"] = "json"
+    routing_key: Secret | None = None
+
+    @model_validator(mode="after")
+    def _one_destination(self) -> Notify:
+        if (self.webhook is None) == (self.ping is None):
+            raise ValueError("give exactly one of 'webhook' or 'ping'")
+        return self
+
+
+class Plan(Strict):
+    """One plan file: what to protect, where copies go, how restores are proven."""
+
+    version: Literal[1] = Field(description="plan format version; 1")
+    name: Name
+    description: str | None = None
+    repository: RepositoryConfig
+    retry: RetryPolicy = Field(default_factory=RetryPolicy)
+    objectives: Objectives = Field(default_factory=Objectives)
+    schedule: Schedule = Field(default_factory=Schedule)
+    retention: Retention = Field(default_factory=Retention)
+    ledger: str | None = Field(
+        None, description="sqlite:///path or postgresql://... (default: a per-user state file)"
+    )
+    targets: list[Target] = Field(min_length=1)
+    hooks: Hooks = Field(default_factory=Hooks)
+    rollback: RollbackConfig = Field(default_factory=RollbackConfig)
+    notify: list[Notify] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _cross_references(self) -> Plan:
+        seen: set[str] = set()
+        for t in self.targets:
+            if t.name in seen:
+                raise ValueError(f"two targets are named '{t.name}'; target names must be unique")
+            seen.add(t.name)
+        for name in self.rollback.targets:
+            if name not in seen:
+                raise ValueError(
+                    f"rollback.targets names '{name}', which is not a target of this plan "
+                    f"(targets: {', '.join(sorted(seen))})"
+                )
+        return self
+
+    def target(self, name: str) -> Any:
+        for t in self.targets:
+            if t.name == name:
+                return t
+        raise KeyError(name)

@@ -1,0 +1,1 @@
+"""The snapshot repository format: chunker, blobs, packs, index, trees, snapshots, keys, locks."""

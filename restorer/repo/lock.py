@@ -1,0 +1,162 @@
+"""Repository locks: small write-once files naming host, pid and time.
+
+A lock is stale when its process is dead on this host, or when it has not been refreshed
+within STALE_AFTER (the holder refreshes every REFRESH_EVERY); stale locks are removed with a
+warning. Exclusive locks conflict with every other lock; shared locks only with exclusive ones.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import secrets
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from restorer.errors import LockError, NotFoundError, StorageError
+from restorer.storage.base import Backend
+
+log = logging.getLogger("restorer.lock")
+REFRESH_EVERY = 300.0
+STALE_AFTER = 1800.0
+
+
+@dataclass(frozen=True)
+class LockInfo:
+    name: str
+    host: str
+    pid: int
+    exclusive: bool
+    time: float
+    command: str
+
+    def describe(self) -> str:
+        when = datetime.fromtimestamp(self.time, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        kind = "exclusive" if self.exclusive else "shared"
+        return f"{kind} lock held by pid {self.pid} on {self.host} ({self.command}) since {when}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def is_stale(lock: LockInfo, now: float | None = None) -> bool:
+    now = time.time() if now is None else now
+    if lock.host == socket.gethostname() and not _pid_alive(lock.pid):
+        return True
+    return now - lock.time > STALE_AFTER
+
+
+def read_locks(backend: Backend) -> list[LockInfo]:
+    out = []
+    for obj in backend.list("locks/"):
+        try:
+            d = json.loads(backend.read(obj.name))
+            out.append(LockInfo(obj.name, d["host"], int(d["pid"]), bool(d["exclusive"]),
+                                float(d["time"]), d.get("command", "")))
+        except NotFoundError:
+            continue
+        except (ValueError, KeyError, TypeError):
+            # a lock we cannot parse: written by a crashed run mid-way is impossible
+            # (writes are atomic), so it is foreign; report it rather than ignore it
+            out.append(LockInfo(obj.name, "?", 0, True, 0.0, "unreadable lock file"))
+    return out
+
+
+class RepoLock:
+    """Held while a command works on a repository; refreshed in the background."""
+
+    def __init__(self, backend: Backend, exclusive: bool, command: str) -> None:
+        self.backend = backend
+        self.exclusive = exclusive
+        self.command = command
+        self.name: str | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.waited = 0.0
+
+    def _write(self) -> str:
+        name = f"locks/{secrets.token_hex(16)}"
+        body = json.dumps({
+            "host": socket.gethostname(), "pid": os.getpid(), "exclusive": self.exclusive,
+            "time": time.time(), "command": self.command,
+        }).encode()
+        self.backend.write(name, body)
+        return name
+
+    def _conflicts(self) -> list[LockInfo]:
+        out = []
+        for lk in read_locks(self.backend):
+            if lk.name == self.name:
+                continue
+            if is_stale(lk):
+                log.warning("removing stale lock %s: %s", lk.name, lk.describe())
+                self.backend.delete(lk.name)
+                continue
+            if self.exclusive or lk.exclusive:
+                out.append(lk)
+        return out
+
+    def acquire(self, wait: float = 0.0) -> None:
+        """Take the lock, waiting up to `wait` seconds for holders to finish; else LockError."""
+        start = time.monotonic()
+        delay = 0.2
+        while True:
+            self.name = self._write()
+            conflicts = self._conflicts()
+            if not conflicts:
+                break
+            self.backend.delete(self.name)
+            self.name = None
+            if time.monotonic() - start >= wait:
+                holder = conflicts[0]
+                raise LockError(
+                    f"repository {self.backend.location} is locked: {holder.describe()}",
+                    hint="wait for that run to finish (or pass --lock-wait), or if it is gone, "
+                    f"remove the lock with `restorer unlock PLAN` (lock file {holder.name})",
+                )
+            # jitter keeps two waiting runs from colliding again and again
+            left = max(0.0, wait - (time.monotonic() - start))
+            time.sleep(min(delay * random.uniform(0.5, 1.5), left))
+            delay = min(delay * 2, 5.0)
+        self.waited = time.monotonic() - start
+        self._thread = threading.Thread(target=self._refresh, name="lock-refresh", daemon=True)
+        self._thread.start()
+
+    def _refresh(self) -> None:
+        while not self._stop.wait(REFRESH_EVERY):
+            try:
+                new = self._write()
+                old, self.name = self.name, new
+                if old:
+                    self.backend.delete(old)
+            except StorageError as e:
+                log.warning("could not refresh the repository lock: %s", e)
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=5)
+        if self.name:
+            try:
+                self.backend.delete(self.name)
+            except StorageError as e:
+                log.warning("could not remove the repository lock %s: %s", self.name, e)
+            self.name = None
+
+    def __enter__(self) -> RepoLock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()

@@ -1,0 +1,377 @@
+"""The repository: config, keys, packs, index, trees and snapshots over any Backend.
+
+Layout (every file written once, never modified):
+    config              plain JSON: format version, id, whether encrypted, chunker sizes
+    keys/<id>           the master key sealed under a password-derived key
+    data/<xx>/<packid>  pack files (name = SHA-256 of the bytes)
+    index/<id>          which pack holds which blob (written after its packs)
+    snapshots/<id>      snapshot manifests (written last)
+    locks/<id>          lock files
+"""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import json
+import logging
+import secrets
+import socket
+import threading
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+
+from restorer.errors import (
+    IntegrityError,
+    NotFoundError,
+    RepositoryError,
+    UsageError,
+    WrongPasswordError,
+)
+from restorer.repo import blobs, crypto
+from restorer.repo.blobs import DATA, TREE
+from restorer.repo.chunker import AVG_SIZE, MAX_SIZE, MIN_SIZE, Chunker
+from restorer.repo.index import Index
+from restorer.repo.packs import PackBuilder, PackEntry
+from restorer.repo.snapshot import Snapshot
+from restorer.repo.tree import Node, decode_tree, encode_tree
+from restorer.storage.base import Backend
+
+log = logging.getLogger("restorer.repo")
+FORMAT_VERSION = 1
+DEFAULT_PACK_SIZE = 16 << 20
+
+
+def pack_name(pack_id: str) -> str:
+    return f"data/{pack_id[:2]}/{pack_id}"
+
+
+@dataclass
+class WriteStats:
+    blobs_new: int = 0
+    data_added: int = 0  # plaintext bytes of new blobs
+    data_added_stored: int = 0  # bytes written to packs (compressed, sealed)
+    packs: int = 0
+
+
+class Repository:
+    def __init__(self, backend: Backend, sealer: crypto.Sealer, config: dict) -> None:
+        self.backend = backend
+        self.sealer = sealer
+        self.config = config
+        self.index = Index()
+        self._index_loaded = False
+        self._tree_cache: OrderedDict[bytes, list[Node]] = OrderedDict()
+        seed = sealer.key.chunker_seed if sealer.key else int(config["chunker"]["seed"])
+        ch = config["chunker"]
+        self.chunker = Chunker(seed, ch["avg"], ch["min"], ch["max"])
+        self.pack_size = int(config.get("pack_size", DEFAULT_PACK_SIZE))
+
+    # --- creating and opening -----------------------------------------------------------
+
+    @classmethod
+    def init(cls, backend: Backend, password: str | None,
+             pack_size: int = DEFAULT_PACK_SIZE) -> Repository:
+        if backend.exists("config"):
+            raise RepositoryError(
+                f"a repository already exists at {backend.location}",
+                hint="use it as it is, or point the plan at an empty location",
+            )
+        key = crypto.MasterKey.generate() if password is not None else None
+        chunker = {"avg": AVG_SIZE, "min": MIN_SIZE, "max": MAX_SIZE}
+        if key is None:
+            chunker["seed"] = secrets.randbits(63) | 1
+        config = {
+            "version": FORMAT_VERSION,
+            "id": secrets.token_hex(16),
+            "encrypted": key is not None,
+            "cipher": "aes-256-gcm" if key else None,
+            "compression": "zstd",
+            "chunker": chunker,
+            "pack_size": pack_size,
+        }
+        if key is not None:
+            assert password is not None
+            kf = crypto.make_key_file(key, password, socket.gethostname(), getpass.getuser())
+            backend.write(f"keys/{hashlib.sha256(kf).hexdigest()}", kf)
+        # config last: a repository exists only once it is complete
+        backend.write("config", json.dumps(config, indent=1).encode())
+        return cls(backend, crypto.Sealer(key), config)
+
+    @classmethod
+    def open(cls, backend: Backend, password: str | None) -> Repository:
+        try:
+            config = json.loads(backend.read("config"))
+        except NotFoundError:
+            raise RepositoryError(
+                f"no repository at {backend.location}",
+                hint="create it with `restorer init PLAN`",
+            ) from None
+        except ValueError:
+            raise RepositoryError(f"{backend.location}/config is damaged") from None
+        if config.get("version") != FORMAT_VERSION:
+            raise RepositoryError(
+                f"{backend.location}: repository format {config.get('version')} is not supported "
+                f"by this restorer (format {FORMAT_VERSION})"
+            )
+        key = None
+        if config.get("encrypted"):
+            if password is None:
+                raise UsageError(
+                    f"the repository at {backend.location} is encrypted and the plan gives no "
+                    "password",
+                    hint="add repository.password: ${env:RESTORER_PASSWORD} (or ${file:...})",
+                )
+            for obj in backend.list("keys/"):
+                key = crypto.open_key_file(backend.read(obj.name), password)
+                if key is not None:
+                    break
+            if key is None:
+                raise WrongPasswordError(
+                    f"wrong password for the repository at {backend.location}: no key opens "
+                    "with it",
+                    hint="check the secret the plan's repository.password refers to",
+                )
+        elif password is not None:
+            log.warning("the repository at %s is not encrypted; the plan's password is unused",
+                        backend.location)
+        return cls(backend, crypto.Sealer(key), config)
+
+    # --- index --------------------------------------------------------------------------
+
+    def load_index(self) -> None:
+        if self._index_loaded:
+            return
+        for obj in self.backend.list("index/"):
+            for pack, entries in self.read_index_file(obj.name).items():
+                self.index.add(pack, entries)
+        self._index_loaded = True
+
+    def read_index_file(self, name: str) -> dict[str, list[PackEntry]]:
+        raw = self.backend.read(name)
+        if hashlib.sha256(raw).hexdigest() != name.rsplit("/", 1)[-1]:
+            raise IntegrityError(f"index file {name} does not match its name (damaged)")
+        return Index.parse(blobs.decode_file(self.sealer, raw, name))
+
+    def write_file(self, folder: str, plain: bytes) -> str:
+        stored = blobs.encode_file(self.sealer, plain)
+        fid = hashlib.sha256(stored).hexdigest()
+        self.backend.write(f"{folder}/{fid}", stored)
+        return fid
+
+    # --- blobs --------------------------------------------------------------------------
+
+    def load_blob(self, blob_id: bytes) -> bytes:
+        loc = self.index.get(blob_id)
+        if loc is None:
+            raise IntegrityError(f"blob {blob_id.hex()[:16]} is not in any index (missing data)")
+        what = f"blob {blob_id.hex()[:16]} in pack {loc.pack[:16]}"
+        try:
+            stored = self.backend.read(pack_name(loc.pack), loc.offset, loc.length)
+        except NotFoundError:
+            raise IntegrityError(f"{what}: the pack file is missing") from None
+        if len(stored) != loc.length:
+            raise IntegrityError(f"{what}: the pack file is truncated")
+        return blobs.decode_blob(self.sealer, blob_id, stored, loc.raw_length, what)
+
+    def load_tree(self, tree_id: str, where: str = "") -> list[Node]:
+        bid = bytes.fromhex(tree_id)
+        cached = self._tree_cache.get(bid)
+        if cached is not None:
+            self._tree_cache.move_to_end(bid)
+            return cached
+        nodes = decode_tree(self.load_blob(bid), where or f"tree {tree_id[:16]}")
+        self._tree_cache[bid] = nodes
+        if len(self._tree_cache) > 4096:
+            self._tree_cache.popitem(last=False)
+        return nodes
+
+    def stream_blobs(self, ids: Iterable[bytes], workers: int = 2,
+                     window: int = 16) -> Iterator[tuple[bytes, bytes | Exception]]:
+        """(id, plaintext or the error loading it) for each id in order, read ahead by threads."""
+        with ThreadPoolExecutor(workers, thread_name_prefix="read") as ex:
+            q: deque[tuple[bytes, Future[bytes]]] = deque()
+            it = iter(ids)
+            for bid in it:
+                q.append((bid, ex.submit(self.load_blob, bid)))
+                if len(q) >= window:
+                    break
+            while q:
+                bid, fut = q.popleft()
+                nxt = next(it, None)
+                if nxt is not None:
+                    q.append((nxt, ex.submit(self.load_blob, nxt)))
+                try:
+                    result: bytes | Exception = fut.result()
+                except (IntegrityError, RepositoryError) as e:
+                    result = e
+                except BaseException:
+                    for _, f in q:
+                        f.cancel()
+                    raise
+                yield bid, result
+
+    # --- snapshots ----------------------------------------------------------------------
+
+    def save_snapshot(self, snap: Snapshot) -> str:
+        snap.id = self.write_file("snapshots", snap.to_json())
+        return snap.id
+
+    def list_snapshots(self, on_error: Callable[[str, Exception], None] | None = None
+                       ) -> list[Snapshot]:
+        out = []
+        for obj in self.backend.list("snapshots/"):
+            sid = obj.name.rsplit("/", 1)[-1]
+            try:
+                raw = self.backend.read(obj.name)
+                if hashlib.sha256(raw).hexdigest() != sid:
+                    raise IntegrityError(f"snapshot file {sid[:8]} does not match its name")
+                out.append(Snapshot.from_json(blobs.decode_file(self.sealer, raw, obj.name), sid))
+            except (IntegrityError, ValueError, KeyError, TypeError) as e:
+                if on_error is None:
+                    raise IntegrityError(f"snapshot {sid[:8]} cannot be read: {e}") from None
+                on_error(sid, e)
+        out.sort(key=lambda s: (s.time, s.id))
+        return out
+
+    def find_snapshot(self, ref: str, target: str | None = None,
+                      snapshots: list[Snapshot] | None = None) -> Snapshot:
+        """`latest` (of `target`), or a unique id prefix; UsageError explains what did not match."""
+        snaps = self.list_snapshots() if snapshots is None else snapshots
+        if target is not None:
+            snaps = [s for s in snaps if s.target == target]
+        if ref == "latest":
+            if not snaps:
+                raise UsageError(
+                    "no snapshot" + (f" of target '{target}'" if target else "") + " yet",
+                    hint="run `restorer backup PLAN` first",
+                )
+            targets = {s.target for s in snaps}
+            if len(targets) > 1:
+                raise UsageError(
+                    f"'latest' is per target and this plan has snapshots of several "
+                    f"({', '.join(sorted(targets))})",
+                    hint="add --target NAME",
+                )
+            return snaps[-1]
+        ref_l = ref.lower()
+        matches = [s for s in snaps if s.id.startswith(ref_l)]
+        if not matches:
+            raise UsageError(
+                f"no snapshot id starts with '{ref}'"
+                + (f" among snapshots of target '{target}'" if target else ""),
+                hint="list them with `restorer snapshots PLAN`",
+            )
+        if len(matches) > 1:
+            raise UsageError(
+                f"snapshot id prefix '{ref}' is ambiguous: "
+                + ", ".join(s.short_id for s in matches[:5]),
+                hint="give more characters of the id",
+            )
+        return matches[0]
+
+
+class BlobWriter:
+    """Adds blobs to the repository: dedups against the index, compresses and seals in worker
+    threads, fills pack files, uploads them from one background thread, and writes index files.
+
+    Nothing it writes is referenced until `flush()` has written the index covering it.
+    """
+
+    def __init__(self, repo: Repository, workers: int = 2, max_inflight: int = 64 << 20) -> None:
+        self.repo = repo
+        self.stats = WriteStats()
+        self._encode = ThreadPoolExecutor(workers, thread_name_prefix="encode")
+        self._upload = ThreadPoolExecutor(1, thread_name_prefix="upload")
+        self._pending: deque[tuple[int, bytes, int, Future[bytes]]] = deque()
+        self._pending_bytes = 0
+        self._max_inflight = max_inflight
+        self._seen: set[bytes] = set()
+        self._builders = {DATA: PackBuilder(), TREE: PackBuilder()}
+        self._uploads: deque[Future[None]] = deque()
+        self._unindexed: dict[str, list[PackEntry]] = {}
+        self._lock = threading.Lock()
+        self.on_bytes: Callable[[int], None] | None = None
+
+    def has(self, blob_id: bytes) -> bool:
+        return blob_id in self.repo.index or blob_id in self._seen
+
+    def add(self, type_: int, plain: bytes, blob_id: bytes | None = None) -> bytes:
+        """The blob's id; the blob is queued for storage unless the repository has it."""
+        bid = blob_id if blob_id is not None else self.repo.sealer.blob_id(plain)
+        if self.has(bid):
+            return bid
+        self._seen.add(bid)
+        fut = self._encode.submit(blobs.encode_blob, self.repo.sealer, bid, plain)
+        self._pending.append((type_, bid, len(plain), fut))
+        self._pending_bytes += len(plain)
+        self._drain(block=self._pending_bytes > self._max_inflight)
+        return bid
+
+    def add_tree(self, nodes: list[Node]) -> str:
+        return self.add(TREE, encode_tree(nodes)).hex()
+
+    def _drain(self, block: bool, everything: bool = False) -> None:
+        while self._pending and (everything or block or self._pending[0][3].done()):
+            type_, bid, raw_len, fut = self._pending.popleft()
+            stored = fut.result()
+            self._pending_bytes -= raw_len
+            b = self._builders[type_]
+            b.add(type_, bid, stored, raw_len)
+            self.stats.blobs_new += 1
+            self.stats.data_added += raw_len
+            if b.size >= self.repo.pack_size:
+                self._write_pack(type_)
+            block = block and self._pending_bytes > self._max_inflight // 2
+        self._reap_uploads(block=len(self._uploads) > 2)
+
+    def _write_pack(self, type_: int) -> None:
+        b = self._builders[type_]
+        if not len(b):
+            return
+        self._builders[type_] = PackBuilder()
+        pid, data = b.finish(self.repo.sealer)
+        self._uploads.append(self._upload.submit(self._store_pack, pid, data, b.entries))
+
+    def _store_pack(self, pid: str, data: bytes, entries: list[PackEntry]) -> None:
+        self.repo.backend.write(pack_name(pid), data)
+        with self._lock:
+            self._unindexed[pid] = entries
+            self.repo.index.add(pid, entries)
+            self.stats.packs += 1
+            self.stats.data_added_stored += len(data)
+        if self.on_bytes:
+            self.on_bytes(len(data))
+
+    def _reap_uploads(self, block: bool, everything: bool = False) -> None:
+        while self._uploads and (everything or block or self._uploads[0].done()):
+            self._uploads.popleft().result()
+            block = block and len(self._uploads) > 2
+        with self._lock:
+            # an index every so often lets a re-run after a crash reuse what was uploaded
+            if len(self._unindexed) >= 64:
+                self.repo.write_file("index", Index.serialize(self._unindexed))
+                self._unindexed = {}
+
+    def flush(self) -> None:
+        """Store everything queued, then the index covering it; afterwards it is referenceable."""
+        self._drain(block=True, everything=True)
+        for t in (DATA, TREE):
+            self._write_pack(t)
+        self._reap_uploads(block=True, everything=True)
+        with self._lock:
+            if self._unindexed:
+                self.repo.write_file("index", Index.serialize(self._unindexed))
+                self._unindexed = {}
+
+    def close(self) -> None:
+        self._encode.shutdown(wait=True, cancel_futures=True)
+        self._upload.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> BlobWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

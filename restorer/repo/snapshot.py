@@ -1,0 +1,47 @@
+"""Snapshot manifests: the last file a backup writes; its name is the SHA-256 of its bytes."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+@dataclass
+class Snapshot:
+    time: str  # ISO 8601, UTC
+    plan: str
+    target: str
+    kind: str
+    hostname: str
+    username: str
+    paths: list[str]
+    tree: str | None = None  # root tree id (file-like targets)
+    parent: str | None = None
+    tags: list[str] = field(default_factory=list)
+    summary: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    program_version: str = ""
+    uid: int | None = None
+    gid: int | None = None
+    id: str = ""  # not stored: the file name
+
+    def to_json(self) -> bytes:
+        d = asdict(self)
+        d.pop("id")
+        return json.dumps(d, sort_keys=True, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes, sid: str) -> Snapshot:
+        d = json.loads(data)
+        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        return cls(**known, id=sid)
+
+    @property
+    def short_id(self) -> str:
+        return self.id[:8]
+
+    @property
+    def datetime(self) -> datetime:
+        return datetime.fromisoformat(self.time)

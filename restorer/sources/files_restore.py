@@ -1,0 +1,370 @@
+"""Write a snapshot's tree under a destination directory (the restore half of `kind: files`).
+
+Safety: every name comes from a checked tree (plain names only); every file-system call is made
+relative to an open directory descriptor with O_NOFOLLOW, so nothing is ever written through a
+symlink, whether it came from the snapshot or was already in the destination. Files are written
+under a temporary name and renamed into place only when all their blobs verified.
+"""
+
+from __future__ import annotations
+
+import base64
+import errno
+import fnmatch
+import logging
+import os
+import secrets
+import stat
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from restorer.errors import RestoreError
+from restorer.repo.repository import Repository
+from restorer.repo.snapshot import Snapshot
+from restorer.repo.tree import BLOCKDEV, CHARDEV, DIR, FIFO, FILE, SOCKET, SYMLINK, Node
+
+log = logging.getLogger("restorer.restore")
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+_TMP = ".restorer-tmp-"
+
+
+@dataclass
+class RestoreStats:
+    files: int = 0
+    dirs: int = 0
+    links: int = 0
+    other: int = 0
+    bytes_written: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass
+class _Item:
+    rel: tuple[str, ...]  # path below the destination
+    node: Node
+
+    @property
+    def path(self) -> str:
+        return "/".join(self.rel)
+
+
+def _include_filter(patterns: list[str]) -> Callable[[str], str]:
+    """Returns f(path) -> 'yes' (included, with everything below), 'maybe' (an ancestor of a
+    possible match: restore the directory itself), or 'no'."""
+    pats = [p.strip("/") for p in patterns]
+
+    def f(path: str) -> str:
+        for p in pats:
+            if fnmatch.fnmatchcase(path, p) or fnmatch.fnmatchcase(path.rsplit("/", 1)[-1], p):
+                return "yes"
+        for p in pats:
+            parts = p.split("/")
+            mine = path.split("/")
+            if len(mine) < len(parts) and all(
+                fnmatch.fnmatchcase(a, b) for a, b in zip(mine, parts, strict=False)
+            ):
+                return "maybe"
+        return "no"
+
+    return f
+
+
+class FilesWriter:
+    def __init__(
+        self,
+        repo: Repository,
+        dest: Path,
+        *,
+        overwrite: bool = False,
+        include: list[str] | None = None,
+        restore_owner: bool | None = None,
+        on_progress: Callable[[int], None] | None = None,
+    ) -> None:
+        self.repo = repo
+        self.dest = dest
+        self.overwrite = overwrite
+        self.include = _include_filter(include) if include else None
+        self.restore_owner = os.geteuid() == 0 if restore_owner is None else restore_owner
+        self.on_progress = on_progress
+        self.stats = RestoreStats()
+        self._fds: OrderedDict[tuple[str, ...], int] = OrderedDict()
+        self._root_fd = -1
+
+    # --- planning -----------------------------------------------------------------------
+
+    def plan(self, snap: Snapshot) -> list[_Item]:
+        """Every entry to restore, parents before children, names checked."""
+        if not snap.tree:
+            raise RestoreError(f"snapshot {snap.short_id} has no file tree to restore")
+        items: list[_Item] = []
+
+        def walk(tree_id: str, rel: tuple[str, ...], all_in: bool) -> None:
+            where = f"snapshot {snap.short_id}:/" + "/".join(rel)
+            for n in self.repo.load_tree(tree_id, where):
+                r = (*rel, n["name"])
+                verdict = "yes" if all_in or self.include is None else self.include("/".join(r))
+                if verdict == "no":
+                    continue
+                if n["type"] == DIR:
+                    items.append(_Item(r, n))
+                    if n.get("subtree"):
+                        walk(n["subtree"], r, verdict == "yes")
+                elif verdict == "yes":
+                    items.append(_Item(r, n))
+
+        walk(snap.tree, (), False)
+        if self.include is not None:
+            # drop directories that only lead to nothing
+            needed: set[tuple[str, ...]] = set()
+            for it in items:
+                if it.node["type"] != DIR or self.include(it.path) == "yes":
+                    for i in range(1, len(it.rel) + 1):
+                        needed.add(it.rel[:i])
+            items = [it for it in items if it.rel in needed]
+        return items
+
+    def conflicts(self, items: list[_Item]) -> list[str]:
+        """Paths in the destination that this restore would replace."""
+        out = []
+        for it in items:
+            p = self.dest.joinpath(*it.rel)
+            try:
+                st = os.lstat(p)
+            except FileNotFoundError:
+                continue
+            except NotADirectoryError:
+                out.append(str(p))
+                continue
+            if it.node["type"] == DIR and stat.S_ISDIR(st.st_mode):
+                continue
+            out.append(str(p))
+        return out
+
+    # --- writing ------------------------------------------------------------------------
+
+    def restore(self, snap: Snapshot) -> RestoreStats:
+        items = self.plan(snap)
+        if not self.overwrite:
+            existing = self.conflicts(items)
+            if existing:
+                shown = "\n  ".join(existing[:10])
+                more = f"\n  ... and {len(existing) - 10} more" if len(existing) > 10 else ""
+                raise RestoreError(
+                    f"{len(existing)} path(s) already exist in {self.dest} and would be "
+                    f"replaced:\n  {shown}{more}",
+                    hint="restore into an empty directory, or pass --overwrite to replace them",
+                )
+        self.dest.mkdir(parents=True, exist_ok=True)
+        self._root_fd = os.open(self.dest, _DIR_FLAGS & ~os.O_NOFOLLOW)
+        try:
+            self._write_all(items)
+        finally:
+            for fd in self._fds.values():
+                os.close(fd)
+            self._fds.clear()
+            os.close(self._root_fd)
+        return self.stats
+
+    @staticmethod
+    def _hardlinks(items: list[_Item]) -> dict[int, tuple[str, ...]]:
+        """Item index -> path of the first restored file with the same inode (hard links)."""
+        first: dict[tuple[object, int], tuple[str, ...]] = {}
+        out: dict[int, tuple[str, ...]] = {}
+        for i, it in enumerate(items):
+            n = it.node
+            if n["type"] != FILE or n.get("nlink", 1) < 2 or "inode" not in n:
+                continue
+            key = (n.get("dev"), n["inode"])
+            if key in first:
+                out[i] = first[key]
+            else:
+                first[key] = it.rel
+        return out
+
+    def _write_all(self, items: list[_Item]) -> None:
+        links = self._hardlinks(items)
+        blobs = self.repo.stream_blobs(
+            bytes.fromhex(c)
+            for i, it in enumerate(items)
+            if it.node["type"] == FILE and i not in links
+            for c in it.node.get("content", ())
+        )
+        dirs: list[_Item] = []
+        for i, it in enumerate(items):
+            t = it.node["type"]
+            parent = self._dir_fd(it.rel[:-1])
+            name = it.rel[-1]
+            if t == DIR:
+                self._make_dir(parent, it)
+                dirs.append(it)
+            elif t == FILE:
+                if i in links:
+                    self._hardlink(name, links[i], it)
+                else:
+                    self._write_file(parent, name, it, blobs)
+            elif t == SYMLINK:
+                self._replace_nondir(parent, name, it)
+                os.symlink(it.node["target"], name, dir_fd=parent)
+                self._apply_meta(parent, name, it.node, is_link=True)
+                self.stats.links += 1
+            elif t in (FIFO, CHARDEV, BLOCKDEV):
+                self._special(parent, name, it)
+            elif t == SOCKET:
+                self.stats.skipped.append((it.path, "sockets are recreated by their programs"))
+        # directory metadata last, deepest first, so writing children does not disturb mtimes
+        for it in reversed(dirs):
+            fd = self._dir_fd(it.rel)
+            self._apply_meta_fd(fd, it.node, it.path)
+
+    def _dir_fd(self, rel: tuple[str, ...]) -> int:
+        if not rel:
+            return self._root_fd
+        fd = self._fds.get(rel)
+        if fd is not None:
+            self._fds.move_to_end(rel)
+            return fd
+        parent = self._dir_fd(rel[:-1])
+        try:
+            fd = os.open(rel[-1], _DIR_FLAGS, dir_fd=parent)
+        except OSError as e:
+            if e.errno in (errno.ELOOP, errno.ENOTDIR):
+                raise RestoreError(
+                    f"{self.dest.joinpath(*rel)} is not a directory (a symlink or file is in the "
+                    "way); refusing to write through it"
+                ) from None
+            raise
+        self._fds[rel] = fd
+        if len(self._fds) > 64:
+            _, old = self._fds.popitem(last=False)
+            os.close(old)
+        return fd
+
+    def _replace_nondir(self, parent: int, name: str, it: _Item) -> None:
+        try:
+            st = os.stat(name, dir_fd=parent, follow_symlinks=False)
+        except FileNotFoundError:
+            return
+        if stat.S_ISDIR(st.st_mode):
+            raise RestoreError(
+                f"{self.dest.joinpath(*it.rel)} is a directory in the destination but a "
+                f"{it.node['type']} in the snapshot",
+                hint="remove it, or restore into an empty directory",
+            )
+        os.unlink(name, dir_fd=parent)
+
+    def _make_dir(self, parent: int, it: _Item) -> None:
+        name = it.rel[-1]
+        try:
+            os.mkdir(name, 0o700, dir_fd=parent)
+        except FileExistsError:
+            st = os.stat(name, dir_fd=parent, follow_symlinks=False)
+            if not stat.S_ISDIR(st.st_mode):
+                # only reached with --overwrite (conflicts were refused before otherwise)
+                os.unlink(name, dir_fd=parent)
+                os.mkdir(name, 0o700, dir_fd=parent)
+        self.stats.dirs += 1
+
+    def _write_file(self, parent: int, name: str, it: _Item,
+                    blobs: Iterator[tuple[bytes, bytes | Exception]]) -> None:
+        tmp = f"{_TMP}{secrets.token_hex(6)}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600,
+                     dir_fd=parent)
+        error: str | None = None
+        written = 0
+        try:
+            for c in it.node.get("content", ()):
+                bid, data = next(blobs)
+                assert bid.hex() == c
+                if error is not None:
+                    continue
+                if isinstance(data, Exception):
+                    error = str(data)
+                    continue
+                view = memoryview(data)
+                while view:
+                    n = os.write(fd, view)
+                    view = view[n:]
+                written += len(data)
+                if self.on_progress:
+                    self.on_progress(len(data))
+            if error is None:
+                self._apply_meta_fd(fd, it.node, it.path)
+        except BaseException:
+            os.close(fd)
+            os.unlink(tmp, dir_fd=parent)
+            raise
+        os.close(fd)
+        if error is not None:
+            os.unlink(tmp, dir_fd=parent)
+            self.stats.failed.append((it.path, error))
+            log.error("%s: not restored: %s", it.path, error)
+            return
+        try:
+            os.rename(tmp, name, src_dir_fd=parent, dst_dir_fd=parent)
+        except IsADirectoryError:
+            os.unlink(tmp, dir_fd=parent)
+            raise RestoreError(
+                f"{self.dest.joinpath(*it.rel)} is a directory in the destination but a file in "
+                "the snapshot",
+                hint="remove it, or restore into an empty directory",
+            ) from None
+        self.stats.files += 1
+        self.stats.bytes_written += written
+
+    def _hardlink(self, name: str, first: tuple[str, ...], it: _Item) -> None:
+        src_parent = self._dir_fd(first[:-1])
+        parent = self._dir_fd(it.rel[:-1])
+        self._replace_nondir(parent, name, it)
+        try:
+            os.link(first[-1], name, src_dir_fd=src_parent, dst_dir_fd=parent,
+                    follow_symlinks=False)
+        except FileNotFoundError:
+            # the first link failed to restore (damaged data): this one fails with it
+            self.stats.failed.append((it.path, f"hard link to {'/'.join(first)}, not restored"))
+            return
+        self.stats.files += 1
+
+    def _special(self, parent: int, name: str, it: _Item) -> None:
+        n = it.node
+        self._replace_nondir(parent, name, it)
+        kind = {FIFO: stat.S_IFIFO, CHARDEV: stat.S_IFCHR, BLOCKDEV: stat.S_IFBLK}[n["type"]]
+        try:
+            os.mknod(name, kind | 0o600, n.get("rdev", 0), dir_fd=parent)
+        except PermissionError:
+            self.stats.skipped.append((it.path, f"creating a {n['type']} needs root"))
+            return
+        self._apply_meta(parent, name, n)
+        self.stats.other += 1
+
+    # --- metadata -----------------------------------------------------------------------
+
+    def _apply_meta_fd(self, fd: int, n: Node, path: str) -> None:
+        if self.restore_owner:
+            try:
+                os.fchown(fd, n.get("uid", -1), n.get("gid", -1))
+            except OSError as e:
+                log.warning("%s: cannot restore owner: %s", path, e.strerror)
+        os.fchmod(fd, n.get("mode", 0o644))
+        for k, v in (n.get("xattrs") or {}).items():
+            try:
+                os.setxattr(fd, k, base64.b64decode(v))
+            except OSError as e:
+                log.debug("%s: xattr %s not restored: %s", path, k, e.strerror)
+        if "mtime_ns" in n:
+            os.utime(fd, ns=(n["mtime_ns"], n["mtime_ns"]))
+
+    def _apply_meta(self, parent: int, name: str, n: Node, is_link: bool = False) -> None:
+        if self.restore_owner:
+            try:
+                os.chown(name, n.get("uid", -1), n.get("gid", -1), dir_fd=parent,
+                         follow_symlinks=False)
+            except OSError as e:
+                log.warning("%s: cannot restore owner: %s", name, e.strerror)
+        if not is_link:
+            os.chmod(name, n.get("mode", 0o644), dir_fd=parent, follow_symlinks=False)
+        if "mtime_ns" in n:
+            os.utime(name, ns=(n["mtime_ns"], n["mtime_ns"]), dir_fd=parent,
+                     follow_symlinks=False)

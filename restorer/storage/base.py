@@ -1,0 +1,58 @@
+"""The byte-store interface every repository backend implements: names and bytes, nothing else."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    name: str  # path relative to the store root, '/'-separated, e.g. 'data/ab/ab12...'
+    size: int
+
+
+class Backend(ABC):
+    """A flat store of write-once objects addressed by '/'-separated names."""
+
+    #: where the store is, for messages (never contains credentials)
+    location: str = ""
+
+    @abstractmethod
+    def list(self, prefix: str) -> list[ObjectInfo]:
+        """Every complete object whose name starts with `prefix` (a folder such as 'snapshots/')."""
+
+    @abstractmethod
+    def read(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
+        """Bytes of `name` from `offset`, `length` of them (all the rest when None)."""
+
+    @abstractmethod
+    def write(self, name: str, data: bytes | memoryview) -> None:
+        """Store `data` under `name` atomically: readers see all of it or nothing.
+
+        Raises AlreadyExistsError when `name` exists: objects are written once.
+        """
+
+    @abstractmethod
+    def delete(self, name: str) -> None:
+        """Remove `name`; removing a missing object is not an error."""
+
+    @abstractmethod
+    def stat(self, name: str) -> int:
+        """Size of `name` in bytes; NotFoundError when it does not exist."""
+
+    def exists(self, name: str) -> bool:
+        from restorer.errors import NotFoundError
+
+        try:
+            self.stat(name)
+        except NotFoundError:
+            return False
+        return True
+
+    def is_permanent(self, exc: BaseException) -> bool:
+        """Whether retrying the operation that raised `exc` cannot help."""
+        return True
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""
