@@ -24,6 +24,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from restorer.errors import (
+    AlreadyExistsError,
     IntegrityError,
     NotFoundError,
     RepositoryError,
@@ -158,8 +159,21 @@ class Repository:
     def write_file(self, folder: str, plain: bytes) -> str:
         stored = blobs.encode_file(self.sealer, plain)
         fid = hashlib.sha256(stored).hexdigest()
-        self.backend.write(f"{folder}/{fid}", stored)
+        self.write_named(f"{folder}/{fid}", stored)
         return fid
+
+    def write_named(self, name: str, data: bytes) -> None:
+        """Write a content-addressed file. If it exists already (left by an interrupted run
+        that produced the very same bytes), the name proves the content: keep it."""
+        try:
+            self.backend.write(name, data)
+        except AlreadyExistsError:
+            size = self.backend.stat(name)
+            if size != len(data):
+                raise IntegrityError(
+                    f"{name} exists with {size} bytes where its name promises {len(data)} "
+                    "(damaged)", hint="run `restorer check --read-data`") from None
+            log.info("%s already present (left by an interrupted run); reusing it", name)
 
     # --- blobs --------------------------------------------------------------------------
 
@@ -336,7 +350,7 @@ class BlobWriter:
         self._uploads.append(self._upload.submit(self._store_pack, pid, data, b.entries))
 
     def _store_pack(self, pid: str, data: bytes, entries: list[PackEntry]) -> None:
-        self.repo.backend.write(pack_name(pid), data)
+        self.repo.write_named(pack_name(pid), data)
         with self._lock:
             self._unindexed[pid] = entries
             self.repo.index.add(pid, entries)
