@@ -77,16 +77,18 @@ class Checker:
             if pack not in stored:
                 self._damage(pack, "pack file is missing", ids)
                 continue
-            end = max((repo.index.blobs[b].offset + repo.index.blobs[b].length for b in ids
-                       if repo.index.blobs[b].pack == pack), default=0)
-            if stored[pack] < end:
+            mine = [b for b in ids if repo.index.blobs[b].pack == pack]
+            cut = [b for b in mine
+                   if repo.index.blobs[b].offset + repo.index.blobs[b].length > stored[pack]]
+            if cut:
+                end = max(repo.index.blobs[b].offset + repo.index.blobs[b].length for b in cut)
+                # blobs wholly before the cut may still be intact; only the cut ones are lost
                 self._damage(pack, f"pack file is truncated ({stored[pack]} of at least {end} "
-                             "bytes)", ids)
+                             "bytes)", cut)
         r.unreferenced_packs = sorted(set(stored) - set(repo.index.packs))
         # data
         if read_data_percent > 0:
-            packs = sorted(p for p in repo.index.packs if p in stored and p not in
-                           r.damaged_packs)
+            packs = sorted(p for p in repo.index.packs if p in stored)
             if read_data_percent < 100:
                 rng = random.Random(seed)
                 k = max(1, round(len(packs) * read_data_percent / 100)) if packs else 0
@@ -138,7 +140,7 @@ class Checker:
                                       loc.raw_length, f"pack {pack[:16]}")
                 except IntegrityError:
                     bad.append(b)
-            self.result.damaged_packs[pack] = problem
+            self.result.damaged_packs.setdefault(pack, problem)
             self._bad_blobs.update(bad)
             return
         try:
