@@ -104,7 +104,7 @@ def make_odd_tree(root: Path) -> None:
         os.chown(root / "secret.key", 1234, 5678)
         os.lchown(root / "rel-link", 4321, 8765)
     # fixed, distinct mtimes so a restore that forgets them is caught
-    for i, (dirpath, dirs, files) in enumerate(os.walk(root, topdown=False)):
+    for i, (dirpath, _dirs, files) in enumerate(os.walk(root, topdown=False)):
         for j, n in enumerate(sorted(files)):
             p = os.path.join(dirpath, n)
             os.utime(p, ns=(1_600_000_000_000_000_000 + i * 1000 + j,) * 2, follow_symlinks=False)
@@ -136,7 +136,7 @@ def describe_tree(root: Path) -> dict[bytes, tuple]:
             if not stat.S_ISLNK(st.st_mode):
                 for x in os.listxattr(p):
                     xattrs[x] = os.getxattr(p, x)
-            mtime = st.st_mtime_ns if not stat.S_ISDIR(st.st_mode) else st.st_mtime_ns
+            mtime = st.st_mtime_ns
             out[rel] = (t, stat.S_IMODE(st.st_mode) if not stat.S_ISLNK(st.st_mode) else None,
                         st.st_size if not stat.S_ISDIR(st.st_mode) else None, mtime,
                         st.st_uid, st.st_gid, content, link_group, tuple(sorted(xattrs.items())))

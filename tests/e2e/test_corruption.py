@@ -43,7 +43,7 @@ def _data_pack_of(tmp_path: Path, names: set[str]) -> Path:
 @pytest.mark.parametrize("damage", ["flip", "truncate", "delete"])
 def test_check_read_data_names_damaged_pack_snapshot_and_files(
         repo_with_two_targets, cli, damage: str) -> None:
-    tmp_path, plan, snap_a, snap_b, packs_a, packs_b = repo_with_two_targets
+    tmp_path, plan, snap_a, snap_b, _packs_a, packs_b = repo_with_two_targets
     pack = _data_pack_of(tmp_path, packs_b)
     data = bytearray(pack.read_bytes())
     if damage == "flip":
@@ -76,7 +76,7 @@ def test_check_read_data_names_damaged_pack_snapshot_and_files(
 @pytest.mark.parametrize("damage", ["flip", "truncate", "delete"])
 def test_restore_touching_damage_fails_loudly_and_writes_no_wrong_bytes(
         repo_with_two_targets, cli, damage: str) -> None:
-    tmp_path, plan, snap_a, snap_b, packs_a, packs_b = repo_with_two_targets
+    tmp_path, plan, _snap_a, snap_b, _packs_a, packs_b = repo_with_two_targets
     pack = _data_pack_of(tmp_path, packs_b)
     data = bytearray(pack.read_bytes())
     if damage == "flip":
@@ -102,7 +102,7 @@ def test_restore_touching_damage_fails_loudly_and_writes_no_wrong_bytes(
 
 
 def test_check_without_read_data_finds_missing_pack(repo_with_two_targets, cli) -> None:
-    tmp_path, plan, snap_a, snap_b, packs_a, packs_b = repo_with_two_targets
+    tmp_path, plan, snap_a, _snap_b, packs_a, _packs_b = repo_with_two_targets
     _data_pack_of(tmp_path, packs_a).unlink()
     r = cli("check", plan)
     assert r.rc == 1
@@ -110,7 +110,7 @@ def test_check_without_read_data_finds_missing_pack(repo_with_two_targets, cli) 
 
 
 def test_read_data_subset_reads_some_packs(repo_with_two_targets, cli) -> None:
-    tmp_path, plan, *_ = repo_with_two_targets
+    _tmp_path, plan, *_ = repo_with_two_targets
     r = cli("check", plan, "--read-data-subset", "50", "--json")
     assert r.rc == 0, r.text
     res = json.loads(r.out)
