@@ -4,8 +4,6 @@ Every model refuses unknown keys, and every field carries a description that `re
 exports, so editors can complete plans and errors can point at the key to fix.
 """
 
-from __future__ import annotations
-
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -397,7 +395,7 @@ class Notify(Strict):
     routing_key: Secret | None = None
 
     @model_validator(mode="after")
-    def _one_destination(self) -> Notify:
+    def _one_destination(self) -> "Notify":
         if (self.webhook is None) == (self.ping is None):
             raise ValueError("give exactly one of 'webhook' or 'ping'")
         return self
@@ -423,7 +421,7 @@ class Plan(Strict):
     notify: list[Notify] = Field(default_factory=list)
 
     @model_validator(mode="after")
-    def _cross_references(self) -> Plan:
+    def _cross_references(self) -> "Plan":
         seen: set[str] = set()
         for t in self.targets:
             if t.name in seen:

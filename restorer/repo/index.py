@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
+
+import orjson
 
 from restorer.repo.packs import PackEntry
 
@@ -24,6 +25,17 @@ class Index:
         self.blobs: dict[bytes, Location] = {}
         self.packs: dict[str, list[bytes]] = {}
 
+    def add_rows(self, pack: str, rows: list[list]) -> None:
+        """Rows as index files store them: [type, hex id, offset, length, raw length]."""
+        blobs = self.blobs
+        ids = []
+        for t, h, off, ln, raw in rows:
+            bid = bytes.fromhex(h)
+            if bid not in blobs:
+                blobs[bid] = Location(pack, t, off, ln, raw)
+            ids.append(bid)
+        self.packs.setdefault(pack, []).extend(ids)
+
     def add(self, pack: str, entries: list[PackEntry]) -> None:
         ids = []
         for e in entries:
@@ -39,18 +51,22 @@ class Index:
 
     @staticmethod
     def serialize(packs: dict[str, list[PackEntry]]) -> bytes:
-        return json.dumps({
+        return orjson.dumps({
             "version": 1,
             "packs": [
                 {"id": pid, "blobs": [[e.type, e.id.hex(), e.offset, e.length, e.raw_length]
                                       for e in entries]}
                 for pid, entries in packs.items()
             ],
-        }, separators=(",", ":")).encode()
+        })
+
+    @staticmethod
+    def parse_rows(data: bytes) -> dict[str, list[list]]:
+        return {p["id"]: p["blobs"] for p in orjson.loads(data)["packs"]}
 
     @staticmethod
     def parse(data: bytes) -> dict[str, list[PackEntry]]:
-        d = json.loads(data)
+        d = orjson.loads(data)
         return {
             p["id"]: [
                 PackEntry(t, bytes.fromhex(h), off, ln, raw) for t, h, off, ln, raw in p["blobs"]

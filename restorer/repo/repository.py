@@ -22,6 +22,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 from restorer.errors import (
     AlreadyExistsError,
@@ -65,6 +66,8 @@ class Repository:
         self.index = Index()
         self._index_loaded = False
         self._tree_cache: OrderedDict[bytes, list[Node]] = OrderedDict()
+        self._pack_cache: OrderedDict[str, bytes] = OrderedDict()
+        self._pack_lock = threading.Lock()
         seed = sealer.key.chunker_seed if sealer.key else int(config["chunker"]["seed"])
         ch = config["chunker"]
         self.chunker = Chunker(seed, ch["avg"], ch["min"], ch["max"])
@@ -146,9 +149,15 @@ class Repository:
         if self._index_loaded:
             return
         for obj in self.backend.list("index/"):
-            for pack, entries in self.read_index_file(obj.name).items():
-                self.index.add(pack, entries)
+            for pack, rows in self.read_index_rows(obj.name).items():
+                self.index.add_rows(pack, rows)
         self._index_loaded = True
+
+    def read_index_rows(self, name: str) -> dict[str, list[list]]:
+        raw = self.backend.read(name)
+        if hashlib.sha256(raw).hexdigest() != name.rsplit("/", 1)[-1]:
+            raise IntegrityError(f"index file {name} does not match its name (damaged)")
+        return Index.parse_rows(blobs.decode_file(self.sealer, raw, name))
 
     def read_index_file(self, name: str) -> dict[str, list[PackEntry]]:
         raw = self.backend.read(name)
@@ -183,12 +192,30 @@ class Repository:
             raise IntegrityError(f"blob {blob_id.hex()[:16]} is not in any index (missing data)")
         what = f"blob {blob_id.hex()[:16]} in pack {loc.pack[:16]}"
         try:
-            stored = self.backend.read(pack_name(loc.pack), loc.offset, loc.length)
+            if loc.type == TREE:
+                # trees are small and read in bursts: one read per tree pack, not per tree
+                whole = self._tree_pack(loc.pack)
+                stored = whole[loc.offset: loc.offset + loc.length]
+            else:
+                stored = self.backend.read(pack_name(loc.pack), loc.offset, loc.length)
         except NotFoundError:
             raise IntegrityError(f"{what}: the pack file is missing") from None
         if len(stored) != loc.length:
             raise IntegrityError(f"{what}: the pack file is truncated")
         return blobs.decode_blob(self.sealer, blob_id, stored, loc.raw_length, what)
+
+    def _tree_pack(self, pack: str) -> bytes:
+        with self._pack_lock:
+            data = self._pack_cache.get(pack)
+            if data is not None:
+                self._pack_cache.move_to_end(pack)
+                return data
+        data = self.backend.read(pack_name(pack))
+        with self._pack_lock:
+            self._pack_cache[pack] = data
+            while len(self._pack_cache) > 4:
+                self._pack_cache.popitem(last=False)
+        return data
 
     def load_tree(self, tree_id: str, where: str = "") -> list[Node]:
         bid = bytes.fromhex(tree_id)
@@ -299,7 +326,7 @@ class BlobWriter:
         self.stats = WriteStats()
         self._encode = ThreadPoolExecutor(workers, thread_name_prefix="encode")
         self._upload = ThreadPoolExecutor(1, thread_name_prefix="upload")
-        self._pending: deque[tuple[int, bytes, int, Future[bytes]]] = deque()
+        self._pending: deque[tuple[int, bytes, int, Future[Any], bool]] = deque()
         self._pending_bytes = 0
         self._max_inflight = max_inflight
         self._seen: set[bytes] = set()
@@ -319,19 +346,43 @@ class BlobWriter:
             return bid
         self._seen.add(bid)
         fut = self._encode.submit(blobs.encode_blob, self.repo.sealer, bid, plain)
-        self._pending.append((type_, bid, len(plain), fut))
+        self._pending.append((type_, bid, len(plain), fut, False))
         self._pending_bytes += len(plain)
         self._drain(block=self._pending_bytes > self._max_inflight)
         return bid
+
+    def add_async(self, plain: bytes) -> Future[tuple[bytes, bytes | None]]:
+        """Queue a data blob whose id a worker computes; the future's result()[0] is the id.
+
+        For large chunks: hashing then runs beside compression instead of on the caller.
+        """
+        fut = self._encode.submit(self._hash_and_encode, plain)
+        self._pending.append((DATA, b"", len(plain), fut, True))
+        self._pending_bytes += len(plain)
+        self._drain(block=self._pending_bytes > self._max_inflight)
+        return fut
+
+    def _hash_and_encode(self, plain: bytes) -> tuple[bytes, bytes | None]:
+        bid = self.repo.sealer.blob_id(plain)
+        if self.has(bid):  # a racy read is harmless: _drain decides for good
+            return bid, None
+        return bid, blobs.encode_blob(self.repo.sealer, bid, plain)
 
     def add_tree(self, nodes: list[Node]) -> str:
         return self.add(TREE, encode_tree(nodes)).hex()
 
     def _drain(self, block: bool, everything: bool = False) -> None:
         while self._pending and (everything or block or self._pending[0][3].done()):
-            type_, bid, raw_len, fut = self._pending.popleft()
-            stored = fut.result()
+            type_, bid, raw_len, fut, is_async = self._pending.popleft()
+            result = fut.result()
             self._pending_bytes -= raw_len
+            if is_async:
+                bid, stored = result
+                if stored is None or self.has(bid):
+                    continue
+                self._seen.add(bid)
+            else:
+                stored = result
             b = self._builders[type_]
             b.add(type_, bid, stored, raw_len)
             self.stats.blobs_new += 1

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import orjson
+
 from restorer.errors import RestoreError
 
 FILE, DIR, SYMLINK, FIFO, CHARDEV, BLOCKDEV, SOCKET = (
@@ -25,9 +27,14 @@ rdev (devices), xattrs ({name: base64}).
 
 
 def encode_tree(nodes: list[Node]) -> bytes:
+    """Canonical bytes of a listing: the same listing always gives the same bytes (and id)."""
     nodes.sort(key=lambda n: n["name"])
-    # ensure_ascii keeps names that are not valid UTF-8 (surrogate escapes) representable
-    return json.dumps({"nodes": nodes}, separators=(",", ":"), sort_keys=True).encode()
+    try:
+        return orjson.dumps({"nodes": nodes}, option=orjson.OPT_SORT_KEYS)
+    except TypeError:
+        # names that are not valid UTF-8 arrive as surrogate escapes, which orjson refuses;
+        # the stdlib writes them as \udcXX escapes and reads them back exactly
+        return json.dumps({"nodes": nodes}, separators=(",", ":"), sort_keys=True).encode()
 
 
 def check_name(name: Any, where: str) -> str:
@@ -47,7 +54,10 @@ def check_name(name: Any, where: str) -> str:
 
 def decode_tree(data: bytes, where: str) -> list[Node]:
     try:
-        nodes = json.loads(data)["nodes"]
+        try:
+            nodes = orjson.loads(data)["nodes"]
+        except orjson.JSONDecodeError:
+            nodes = json.loads(data)["nodes"]
     except (ValueError, KeyError, TypeError) as e:
         raise RestoreError(f"{where}: tree is not readable ({e})") from None
     seen: set[str] = set()

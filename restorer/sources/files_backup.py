@@ -118,7 +118,7 @@ class FilesReader:
             except OSError as e:
                 raise SourceError(f"{p}: cannot read: {e.strerror}",
                                   hint="fix the path in the plan or create it") from None
-            node = self._node(p, name, st, parent.get(name), root_dev=st.st_dev, rel="")
+            node = self._node(str(p), name, st, parent.get(name), root_dev=st.st_dev, rel="")
             if node is not None:
                 nodes.append(node)
         return self.writer.add_tree(nodes)
@@ -138,7 +138,7 @@ class FilesReader:
         log.warning("%s", msg)
         self.stats.warnings.append(msg)
 
-    def _node(self, path: Path, name: str, st: os.stat_result, parent: Node | None,
+    def _node(self, path: str, name: str, st: os.stat_result, parent: Node | None,
               root_dev: int, rel: str) -> Node | None:
         mode = st.st_mode
         t = _type_of(mode)
@@ -150,7 +150,12 @@ class FilesReader:
             "inode": st.st_ino, "dev": st.st_dev, "nlink": st.st_nlink,
         }
         if self.xattrs:
-            x = self._read_xattrs(path)
+            if (parent is not None and parent.get("ctime_ns") == st.st_ctime_ns
+                    and parent.get("inode") == st.st_ino):
+                # changing an xattr changes ctime: an unchanged ctime means unchanged xattrs
+                x = parent.get("xattrs")
+            else:
+                x = self._read_xattrs(path)
             if x:
                 node["xattrs"] = x
         if t == FILE:
@@ -174,7 +179,7 @@ class FilesReader:
             node["rdev"] = st.st_rdev
         return node
 
-    def _dir_tree(self, path: Path, parent: Node | None, root_dev: int, rel: str) -> str:
+    def _dir_tree(self, path: str, parent: Node | None, root_dev: int, rel: str) -> str:
         parent_children: dict[str, Node] = {}
         if parent and parent.get("type") == DIR and parent.get("subtree"):
             parent_children = self._parent_nodes(parent["subtree"])
@@ -185,8 +190,9 @@ class FilesReader:
             self._warn(f"{path}: cannot list directory: {e.strerror}; saved as empty")
             return self.writer.add_tree([])
         nodes: list[Node] = []
+        excluder = self.excluder if self.excluder.rules else None
         for e in entries:
-            child_rel = f"{rel}/{e.name}" if rel else e.name
+            name = e.name
             try:
                 st = e.stat(follow_symlinks=False)
             except FileNotFoundError:
@@ -195,15 +201,15 @@ class FilesReader:
             except OSError as err:
                 self._warn(f"{e.path}: cannot stat: {err.strerror}; not saved")
                 continue
-            if self.excluder.excluded(child_rel, e.name, stat.S_ISDIR(st.st_mode)):
+            child_rel = f"{rel}/{name}" if rel else name
+            if excluder and excluder.excluded(child_rel, name, stat.S_ISDIR(st.st_mode)):
                 continue
-            child = self._node(Path(e.path), e.name, st, parent_children.get(e.name),
-                               root_dev, child_rel)
+            child = self._node(e.path, name, st, parent_children.get(name), root_dev, child_rel)
             if child is not None:
                 nodes.append(child)
         return self.writer.add_tree(nodes)
 
-    def _read_xattrs(self, path: Path) -> dict[str, str] | None:
+    def _read_xattrs(self, path: str) -> dict[str, str] | None:
         try:
             names = os.listxattr(path, follow_symlinks=False)
         except OSError:
@@ -220,7 +226,7 @@ class FilesReader:
 
     # --- file contents ------------------------------------------------------------------
 
-    def _file_node(self, path: Path, node: Node, st: os.stat_result,
+    def _file_node(self, path: str, node: Node, st: os.stat_result,
                    parent: Node | None) -> Node | None:
         if (
             parent is not None
@@ -276,46 +282,59 @@ class FilesReader:
         self._progress()
         return node
 
-    def _read_content(self, path: Path, st: os.stat_result) -> tuple[list[str], int, bool]:
-        """(chunk ids, bytes read, whether the file changed while it was read)."""
-        flags = os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+    def _read_content(self, path: str, st: os.stat_result) -> tuple[list[str], int, bool]:
+        """(chunk ids, bytes read, whether the file changed since it was listed or while read).
+
+        Few system calls per file: small files are most of a tree, and each call on the
+        main thread also waits for the GIL behind the compression workers.
+        """
+        # O_NONBLOCK: a file replaced by a FIFO after listing must not hang the backup
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
         try:
             fd = os.open(path, flags | _O_NOATIME)
         except PermissionError:
             fd = os.open(path, flags)  # O_NOATIME needs ownership or CAP_FOWNER
-        with os.fdopen(fd, "rb", buffering=0) as f:
-            before = os.fstat(fd)
-            if not stat.S_ISREG(before.st_mode) or before.st_ino != st.st_ino:
-                return [], 0, True
+        try:
+            min_size = self.repo.chunker.min_size
             ids: list[str] = []
-            size = 0
-            if before.st_size <= self.repo.chunker.min_size:
-                data = f.read(self.repo.chunker.min_size + 1)
-                if len(data) > self.repo.chunker.min_size:  # grew since stat: chunk the rest
-                    ids, size = self._chunk_stream(f, data)
-                elif data:
-                    ids.append(self.writer.add(DATA, data).hex())
+            if st.st_size <= min_size:
+                data = os.read(fd, min_size + 1)
+                while 0 < len(data) < st.st_size:  # a short read: keep going
+                    more = os.read(fd, min_size + 1 - len(data))
+                    if not more:
+                        break
+                    data += more
+                if len(data) > min_size:  # grew since it was listed: chunk it all
+                    ids, size = self._chunk_stream(io.FileIO(fd, closefd=False), data)
+                else:
                     size = len(data)
-                    self._read(len(data))
+                    if data:
+                        ids.append(self.writer.add(DATA, data).hex())
+                        self._read(size)
             else:
-                ids, size = self._chunk_stream(f, b"")
+                ids, size = self._chunk_stream(io.FileIO(fd, closefd=False), b"")
             after = os.fstat(fd)
+        finally:
+            os.close(fd)
         changed = (
-            after.st_mtime_ns != before.st_mtime_ns
-            or after.st_size != before.st_size
+            not stat.S_ISREG(after.st_mode)
+            or after.st_ino != st.st_ino
+            or after.st_mtime_ns != st.st_mtime_ns
+            or after.st_size != st.st_size
             or size != after.st_size
         )
         return ids, size, changed
 
     def _chunk_stream(self, f: io.RawIOBase, head: bytes) -> tuple[list[str], int]:
-        stream = _Prefixed(head, f)
-        ids: list[str] = []
+        """Chunk the rest of a file; chunks are hashed and sealed by the writer's threads."""
+        stream = _Prefixed(head, f) if head else f
+        futures = []
         size = 0
         for chunk in self.repo.chunker.chunks(stream):
-            ids.append(self.writer.add(DATA, chunk).hex())
+            futures.append(self.writer.add_async(chunk))
             size += len(chunk)
             self._read(len(chunk))
-        return ids, size
+        return [fut.result()[0].hex() for fut in futures], size
 
     def _read(self, n: int) -> None:
         self.stats.bytes_read += n

@@ -7,6 +7,7 @@ operation, the attempt and the delay, and counted so a run can report it.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -49,7 +50,25 @@ class RetryingBackend(Backend):
         return not self.inner.is_permanent(exc)
 
     def _call(self, op: str, name: str, fn: Any, *args: Any) -> Any:
+        # the common case costs one call; tenacity's machinery only once something failed
+        try:
+            return fn(*args)
+        except Exception as e:
+            if not self._transient(e):
+                if isinstance(e, StorageError):
+                    raise
+                raise StorageError(f"{self.location}: {op} {name} failed: {e}") from e
+            first_error = e
+        return self._retry(op, name, fn, args, first_error)
+
+    def _retry(self, op: str, name: str, fn: Any, args: tuple, first: Exception) -> Any:
         s = self.settings
+        self.retries += 1
+        log.warning("retrying %s %s: attempt 1 of %d failed (%s); next try in %.1fs",
+                    op, name, s.attempts, first, s.initial_delay)
+        if s.attempts <= 1:
+            raise first
+        time.sleep(s.initial_delay)
 
         def before_sleep(state: RetryCallState) -> None:
             self.retries += 1
@@ -57,12 +76,12 @@ class RetryingBackend(Backend):
             delay = state.next_action.sleep if state.next_action else 0.0
             log.warning(
                 "retrying %s %s: attempt %d of %d failed (%s); next try in %.1fs",
-                op, name, state.attempt_number, s.attempts, exc, delay,
+                op, name, state.attempt_number + 1, s.attempts, exc, delay,
             )
 
         retrying = Retrying(
             retry=retry_if_exception(self._transient),
-            stop=stop_after_attempt(s.attempts) | stop_after_delay(s.max_time),
+            stop=stop_after_attempt(s.attempts - 1) | stop_after_delay(s.max_time),
             wait=wait_exponential_jitter(initial=s.initial_delay, max=s.max_delay),
             before_sleep=before_sleep,
             reraise=True,

@@ -42,7 +42,15 @@ def test_sigkill_at_random_points_leaves_repository_valid(tmp_path: Path) -> Non
         snaps_before = len(os.listdir(tmp_path / "repo" / "snapshots"))
         proc = subprocess.Popen([sys.executable, "-m", "restorer", "-q", "backup", str(plan)],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(0.4, 1.6))
+        if attempt % 2:
+            time.sleep(rng.uniform(0.1, 1.6))  # anywhere: start-up, walking, writing
+        else:
+            # right after new packs land, before the index and snapshot: the riskiest window
+            deadline = time.monotonic() + 60
+            while (sum(1 for _ in packs_dir.rglob("*") if _.is_file()) <= packs_before
+                   and proc.poll() is None and time.monotonic() < deadline):
+                time.sleep(0.005)
+            time.sleep(rng.uniform(0, 0.2))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         packs_after = sum(1 for _ in packs_dir.rglob("*") if _.is_file())

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs everything the test suite needs (system packages, a virtualenv with the project and
+# its test extras), checks style, and runs the whole suite. Used by CI (.ci/run) and by people.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    need=()
+    python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)
+    if [ ${#need[@]} -gt 0 ]; then
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq --no-install-recommends "${need[@]}"
+    fi
+fi
+
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+
+.venv/bin/ruff check restorer tests
+exec .venv/bin/python -m pytest -q "$@"
