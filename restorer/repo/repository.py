@@ -351,7 +351,7 @@ class BlobWriter:
         self._drain(block=self._pending_bytes > self._max_inflight)
         return bid
 
-    def add_async(self, plain: bytes) -> Future[tuple[bytes, bytes | None]]:
+    def add_async(self, plain: bytes) -> Future[list[Any]]:
         """Queue a data blob whose id a worker computes; the future's result()[0] is the id.
 
         For large chunks: hashing then runs beside compression instead of on the caller.
@@ -362,11 +362,12 @@ class BlobWriter:
         self._drain(block=self._pending_bytes > self._max_inflight)
         return fut
 
-    def _hash_and_encode(self, plain: bytes) -> tuple[bytes, bytes | None]:
+    def _hash_and_encode(self, plain: bytes) -> list[Any]:
+        """[blob id, stored bytes or None when the repository has it already]."""
         bid = self.repo.sealer.blob_id(plain)
         if self.has(bid):  # a racy read is harmless: _drain decides for good
-            return bid, None
-        return bid, blobs.encode_blob(self.repo.sealer, bid, plain)
+            return [bid, None]
+        return [bid, blobs.encode_blob(self.repo.sealer, bid, plain)]
 
     def add_tree(self, nodes: list[Node]) -> str:
         return self.add(TREE, encode_tree(nodes)).hex()
@@ -377,7 +378,9 @@ class BlobWriter:
             result = fut.result()
             self._pending_bytes -= raw_len
             if is_async:
-                bid, stored = result
+                bid, stored = result[0], result[1]
+                # the caller keeps this future until its file ends: drop the bytes it holds
+                result[1] = None
                 if stored is None or self.has(bid):
                     continue
                 self._seen.add(bid)

@@ -232,7 +232,8 @@ def main() -> None:
                     help="repeat the no-change backup this many times (median reported)")
     args = ap.parse_args()
 
-    work = args.workdir or Path(tempfile.mkdtemp(prefix="restorer-bench-"))
+    # /var/tmp: on some machines /tmp carries per-file overhead (watchers) that skews results
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="restorer-bench-", dir="/var/tmp"))
     work.mkdir(parents=True, exist_ok=True)
     data = work / "data"
     if data.exists():
