@@ -108,7 +108,8 @@ def _backup_target(lp: LoadedPlan, repo: Repository, t: models.TargetBase,
             reader = FilesReader(
                 repo, writer, Excluder(t.exclude), one_file_system=t.one_file_system,
                 xattrs=t.xattrs,
-                on_read=progress.advance, on_file=progress.set_files,
+                on_read=None if isinstance(progress, NoProgress) else progress.advance,
+                on_file=None if isinstance(progress, NoProgress) else progress.set_files,
             )
             excluder = Excluder(t.exclude)
             total_files = total_bytes = None

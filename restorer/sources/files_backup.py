@@ -234,7 +234,7 @@ class FilesReader:
             and parent.get("size") == st.st_size
             and parent.get("mtime_ns") == st.st_mtime_ns
             and parent.get("inode") == st.st_ino
-            and all(self.writer.has(bytes.fromhex(c)) for c in parent.get("content", ()))
+            and self._all_stored(parent.get("content", ()))
         ):
             node["size"] = st.st_size
             node["content"] = parent["content"]
@@ -335,6 +335,10 @@ class FilesReader:
             size += len(chunk)
             self._read(len(chunk))
         return [fut.result()[0].hex() for fut in futures], size
+
+    def _all_stored(self, content: list[str]) -> bool:
+        has = self.writer.has
+        return all(has(bytes.fromhex(c)) for c in content)
 
     def _read(self, n: int) -> None:
         self.stats.bytes_read += n

@@ -15,7 +15,6 @@ import argparse
 import os
 import random
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -48,9 +47,12 @@ def run(cmd: list[str], env: dict[str, str], cwd: Path | None = None) -> Measure
 
 # --- dataset ----------------------------------------------------------------------------
 
-WORDS = ("backup restore verify rollback ledger snapshot chunk pack index tree blob "
-         "objective staging target plan retention schedule alert metric lock repository "
-         "error warning info debug request response latency user order invoice").split()
+WORDS = [
+    "backup", "restore", "verify", "rollback", "ledger", "snapshot", "chunk", "pack", "index",
+    "tree", "blob", "objective", "staging", "target", "plan", "retention", "schedule", "alert",
+    "metric", "lock", "repository", "error", "warning", "info", "debug", "request", "response",
+    "latency", "user", "order", "invoice",
+]
 
 
 def text_pool(rng: random.Random, size: int) -> bytes:
@@ -96,10 +98,7 @@ def make_dataset(root: Path, size_mib: int, seed: int = 42) -> dict[str, int]:
         d = root / "small" / f"d{i % 40:02d}" / f"e{(i // 40) % 25:02d}"
         d.mkdir(parents=True, exist_ok=True)
         size = int(2 ** rng.uniform(7, 15.8))  # 128 B .. ~57 KiB, mean ~9 KiB
-        if i % 5 == 0:
-            data = rng.randbytes(size)
-        else:
-            data = compressible(rng, pool, size)
+        data = rng.randbytes(size) if i % 5 == 0 else compressible(rng, pool, size)
         (d / f"f{i:05d}.dat").write_bytes(data)
         total += size
     return {"small_files": n_small, "small_bytes": total}
@@ -255,7 +254,8 @@ def main() -> None:
             if shutil.which(exe):
                 tools.append(cls(work, data))
             else:
-                print(f"{exe} not installed: skipped (apt-get install {exe if exe != 'borg' else 'borgbackup'})")
+                pkg = "borgbackup" if exe == "borg" else exe
+                print(f"{exe} not installed: skipped (apt-get install {pkg})")
     versions = {}
     for t in tools[1:]:
         arg = "version" if t.name == "restic" else "--version"
