@@ -118,9 +118,17 @@ def _backup_target(lp: LoadedPlan, repo: Repository, t: models.TargetBase,
             progress.start(f"backup {t.name}", total_bytes, total_files)
             try:
                 tree = reader.backup(paths, parent.tree if parent else None)
-                writer.flush()
+            except BaseException:
+                # What was uploaded is already in the in-memory index, where the next target
+                # would dedup against it: index it for real, or forget it.
+                try:
+                    writer.flush()
+                except Exception:
+                    writer.abandon()
+                raise
             finally:
                 progress.stop()
+            writer.flush()
             st = reader.stats
             snap = Snapshot(
                 time=datetime.now(UTC).isoformat(timespec="microseconds"),

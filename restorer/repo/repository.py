@@ -488,6 +488,18 @@ class BlobWriter:
                 self.repo.write_file("index", Index.serialize(self._unindexed))
                 self._unindexed = {}
 
+    def abandon(self) -> None:
+        """Forget blobs whose packs no index file names yet (after a failure), so nothing
+        later in this process refers to them."""
+        with self._lock:
+            for entries in self._unindexed.values():
+                for e in entries:
+                    self.repo.index.blobs.pop(e.id, None)
+            for pid in self._unindexed:
+                self.repo.index.packs.pop(pid, None)
+            self._unindexed = {}
+        self._seen.clear()
+
     def close(self) -> None:
         self._encode.shutdown(wait=True, cancel_futures=True)
         self._upload.shutdown(wait=True, cancel_futures=True)

@@ -163,8 +163,15 @@ class FilesWriter:
                     f"replaced:\n  {shown}{more}",
                     hint="restore into an empty directory, or pass --overwrite to replace them",
                 )
-        self.dest.mkdir(parents=True, exist_ok=True)
-        self._root_fd = os.open(self.dest, _DIR_FLAGS & ~os.O_NOFOLLOW)
+        try:
+            self.dest.mkdir(parents=True, exist_ok=True)
+            self._root_fd = os.open(self.dest, _DIR_FLAGS & ~os.O_NOFOLLOW)
+        except (FileExistsError, NotADirectoryError):
+            raise RestoreError(f"--to {self.dest} exists and is not a directory",
+                               hint="give a directory (it is created if missing)") from None
+        except PermissionError as e:
+            raise RestoreError(f"--to {self.dest}: {e.strerror}",
+                               hint="restore as a user that may write there") from None
         try:
             self._write_all(items)
         finally:

@@ -80,6 +80,14 @@ class LocalBackend(Backend):
                 os.link(tmp, p)
             except FileExistsError:
                 raise AlreadyExistsError(f"{self.location}: {name} already exists") from None
+            except OSError as e:
+                if e.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOSYS):
+                    raise
+                # no hard links here (some network and FUSE file systems): rename instead,
+                # which cannot refuse to replace, so check first (a narrow race, no torn file)
+                if os.path.lexists(p):
+                    raise AlreadyExistsError(f"{self.location}: {name} already exists") from None
+                os.rename(tmp, p)
             dfd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
             try:
                 os.fsync(dfd)

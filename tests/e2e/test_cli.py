@@ -111,3 +111,14 @@ def test_log_lines_are_json_under_log_format_json(tmp_path: Path, cli) -> None:
     assert r.rc == 0
     line = json.loads(r.err.strip().splitlines()[0])
     assert line["level"] == "warning" and "not encrypted" in line["message"]
+
+
+def test_restore_to_a_file_is_a_clear_error(plan_dir: Path, cli) -> None:
+    (plan_dir / "src" / "a").write_text("a")
+    plan = plan_dir / "plan.yaml"
+    assert cli("backup", "--init", plan).rc == 0
+    (plan_dir / "afile").write_text("x")
+    r = cli("restore", plan, "latest", "--to", plan_dir / "afile")
+    assert r.rc != 0 and "Traceback" not in r.text
+    assert "afile" in r.err
+    assert (plan_dir / "afile").read_text() == "x"
