@@ -77,11 +77,11 @@ class Checker:
             if pack not in stored:
                 self._damage(pack, "pack file is missing", ids)
                 continue
-            mine = [b for b in ids if repo.index.blobs[b].pack == pack]
+            mine = [b for b in ids if repo.index.loc(b).pack == pack]
             cut = [b for b in mine
-                   if repo.index.blobs[b].offset + repo.index.blobs[b].length > stored[pack]]
+                   if repo.index.loc(b).offset + repo.index.loc(b).length > stored[pack]]
             if cut:
-                end = max(repo.index.blobs[b].offset + repo.index.blobs[b].length for b in cut)
+                end = max(repo.index.loc(b).offset + repo.index.loc(b).length for b in cut)
                 # blobs wholly before the cut may still be intact; only the cut ones are lost
                 self._damage(pack, f"pack file is truncated ({stored[pack]} of at least {end} "
                              "bytes)", cut)
@@ -132,7 +132,7 @@ class Checker:
             # find which blobs are still good so the report names only what is lost
             bad = []
             for b in ids:
-                loc = repo.index.blobs[b]
+                loc = repo.index.loc(b)
                 if loc.pack != pack:
                     continue
                 try:
@@ -149,7 +149,7 @@ class Checker:
             self.result.damaged_packs[pack] = f"header unreadable: {e}"
             return
         in_header = {e.id for e in header}
-        missing = [b for b in ids if repo.index.blobs[b].pack == pack and b not in in_header]
+        missing = [b for b in ids if repo.index.loc(b).pack == pack and b not in in_header]
         if missing:
             self._damage(pack, f"{len(missing)} indexed blob(s) absent from the pack", missing)
 

@@ -204,7 +204,19 @@ class FilesReader:
             child_rel = f"{rel}/{name}" if rel else name
             if excluder and excluder.excluded(child_rel, name, stat.S_ISDIR(st.st_mode)):
                 continue
-            child = self._node(e.path, name, st, parent_children.get(name), root_dev, child_rel)
+            prev = parent_children.get(name)
+            if prev is not None and self._unchanged_file(prev, st):
+                # same inode, size, mtime and ctime (which any chmod, chown, link or xattr
+                # change moves): the parent's entry describes this file exactly
+                nodes.append(prev)
+                self.stats.total_files += 1
+                self.stats.files_unmodified += 1
+                self.stats.total_bytes += st.st_size
+                if self.on_read:
+                    self.on_read(st.st_size)
+                self._progress()
+                continue
+            child = self._node(e.path, name, st, prev, root_dev, child_rel)
             if child is not None:
                 nodes.append(child)
         return self.writer.add_tree(nodes)
@@ -335,6 +347,20 @@ class FilesReader:
             size += len(chunk)
             self._read(len(chunk))
         return [fut.result()[0].hex() for fut in futures], size
+
+    def _unchanged_file(self, prev: Node, st: os.stat_result) -> bool:
+        return (
+            prev.get("ctime_ns") == st.st_ctime_ns
+            and prev.get("mtime_ns") == st.st_mtime_ns
+            and prev.get("inode") == st.st_ino
+            and prev.get("size") == st.st_size
+            and prev.get("dev") == st.st_dev
+            and prev.get("type") == FILE
+            and stat.S_ISREG(st.st_mode)
+            and "changed_during_backup" not in prev
+            and (self.xattrs or "xattrs" not in prev)
+            and self._all_stored(prev.get("content", ()))
+        )
 
     def _all_stored(self, content: list[str]) -> bool:
         has = self.writer.has
