@@ -152,3 +152,32 @@ def assert_same_tree(a: Path, b: Path) -> None:
 
 def tree_digest(root: Path) -> str:
     return hashlib.sha256(repr(sorted(describe_tree(root).items())).encode()).hexdigest()
+
+
+# --- services ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def moto_server():
+    from tests.services import start_moto
+
+    server = start_moto()
+    yield server
+    server.server.stop()
+
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory):
+    from tests.services import start_sshd
+
+    server = start_sshd(tmp_path_factory.mktemp("sshd"))
+    yield server
+    server.stop()
+
+
+_bucket_counter = [0]
+
+
+def unique_name(prefix: str) -> str:
+    _bucket_counter[0] += 1
+    return f"{prefix}-{os.getpid()}-{_bucket_counter[0]}"

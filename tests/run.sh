@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     need=()
     python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)
+    # a real OpenSSH server for the SFTP tests (started per session on a loopback port)
+    [ -x /usr/sbin/sshd ] || need+=(openssh-server)
     if [ ${#need[@]} -gt 0 ]; then
         export DEBIAN_FRONTEND=noninteractive
         apt-get update -qq

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from restorer.plan.load import LoadedPlan
 from restorer.plan.models import parse_size
@@ -14,9 +15,30 @@ from restorer.storage import Backend, open_backend
 from restorer.storage.retry import RetryingBackend, RetrySettings
 
 
+def backend_options(lp: LoadedPlan) -> dict[str, Any]:
+    """The repository's backend settings with secrets resolved (never logged)."""
+    rc = lp.plan.repository
+    opts: dict[str, Any] = {
+        "region": rc.region, "endpoint_url": rc.endpoint_url, "profile": rc.profile,
+        "storage_class": rc.storage_class, "sse": rc.sse, "kms_key_id": rc.kms_key_id,
+        "object_lock_days": rc.object_lock_days,
+    }
+    if rc.ssh is not None:
+        opts.update(
+            port=rc.ssh.port, user=rc.ssh.user,
+            key_file=str(lp.resolve_path(rc.ssh.key_file)) if rc.ssh.key_file else None,
+            key_passphrase=lp.secret(rc.ssh.key_passphrase, "repository.ssh.key_passphrase"),
+            known_hosts=str(lp.resolve_path(rc.ssh.known_hosts)) if rc.ssh.known_hosts
+            else None,
+            accept_new_host_key=rc.ssh.accept_new_host_key,
+            connect_timeout=rc.ssh.connect_timeout,
+        )
+    return opts
+
+
 def backend_for(lp: LoadedPlan) -> RetryingBackend:
     r = lp.plan.retry
-    inner: Backend = open_backend(lp.plan.repository.url, lp.base_dir)
+    inner: Backend = open_backend(lp.plan.repository.url, lp.base_dir, backend_options(lp))
     return RetryingBackend(inner, RetrySettings(r.attempts, r.initial_delay, r.max_delay,
                                                 r.max_time))
 

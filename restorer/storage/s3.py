@@ -1,0 +1,252 @@
+"""A repository in S3 or an S3-compatible store (boto3).
+
+botocore's own retries are turned off: the RetryingBackend around every backend is the one
+place that retries, so attempts never multiply. Objects appear only when complete (a single
+PUT, or a multipart upload that is completed last and aborted on failure), which is what
+"write-once, all or nothing" needs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from restorer.errors import AlreadyExistsError, NotFoundError, StorageError
+from restorer.storage.base import Backend, ObjectInfo
+
+log = logging.getLogger("restorer.storage.s3")
+
+PART_SIZE = 8 << 20
+MULTIPART_ABOVE = 16 << 20
+_PERMANENT_CODES = {
+    "AccessDenied", "AllAccessDisabled", "InvalidAccessKeyId", "SignatureDoesNotMatch",
+    "NoSuchBucket", "InvalidBucketName", "AuthorizationHeaderMalformed", "InvalidRequest",
+    "InvalidArgument", "KMS.NotFoundException", "KMS.DisabledException", "AccountProblem",
+    "InvalidObjectState", "MethodNotAllowed", "NotImplemented", "PreconditionFailed",
+    "ExpiredToken", "InvalidToken", "NoSuchKey", "404", "403", "400",
+}
+_TRANSIENT_CODES = {
+    "SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "RequestTimeTooSkewed",
+    "InternalError", "ServiceUnavailable", "503", "500", "502", "504", "RequestLimitExceeded",
+    "OperationAborted",
+}
+
+
+def _code(exc: BaseException) -> str | None:
+    resp = getattr(exc, "response", None)
+    if isinstance(resp, dict):
+        code = resp.get("Error", {}).get("Code")
+        if code:
+            return str(code)
+        status = resp.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if status:
+            return str(status)
+    return None
+
+
+class S3Backend(Backend):
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        *,
+        region: str | None = None,
+        endpoint_url: str | None = None,
+        profile: str | None = None,
+        storage_class: str | None = None,
+        sse: str | None = None,
+        kms_key_id: str | None = None,
+        object_lock_days: int | None = None,
+        connect_timeout: float = 10.0,
+        read_timeout: float = 60.0,
+    ) -> None:
+        import boto3
+        from botocore.config import Config
+
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.location = f"s3://{bucket}/{self.prefix}".rstrip("/")
+        self.storage_class = storage_class
+        self.sse = sse
+        self.kms_key_id = kms_key_id
+        self.object_lock_days = object_lock_days
+        session = boto3.session.Session(profile_name=profile, region_name=region)
+        self.client: Any = session.client(
+            "s3",
+            endpoint_url=endpoint_url,
+            config=Config(
+                retries={"max_attempts": 1, "mode": "standard"},
+                connect_timeout=connect_timeout,
+                read_timeout=read_timeout,
+                max_pool_connections=16,
+            ),
+        )
+
+    def _key(self, name: str) -> str:
+        return f"{self.prefix}/{name}" if self.prefix else name
+
+    def _raise(self, op: str, name: str, exc: Exception) -> None:
+        code = _code(exc)
+        if code in ("NoSuchKey", "404", "NotFound"):
+            raise NotFoundError(f"{self.location}: {name} does not exist") from exc
+        if code in ("NoSuchBucket",):
+            raise StorageError(
+                f"{self.location}: bucket {self.bucket} does not exist ({op} {name})",
+                hint="check repository.url in the plan, or create the bucket",
+            ) from exc
+        if code in ("AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+            raise StorageError(
+                f"{self.location}: access denied ({code}) on {op} {name}",
+                hint="check the AWS credentials (environment, profile or instance role) and "
+                "the bucket policy",
+            ) from exc
+        raise StorageError(f"{self.location}: {op} {name} failed: {code or type(exc).__name__}: "
+                           f"{exc}") from exc
+
+    # --- Backend ------------------------------------------------------------------------
+
+    def list(self, prefix: str) -> list[ObjectInfo]:
+        out: list[ObjectInfo] = []
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        try:
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=self._key(prefix))
+            for page in pages:
+                for obj in page.get("Contents", ()):
+                    out.append(ObjectInfo(obj["Key"][strip:], int(obj["Size"])))
+        except Exception as e:
+            self._raise("list", prefix, e)
+        return out
+
+    def read(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
+        kw: dict[str, Any] = {"Bucket": self.bucket, "Key": self._key(name)}
+        if offset or length is not None:
+            end = "" if length is None else str(offset + length - 1)
+            kw["Range"] = f"bytes={offset}-{end}"
+        try:
+            resp = self.client.get_object(**kw)
+            body = resp["Body"]
+            try:
+                return body.read()
+            finally:
+                body.close()
+        except Exception as e:
+            if _code(e) == "InvalidRange":
+                return b""
+            self._raise("read", name, e)
+            raise  # unreachable
+
+    def stat(self, name: str) -> int:
+        try:
+            return int(self.client.head_object(Bucket=self.bucket,
+                                               Key=self._key(name))["ContentLength"])
+        except Exception as e:
+            self._raise("stat", name, e)
+            raise
+
+    def _put_args(self) -> dict[str, Any]:
+        kw: dict[str, Any] = {}
+        if self.storage_class:
+            kw["StorageClass"] = self.storage_class
+        if self.sse:
+            kw["ServerSideEncryption"] = self.sse
+            if self.kms_key_id:
+                kw["SSEKMSKeyId"] = self.kms_key_id
+        if self.object_lock_days:
+            kw["ObjectLockMode"] = "GOVERNANCE"
+            kw["ObjectLockRetainUntilDate"] = datetime.now(UTC) + timedelta(
+                days=self.object_lock_days)
+        return kw
+
+    def write(self, name: str, data: bytes | memoryview) -> None:
+        key = self._key(name)
+        if not name.startswith("locks/") and self._exists(key):
+            raise AlreadyExistsError(f"{self.location}: {name} already exists")
+        kw = self._put_args()
+        if name.startswith("locks/"):
+            kw.pop("ObjectLockMode", None)
+            kw.pop("ObjectLockRetainUntilDate", None)
+            kw.pop("StorageClass", None)
+        try:
+            if len(data) > MULTIPART_ABOVE:
+                self._multipart(key, data, kw)
+            else:
+                self.client.put_object(Bucket=self.bucket, Key=key, Body=bytes(data), **kw)
+        except StorageError:
+            raise
+        except Exception as e:
+            self._raise("write", name, e)
+
+    def _exists(self, key: str) -> bool:
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=key)
+        except Exception as e:
+            if _code(e) in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise
+        return True
+
+    def _multipart(self, key: str, data: bytes | memoryview, kw: dict[str, Any]) -> None:
+        view = memoryview(data)
+        up = self.client.create_multipart_upload(Bucket=self.bucket, Key=key, **kw)
+        uid = up["UploadId"]
+        try:
+            parts = []
+            for i in range(math.ceil(len(view) / PART_SIZE)):
+                body = bytes(view[i * PART_SIZE:(i + 1) * PART_SIZE])
+                r = self.client.upload_part(Bucket=self.bucket, Key=key, UploadId=uid,
+                                            PartNumber=i + 1, Body=body)
+                parts.append({"ETag": r["ETag"], "PartNumber": i + 1})
+            self.client.complete_multipart_upload(
+                Bucket=self.bucket, Key=key, UploadId=uid, MultipartUpload={"Parts": parts})
+        except BaseException:
+            # nothing becomes visible: the parts are discarded with the upload
+            try:
+                self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=uid)
+            except Exception as e:  # best effort; a lifecycle rule cleans up the rest
+                log.warning("could not abort multipart upload of %s: %s", key, e)
+            raise
+
+    def delete(self, name: str) -> None:
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=self._key(name))
+        except Exception as e:
+            if _code(e) in ("404", "NoSuchKey"):
+                return
+            self._raise("delete", name, e)
+
+    def is_permanent(self, exc: BaseException) -> bool:
+        from botocore.exceptions import (
+            ConnectionClosedError,
+            ConnectTimeoutError,
+            EndpointConnectionError,
+            IncompleteReadError,
+            ReadTimeoutError,
+        )
+        from urllib3.exceptions import ProtocolError
+
+        cause: BaseException | None = exc
+        while cause is not None:
+            if isinstance(cause, NotFoundError | AlreadyExistsError):
+                return True
+            if isinstance(cause, EndpointConnectionError | ConnectionClosedError
+                          | ReadTimeoutError | ConnectTimeoutError | ProtocolError
+                          | IncompleteReadError
+                          | ConnectionError | TimeoutError):
+                return False
+            code = _code(cause)
+            if code in _TRANSIENT_CODES:
+                return False
+            if code in _PERMANENT_CODES:
+                return True
+            if code is not None and code.isdigit() and int(code) >= 500:
+                return False
+            cause = cause.__cause__
+        return True
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.client.close()

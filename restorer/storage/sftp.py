@@ -1,0 +1,305 @@
+"""A repository on a host reached over SFTP (paramiko).
+
+Host keys are verified against a known_hosts file: an unknown key is refused unless the plan
+allows accepting a new one on first use (then it is recorded); a changed key is always refused.
+Writes go to a temporary name and are renamed into place (SFTP's rename refuses to replace),
+so a dropped connection never leaves a partial file under a final name. A dropped connection
+is re-established on the next call; the retry layer decides when that call happens.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import posixpath
+import secrets
+import socket
+import stat
+import threading
+from pathlib import Path
+from typing import Any
+
+from restorer.errors import AlreadyExistsError, NotFoundError, StorageError
+from restorer.storage.base import Backend, ObjectInfo
+
+log = logging.getLogger("restorer.storage.sftp")
+TMP_PREFIX = ".tmp-"
+
+
+class HostKeyError(StorageError):
+    """The server's host key is unknown or changed: never retried."""
+
+
+class SFTPBackend(Backend):
+    def __init__(
+        self,
+        host: str,
+        path: str,
+        *,
+        port: int = 22,
+        user: str | None = None,
+        key_file: str | None = None,
+        key_passphrase: str | None = None,
+        known_hosts: str | None = None,
+        accept_new_host_key: bool = False,
+        connect_timeout: float = 15.0,
+        keepalive: int = 30,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.user = user
+        self.root = path.rstrip("/") or "/"
+        self.key_file = os.path.expanduser(key_file) if key_file else None
+        self._passphrase = key_passphrase
+        self.known_hosts = os.path.expanduser(known_hosts or "~/.ssh/known_hosts")
+        self.accept_new_host_key = accept_new_host_key
+        self.connect_timeout = connect_timeout
+        self.keepalive = keepalive
+        who = f"{user}@" if user else ""
+        pt = f":{port}" if port != 22 else ""
+        self.location = f"sftp://{who}{host}{pt}{self.root}"
+        self._client: Any = None
+        self._sftp: Any = None
+        self._lock = threading.RLock()
+        self._made_dirs: set[str] = set()
+
+    # --- connection ---------------------------------------------------------------------
+
+    def _connect(self) -> Any:
+        import paramiko
+
+        with self._lock:
+            if self._sftp is not None:
+                t = self._client.get_transport()
+                if t is not None and t.is_active():
+                    return self._sftp
+                self._drop()
+            client = paramiko.SSHClient()
+            if os.path.exists(self.known_hosts):
+                client.load_host_keys(self.known_hosts)
+            client.set_missing_host_key_policy(_Policy(self))
+            try:
+                client.connect(
+                    self.host, port=self.port, username=self.user, key_filename=self.key_file,
+                    passphrase=self._passphrase, timeout=self.connect_timeout,
+                    banner_timeout=self.connect_timeout, auth_timeout=self.connect_timeout,
+                    allow_agent=self.key_file is None, look_for_keys=self.key_file is None,
+                )
+            except paramiko.BadHostKeyException as e:
+                client.close()
+                raise HostKeyError(
+                    f"{self.location}: the host key of {self.host} has CHANGED "
+                    f"(got {e.key.get_name()} {e.key.get_fingerprint().hex()}); refusing to "
+                    "connect",
+                    hint=f"if the server was really re-keyed, remove its old line from "
+                    f"{self.known_hosts} (ssh-keygen -R {self.host}) and verify the new key",
+                ) from None
+            except HostKeyError:
+                client.close()
+                raise
+            except paramiko.AuthenticationException as e:
+                client.close()
+                raise StorageError(
+                    f"{self.location}: authentication as {self.user or 'the current user'} "
+                    f"failed: {e}",
+                    hint="check the key_file in the plan and the server's authorized_keys",
+                ) from None
+            except paramiko.PasswordRequiredException:
+                client.close()
+                raise StorageError(
+                    f"{self.location}: the key file {self.key_file} is encrypted",
+                    hint="give key_passphrase: ${env:...} in the plan",
+                ) from None
+            except (OSError, paramiko.SSHException, EOFError) as e:
+                client.close()
+                raise StorageError(f"{self.location}: cannot connect: {e}") from e
+            transport = client.get_transport()
+            if transport is not None and self.keepalive:
+                transport.set_keepalive(self.keepalive)
+            self._client = client
+            self._sftp = client.open_sftp()
+            self._sftp.get_channel().settimeout(max(self.connect_timeout, 60.0))
+            return self._sftp
+
+    def _drop(self) -> None:
+        for obj in (self._sftp, self._client):
+            try:
+                if obj is not None:
+                    obj.close()
+            except Exception:
+                pass
+        self._sftp = None
+        self._client = None
+        self._made_dirs.clear()
+
+    def _path(self, name: str) -> str:
+        if name.startswith("/") or ".." in name.split("/"):
+            raise StorageError(f"invalid object name {name!r}")
+        return posixpath.join(self.root, name)
+
+    def _fail(self, op: str, name: str, exc: BaseException) -> StorageError:
+        if isinstance(exc, StorageError):
+            return exc
+        if isinstance(exc, FileNotFoundError) or (
+                isinstance(exc, OSError) and exc.errno == errno.ENOENT):
+            return NotFoundError(f"{self.location}: {name} does not exist")
+        if not isinstance(exc, PermissionError):
+            with self._lock:  # the connection may be broken: rebuild it next time
+                self._drop()
+        err = StorageError(f"{self.location}: {op} {name} failed: {type(exc).__name__}: {exc}")
+        err.__cause__ = exc
+        return err
+
+    # --- Backend ------------------------------------------------------------------------
+
+    def list(self, prefix: str) -> list[ObjectInfo]:
+        out: list[ObjectInfo] = []
+        base = self._path(prefix.rstrip("/")) if prefix else self.root
+        try:
+            sftp = self._connect()
+
+            def walk(d: str, rel: str) -> None:
+                try:
+                    entries = sftp.listdir_attr(d)
+                except FileNotFoundError:
+                    return
+                for a in entries:
+                    name = a.filename
+                    r = f"{rel}/{name}" if rel else name
+                    if stat.S_ISDIR(a.st_mode or 0):
+                        walk(posixpath.join(d, name), r)
+                    elif not name.startswith(TMP_PREFIX):
+                        out.append(ObjectInfo(r, int(a.st_size or 0)))
+
+            walk(base, prefix.rstrip("/"))
+        except Exception as e:
+            raise self._fail("list", prefix, e) from e
+        return out
+
+    def read(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
+        try:
+            sftp = self._connect()
+            with sftp.open(self._path(name), "rb") as f:
+                if length is None:
+                    size = f.stat().st_size or 0
+                    length = max(0, size - offset)
+                if offset:
+                    f.seek(offset)
+                if length > 32768:
+                    f.prefetch(length)
+                data = f.read(length)
+                return bytes(data)
+        except Exception as e:
+            raise self._fail("read", name, e) from e
+
+    def stat(self, name: str) -> int:
+        try:
+            return int(self._connect().stat(self._path(name)).st_size or 0)
+        except Exception as e:
+            raise self._fail("stat", name, e) from e
+
+    def _mkdirs(self, sftp: Any, d: str) -> None:
+        if d in self._made_dirs:
+            return
+        parts = []
+        cur = d
+        while cur not in ("", "/"):
+            parts.append(cur)
+            cur = posixpath.dirname(cur)
+        for p in reversed(parts):
+            try:
+                sftp.mkdir(p)
+            except OSError:
+                try:
+                    if not stat.S_ISDIR(sftp.stat(p).st_mode or 0):
+                        raise StorageError(f"{self.location}: {p} is not a directory") from None
+                except FileNotFoundError:
+                    raise StorageError(f"{self.location}: cannot create {p}") from None
+        self._made_dirs.add(d)
+
+    def write(self, name: str, data: bytes | memoryview) -> None:
+        path = self._path(name)
+        d = posixpath.dirname(path)
+        tmp = posixpath.join(d, f"{TMP_PREFIX}{secrets.token_hex(8)}")
+        try:
+            sftp = self._connect()
+            self._mkdirs(sftp, d)
+            try:
+                with sftp.open(tmp, "wb") as f:
+                    f.set_pipelined(True)
+                    view = memoryview(data)
+                    for i in range(0, len(view), 1 << 20):
+                        f.write(bytes(view[i:i + (1 << 20)]))
+                    f.flush()
+                if sftp.stat(tmp).st_size != len(data):
+                    raise StorageError(f"{self.location}: short write of {name}")
+                try:
+                    sftp.rename(tmp, path)  # SFTP v3 rename never replaces an existing file
+                except OSError:
+                    try:
+                        sftp.stat(path)
+                    except FileNotFoundError:
+                        raise
+                    raise AlreadyExistsError(f"{self.location}: {name} already exists") from None
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    sftp.remove(tmp)
+                raise
+        except (AlreadyExistsError, NotFoundError):
+            raise
+        except Exception as e:
+            raise self._fail("write", name, e) from e
+
+    def delete(self, name: str) -> None:
+        try:
+            self._connect().remove(self._path(name))
+        except FileNotFoundError:
+            return
+        except Exception as e:
+            raise self._fail("delete", name, e) from e
+
+    def is_permanent(self, exc: BaseException) -> bool:
+        import paramiko
+
+        if isinstance(exc, HostKeyError | NotFoundError | AlreadyExistsError):
+            return True
+        cause: BaseException | None = exc
+        while cause is not None:
+            if isinstance(cause, paramiko.AuthenticationException | paramiko.BadHostKeyException
+                          | PermissionError):
+                return True
+            if isinstance(cause, EOFError | socket.timeout | TimeoutError | ConnectionError
+                          | paramiko.SSHException | paramiko.ChannelException):
+                return False
+            if isinstance(cause, OSError) and not isinstance(cause, FileNotFoundError):
+                return cause.errno in (errno.ENOSPC, errno.EACCES, errno.EROFS)
+            cause = cause.__cause__
+        return True
+
+    def close(self) -> None:
+        with self._lock:
+            self._drop()
+
+
+class _Policy:
+    """Missing host key: refuse, or record it when the plan allows accept-new."""
+
+    def __init__(self, backend: SFTPBackend) -> None:
+        self.backend = backend
+
+    def missing_host_key(self, client: Any, hostname: str, key: Any) -> None:
+        b = self.backend
+        fp = f"{key.get_name()} SHA256-hex:{key.get_fingerprint().hex()}"
+        if not b.accept_new_host_key:
+            raise HostKeyError(
+                f"{b.location}: the host key of {hostname} ({fp}) is not in {b.known_hosts}; "
+                "refusing to connect to an unverified host",
+                hint=f"add it (ssh-keyscan -p {b.port} {b.host} >> {b.known_hosts}, then verify "
+                "the fingerprint), or set accept_new_host_key: true to trust it on first use",
+            )
+        client.get_host_keys().add(hostname, key.get_name(), key)
+        Path(b.known_hosts).parent.mkdir(parents=True, exist_ok=True)
+        client.save_host_keys(b.known_hosts)
+        log.warning("recorded the new host key of %s (%s) in %s", hostname, fp, b.known_hosts)

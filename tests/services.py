@@ -1,0 +1,299 @@
+"""Real services for tests, on loopback only: a moto S3 server, an OpenSSH sshd, and small
+fault-injecting proxies in front of them."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.client import HTTPConnection
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
+
+
+# --- S3 (moto server mode) --------------------------------------------------------------
+
+AWS_ENV = {
+    "AWS_ACCESS_KEY_ID": "AKIATESTRESTORER0001",
+    "AWS_SECRET_ACCESS_KEY": "restorer-test-secret-key-do-not-print",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_EC2_METADATA_DISABLED": "true",
+}
+
+
+@dataclass
+class MotoServer:
+    port: int
+    server: object
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def client(self):
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.url, region_name="us-east-1",
+                            aws_access_key_id=AWS_ENV["AWS_ACCESS_KEY_ID"],
+                            aws_secret_access_key=AWS_ENV["AWS_SECRET_ACCESS_KEY"])
+
+    def make_bucket(self, name: str, object_lock: bool = False) -> str:
+        kw = {"ObjectLockEnabledForBucket": True} if object_lock else {}
+        self.client().create_bucket(Bucket=name, **kw)
+        return name
+
+
+def start_moto() -> MotoServer:
+    from moto.server import ThreadedMotoServer
+
+    for k, v in AWS_ENV.items():
+        os.environ[k] = v
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    wait_port(port)
+    return MotoServer(port, server)
+
+
+# --- HTTP fault proxy -------------------------------------------------------------------
+
+
+@dataclass
+class FaultPlan:
+    """Decides, per request, whether to pass it on or answer with a fault."""
+
+    #: called with (method, path, request number); returns None to forward, or a fault:
+    #: ("status", code, s3_error_code) or ("delay", seconds)
+    decide: Callable[[str, str, int], tuple | None] = lambda m, p, n: None
+    requests: int = 0
+    faults: int = 0
+    log: list[tuple[str, str, str]] = field(default_factory=list)
+
+
+class FaultProxy:
+    """An HTTP proxy on loopback in front of `upstream_port` that injects faults."""
+
+    def __init__(self, upstream_port: int, plan: FaultPlan) -> None:
+        self.plan = plan
+        self.upstream_port = upstream_port
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a: object) -> None:
+                pass
+
+            def _handle(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                with threading.Lock():
+                    proxy.plan.requests += 1
+                    n = proxy.plan.requests
+                fault = proxy.plan.decide(self.command, self.path, n)
+                if fault is not None and fault[0] == "delay":
+                    proxy.plan.faults += 1
+                    proxy.plan.log.append((self.command, self.path, "delay"))
+                    time.sleep(fault[1])
+                    fault = None
+                if fault is not None:
+                    proxy.plan.faults += 1
+                    _, status, code = fault
+                    proxy.plan.log.append((self.command, self.path, code))
+                    xml = (f"<?xml version='1.0' encoding='UTF-8'?><Error><Code>{code}</Code>"
+                           f"<Message>injected {code}</Message></Error>").encode()
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/xml")
+                    self.send_header("Content-Length", str(len(xml)))
+                    self.end_headers()
+                    if self.command != "HEAD":
+                        self.wfile.write(xml)
+                    return
+                conn = HTTPConnection("127.0.0.1", proxy.upstream_port, timeout=60)
+                headers = {k: v for k, v in self.headers.items()
+                           if k.lower() not in ("connection", "keep-alive")}
+                conn.request(self.command, self.path, body=body, headers=headers)
+                resp = conn.getresponse()
+                data = resp.read()
+                self.send_response(resp.status)
+                for k, v in resp.getheaders():
+                    if k.lower() not in ("connection", "keep-alive", "transfer-encoding",
+                                         "content-length", "server", "date"):
+                        self.send_header(k, v)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+                conn.close()
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+# --- SSH (a real OpenSSH sshd) ----------------------------------------------------------
+
+
+@dataclass
+class SSHServer:
+    port: int
+    proc: subprocess.Popen
+    user: str
+    key_file: Path
+    known_hosts: Path
+    host_pub: str
+    root: Path
+
+    def url(self, path: Path | str, port: int | None = None) -> str:
+        return f"sftp://{self.user}@127.0.0.1:{port or self.port}{path}"
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def start_sshd(workdir: Path) -> SSHServer:
+    sshd = shutil.which("sshd") or "/usr/sbin/sshd"
+    if not os.path.exists(sshd):
+        pytest.fail("OpenSSH server not installed: run the suite through tests/run.sh, which "
+                    "installs openssh-server")
+    workdir.mkdir(parents=True, exist_ok=True)
+    host_key = workdir / "host_ed25519"
+    user_key = workdir / "user_ed25519"
+    for k in (host_key, user_key):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(k)],
+                       check=True)
+    auth = workdir / "authorized_keys"
+    shutil.copy(f"{user_key}.pub", auth)
+    os.chmod(auth, 0o600)
+    port = free_port()
+    user = os.environ.get("USER") or subprocess.run(
+        ["id", "-un"], capture_output=True, text=True).stdout.strip()
+    config = workdir / "sshd_config"
+    config.write_text(
+        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {host_key}\n"
+        f"AuthorizedKeysFile {auth}\nPidFile {workdir}/sshd.pid\n"
+        "PasswordAuthentication no\nKbdInteractiveAuthentication no\n"
+        "PubkeyAuthentication yes\nPermitRootLogin prohibit-password\nStrictModes no\n"
+        "UsePAM no\nSubsystem sftp internal-sftp\nClientAliveInterval 10\nMaxStartups 50\n"
+        "MaxSessions 50\nLogLevel ERROR\n")
+    Path("/run/sshd").mkdir(exist_ok=True)  # privilege separation directory
+    with open(workdir / "sshd.log", "wb") as errlog:
+        proc = subprocess.Popen([sshd, "-D", "-e", "-f", str(config)],
+                                stdout=subprocess.DEVNULL, stderr=errlog)
+    wait_port(port)
+    host_pub = (workdir / "host_ed25519.pub").read_text().split()
+    known = workdir / "known_hosts"
+    known.write_text(f"[127.0.0.1]:{port} {host_pub[0]} {host_pub[1]}\n")
+    root = workdir / "storage"
+    root.mkdir()
+    return SSHServer(port, proc, user, user_key, known, f"{host_pub[0]} {host_pub[1]}", root)
+
+
+class TCPProxy:
+    """A loopback TCP relay whose live connections can be cut (a dropped network)."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(50)
+        self.port = self.sock.getsockname()[1]
+        self.conns: list[socket.socket] = []
+        self.bytes_up = 0
+        self.accepted = 0
+        self._lock = threading.Lock()
+        #: cut every connection once this many client->server bytes passed (None: never)
+        self.cut_after: int | None = None
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            u = socket.create_connection(("127.0.0.1", self.upstream_port))
+            with self._lock:
+                self.conns += [c, u]
+                self.accepted += 1
+            threading.Thread(target=self._pipe, args=(c, u, True), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(u, c, False), daemon=True).start()
+
+    def _pipe(self, a: socket.socket, b: socket.socket, up: bool) -> None:
+        try:
+            while True:
+                data = a.recv(65536)
+                if not data:
+                    break
+                b.sendall(data)
+                if up:
+                    with self._lock:
+                        self.bytes_up += len(data)
+                        cut = self.cut_after is not None and self.bytes_up >= self.cut_after
+                        if cut:
+                            self.cut_after = None
+                    if cut:
+                        self.cut_all()
+                        return
+        except OSError:
+            pass
+        finally:
+            for s in (a, b):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
+    def cut_all(self) -> None:
+        with self._lock:
+            conns, self.conns = self.conns, []
+        for s in conns:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+                s.close()
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        self.cut_all()
+        self.sock.close()
