@@ -21,7 +21,7 @@ def backend_options(lp: LoadedPlan) -> dict[str, Any]:
     opts: dict[str, Any] = {
         "region": rc.region, "endpoint_url": rc.endpoint_url, "profile": rc.profile,
         "storage_class": rc.storage_class, "sse": rc.sse, "kms_key_id": rc.kms_key_id,
-        "object_lock_days": rc.object_lock_days,
+        "object_lock_days": rc.object_lock_days, "timeout": rc.request_timeout,
     }
     if rc.ssh is not None:
         opts.update(

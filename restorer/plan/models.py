@@ -76,6 +76,9 @@ class RepositoryConfig(Strict):
         None, ge=1, description="S3: Object Lock retention in days on packs and snapshots"
     )
     ssh: SSHOptions | None = Field(None, description="SFTP: SSH options beyond the URL")
+    request_timeout: Duration = Field(
+        60.0, description="S3/SFTP: time one request may take before it counts as failed "
+        "(and is retried)")
 
     @field_validator("url")
     @classmethod

@@ -47,7 +47,10 @@ def open_backend(url: str, base_dir: Path, options: dict[str, Any] | None = None
             raise UsageError(f"repository URL {url}: no bucket", hint="write s3://BUCKET/PREFIX")
         keys = ("region", "endpoint_url", "profile", "storage_class", "sse", "kms_key_id",
                 "object_lock_days")
-        return S3Backend(bucket, prefix, **{k: opts[k] for k in keys if opts.get(k) is not None})
+        kw = {k: opts[k] for k in keys if opts.get(k) is not None}
+        if opts.get("timeout"):
+            kw["read_timeout"] = kw["connect_timeout"] = float(opts["timeout"])
+        return S3Backend(bucket, prefix, **kw)
     if scheme == "sftp":
         from restorer.storage.sftp import SFTPBackend
 
@@ -69,10 +72,12 @@ def open_backend(url: str, base_dir: Path, options: dict[str, Any] | None = None
                 hint="use a key: repository.ssh.key_file (and key_passphrase: ${env:...})")
         keys = ("key_file", "key_passphrase", "known_hosts", "accept_new_host_key",
                 "connect_timeout")
+        kw = {k: opts[k] for k in keys if opts.get(k) is not None}
+        if opts.get("timeout"):
+            kw["request_timeout"] = float(opts["timeout"])
         return SFTPBackend(
             host, "/" + path, port=port or int(opts.get("port") or 22),
-            user=user or opts.get("user"),
-            **{k: opts[k] for k in keys if opts.get(k) is not None},
+            user=user or opts.get("user"), **kw,
         )
     raise UsageError(f"repository URL {redact_url(url)}: unsupported scheme {scheme}://",
                      hint="use file://, s3:// or sftp://")

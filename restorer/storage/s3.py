@@ -78,7 +78,8 @@ class S3Backend(Backend):
             "s3",
             endpoint_url=endpoint_url,
             config=Config(
-                retries={"max_attempts": 1, "mode": "standard"},
+                # total_max_attempts counts the first call: botocore itself never retries
+                retries={"total_max_attempts": 1, "mode": "standard"},
                 connect_timeout=connect_timeout,
                 read_timeout=read_timeout,
                 max_pool_connections=16,
@@ -229,7 +230,9 @@ class S3Backend(Backend):
         from urllib3.exceptions import ProtocolError
 
         cause: BaseException | None = exc
-        while cause is not None:
+        seen: set[int] = set()
+        while cause is not None and id(cause) not in seen:
+            seen.add(id(cause))
             if isinstance(cause, NotFoundError | AlreadyExistsError):
                 return True
             if isinstance(cause, EndpointConnectionError | ConnectionClosedError

@@ -19,7 +19,7 @@ import socket
 import stat
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from restorer.errors import AlreadyExistsError, NotFoundError, StorageError
 from restorer.storage.base import Backend, ObjectInfo
@@ -45,6 +45,7 @@ class SFTPBackend(Backend):
         known_hosts: str | None = None,
         accept_new_host_key: bool = False,
         connect_timeout: float = 15.0,
+        request_timeout: float = 60.0,
         keepalive: int = 30,
     ) -> None:
         self.host = host
@@ -56,25 +57,47 @@ class SFTPBackend(Backend):
         self.known_hosts = os.path.expanduser(known_hosts or "~/.ssh/known_hosts")
         self.accept_new_host_key = accept_new_host_key
         self.connect_timeout = connect_timeout
+        self.request_timeout = request_timeout
         self.keepalive = keepalive
         who = f"{user}@" if user else ""
         pt = f":{port}" if port != 22 else ""
         self.location = f"sftp://{who}{host}{pt}{self.root}"
         self._client: Any = None
-        self._sftp: Any = None
+        self._sessions: list[Any] = []
+        self._gen = 0
+        self._local = threading.local()
         self._lock = threading.RLock()
         self._made_dirs: set[str] = set()
 
     # --- connection ---------------------------------------------------------------------
 
     def _connect(self) -> Any:
+        """This thread's SFTP session. One SSH connection is shared; each thread gets its own
+        SFTP channel on it, because paramiko's SFTP client must not be used from several
+        threads at once (restores read with two)."""
+        sftp = getattr(self._local, "sftp", None)
+        if sftp is not None and getattr(self._local, "gen", -1) == self._gen:
+            return sftp
+        with self._lock:
+            client = self._ensure_client()
+            try:
+                sftp = client.open_sftp()
+            except Exception as e:
+                self._drop()
+                raise StorageError(f"{self.location}: cannot open an SFTP session: {e}") from e
+            sftp.get_channel().settimeout(self.request_timeout)
+            self._sessions.append(sftp)
+            self._local.sftp, self._local.gen = sftp, self._gen
+            return sftp
+
+    def _ensure_client(self) -> Any:
         import paramiko
 
         with self._lock:
-            if self._sftp is not None:
+            if self._client is not None:
                 t = self._client.get_transport()
                 if t is not None and t.is_active():
-                    return self._sftp
+                    return self._client
                 self._drop()
             client = paramiko.SSHClient()
             if os.path.exists(self.known_hosts):
@@ -119,19 +142,16 @@ class SFTPBackend(Backend):
             if transport is not None and self.keepalive:
                 transport.set_keepalive(self.keepalive)
             self._client = client
-            self._sftp = client.open_sftp()
-            self._sftp.get_channel().settimeout(max(self.connect_timeout, 60.0))
-            return self._sftp
+            return client
 
     def _drop(self) -> None:
-        for obj in (self._sftp, self._client):
-            try:
+        for obj in [*self._sessions, self._client]:
+            with contextlib.suppress(Exception):
                 if obj is not None:
                     obj.close()
-            except Exception:
-                pass
-        self._sftp = None
+        self._sessions = []
         self._client = None
+        self._gen += 1  # every thread opens a fresh session on its next call
         self._made_dirs.clear()
 
     def _path(self, name: str) -> str:
@@ -151,6 +171,12 @@ class SFTPBackend(Backend):
         err = StorageError(f"{self.location}: {op} {name} failed: {type(exc).__name__}: {exc}")
         err.__cause__ = exc
         return err
+
+    def _reraise(self, op: str, name: str, exc: BaseException) -> NoReturn:
+        err = self._fail(op, name, exc)
+        if err is exc:
+            raise exc
+        raise err from exc
 
     # --- Backend ------------------------------------------------------------------------
 
@@ -175,7 +201,7 @@ class SFTPBackend(Backend):
 
             walk(base, prefix.rstrip("/"))
         except Exception as e:
-            raise self._fail("list", prefix, e) from e
+            self._reraise("list", prefix, e)
         return out
 
     def read(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
@@ -185,20 +211,19 @@ class SFTPBackend(Backend):
                 if length is None:
                     size = f.stat().st_size or 0
                     length = max(0, size - offset)
-                if offset:
-                    f.seek(offset)
-                if length > 32768:
-                    f.prefetch(length)
-                data = f.read(length)
-                return bytes(data)
+                if length == 0:
+                    return b""
+                # readv pipelines the requests for exactly this range (prefetch would start
+                # at offset 0 and read the whole file)
+                return b"".join(f.readv([(offset, length)]))
         except Exception as e:
-            raise self._fail("read", name, e) from e
+            self._reraise("read", name, e)
 
     def stat(self, name: str) -> int:
         try:
             return int(self._connect().stat(self._path(name)).st_size or 0)
         except Exception as e:
-            raise self._fail("stat", name, e) from e
+            self._reraise("stat", name, e)
 
     def _mkdirs(self, sftp: Any, d: str) -> None:
         if d in self._made_dirs:
@@ -250,7 +275,7 @@ class SFTPBackend(Backend):
         except (AlreadyExistsError, NotFoundError):
             raise
         except Exception as e:
-            raise self._fail("write", name, e) from e
+            self._reraise("write", name, e)
 
     def delete(self, name: str) -> None:
         try:
@@ -258,7 +283,7 @@ class SFTPBackend(Backend):
         except FileNotFoundError:
             return
         except Exception as e:
-            raise self._fail("delete", name, e) from e
+            self._reraise("delete", name, e)
 
     def is_permanent(self, exc: BaseException) -> bool:
         import paramiko
@@ -266,7 +291,9 @@ class SFTPBackend(Backend):
         if isinstance(exc, HostKeyError | NotFoundError | AlreadyExistsError):
             return True
         cause: BaseException | None = exc
-        while cause is not None:
+        seen: set[int] = set()
+        while cause is not None and id(cause) not in seen:
+            seen.add(id(cause))
             if isinstance(cause, paramiko.AuthenticationException | paramiko.BadHostKeyException
                           | PermissionError):
                 return True
