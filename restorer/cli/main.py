@@ -354,6 +354,33 @@ def check(ctx: click.Context, plan: str, read_data: bool, read_data_subset: floa
 
 @cli.command()
 @click.argument("plan", type=click.Path(dir_okay=False))
+@click.option("--to", "to", required=True, metavar="URL|PLAN",
+              help="Destination: a repository URL (file://, s3://, sftp://) or a plan file "
+              "whose repository block (endpoint, SSH options) names it.")
+@click.option("--target", metavar="NAME", help="Copy only this target's snapshots.")
+@lock_wait_option
+@json_option
+@click.pass_context
+def copy(ctx: click.Context, plan: str, to: str, target: str | None, lock_wait: str,
+         as_json: bool) -> None:
+    """Copy snapshots to another repository as they are (no re-chunking); repeatable."""
+    from restorer.actions.copy import run_copy
+
+    lp = _load(plan)
+    res = run_copy(lp, to, target=target, lock_wait=_duration(lock_wait),
+                   progress=_progress(ctx, as_json))
+    if as_json:
+        emit_json(res.to_json())
+        return
+    if res.created:
+        click.echo(f"created {res.destination} as a copy of {res.source}")
+    click.echo(f"copied {len(res.snapshots_copied)} snapshot(s) ({res.snapshots_present} "
+               f"already there), {res.packs_copied} pack(s), {human_bytes(res.bytes_copied)} "
+               f"in {res.duration:.2f}s to {res.destination}")
+
+
+@cli.command()
+@click.argument("plan", type=click.Path(dir_okay=False))
 @click.option("--all", "remove_all", is_flag=True,
               help="Remove every lock, not only stale ones (only when no run is active).")
 @json_option
