@@ -313,3 +313,26 @@ def test_password_in_url_is_refused_and_not_echoed(tmp_path: Path, cli, url: str
     r = cli("init", plan)
     assert r.rc == 2
     assert "hunter2" not in r.text and "passwords do not belong in URLs" in r.err
+
+
+def test_s3_object_lock_sse_and_storage_class_are_applied(tmp_path: Path, cli,
+                                                         moto_server) -> None:
+    bucket = moto_server.make_bucket(unique_name("lock"), object_lock=True)
+    _data(tmp_path / "src")
+    plan = write_plan(tmp_path / "plan.yaml", repository={
+        "url": f"s3://{bucket}/r", "endpoint_url": moto_server.url, "region": "us-east-1",
+        "object_lock_days": 30, "sse": "AES256", "storage_class": "STANDARD_IA"})
+    r = cli("backup", "--init", plan)
+    assert r.rc == 0, r.text
+    c = moto_server.client()
+    keys = [o["Key"] for o in c.list_objects_v2(Bucket=bucket, Prefix="r/")["Contents"]]
+    pack = next(k for k in keys if k.startswith("r/data/"))
+    snap = next(k for k in keys if k.startswith("r/snapshots/"))
+    for key in (pack, snap):
+        head = c.head_object(Bucket=bucket, Key=key)
+        assert head["ObjectLockMode"] == "GOVERNANCE"
+        assert (head["ObjectLockRetainUntilDate"].timestamp() - time.time()) > 29 * 86400
+        assert head["ServerSideEncryption"] == "AES256"
+        assert head.get("StorageClass") == "STANDARD_IA"
+    # locks are not retained: a finished run leaves none behind
+    assert not [k for k in keys if k.startswith("r/locks/")]
