@@ -388,7 +388,6 @@ class BlobWriter:
         self._uploads: deque[Future[None]] = deque()
         self._unindexed: dict[str, list[PackEntry]] = {}
         self._lock = threading.Lock()
-        self.on_bytes: Callable[[int], None] | None = None
 
     def has(self, blob_id: bytes) -> bool:
         return blob_id in self.repo.index or blob_id in self._seen
@@ -464,8 +463,6 @@ class BlobWriter:
             self.repo.index.add(pid, entries)
             self.stats.packs += 1
             self.stats.data_added_stored += len(data)
-        if self.on_bytes:
-            self.on_bytes(len(data))
 
     def _reap_uploads(self, block: bool, everything: bool = False) -> None:
         while self._uploads and (everything or block or self._uploads[0].done()):
