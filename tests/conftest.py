@@ -181,3 +181,12 @@ _bucket_counter = [0]
 def unique_name(prefix: str) -> str:
     _bucket_counter[0] += 1
     return f"{prefix}-{os.getpid()}-{_bucket_counter[0]}"
+
+
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory):
+    from tests.services import start_postgres
+
+    dsn, stop = start_postgres(tmp_path_factory.mktemp("pg"))
+    yield dsn
+    stop()

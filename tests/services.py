@@ -297,3 +297,50 @@ class TCPProxy:
     def close(self) -> None:
         self.cut_all()
         self.sock.close()
+
+
+# --- PostgreSQL -------------------------------------------------------------------------
+
+
+def _pg_ok(dsn: str) -> bool:
+    r = subprocess.run(["psql", "-X", "-Atc", "select 1", "--dbname", dsn],
+                       capture_output=True, text=True, env={**os.environ,
+                                                            "PGCONNECT_TIMEOUT": "3"})
+    return r.returncode == 0 and r.stdout.strip() == "1"
+
+
+def start_postgres(workdir: Path) -> tuple[str, Callable[[], None]]:
+    """(server DSN without a database, stop function): the machine's server on
+    127.0.0.1:5432 when it answers, else a throwaway cluster started here."""
+    if shutil.which("psql") is None:
+        pytest.fail("psql is not installed: run the suite through tests/run.sh")
+    local = "postgresql://postgres@127.0.0.1:5432"
+    if _pg_ok(local + "/postgres"):
+        return local, lambda: None
+    import glob
+
+    bins = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    if not bins:
+        pytest.fail("no PostgreSQL server here and no server binaries to start one: run the "
+                    "suite through tests/run.sh, which installs postgresql")
+    bindir = Path(bins[-1]).parent
+    data = workdir / "pgdata"
+    workdir.mkdir(parents=True, exist_ok=True)
+    as_user: list[str] = []
+    if os.geteuid() == 0:  # the server refuses to run as root
+        shutil.chown(workdir, "postgres")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    subprocess.run([*as_user, str(bindir / "initdb"), "-D", str(data), "-U", "postgres",
+                    "--auth=trust"], check=True, capture_output=True)
+    port = free_port()
+    subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-w", "-l",
+                    str(workdir / "pg.log"), "-o",
+                    f"-p {port} -k {workdir} -c listen_addresses=127.0.0.1", "start"],
+                   check=True, capture_output=True)
+    dsn = f"postgresql://postgres@127.0.0.1:{port}"
+
+    def stop() -> None:
+        subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast",
+                        "stop"], capture_output=True)
+
+    return dsn, stop

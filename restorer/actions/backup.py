@@ -7,8 +7,10 @@ import logging
 import os
 import socket
 import time
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import BinaryIO
 
 from restorer import __version__
 from restorer.actions.context import init_repository, locked, open_repository
@@ -20,6 +22,10 @@ from restorer.repo.repository import BlobWriter, Repository
 from restorer.repo.snapshot import Snapshot
 from restorer.sources.excludes import Excluder
 from restorer.sources.files_backup import FilesReader, scan_size
+from restorer.sources.postgres import pg_dump
+from restorer.sources.process import output_of
+from restorer.sources.sqlite import sqlite_dump
+from restorer.sources.stream import backup_stream
 
 log = logging.getLogger("restorer.backup")
 
@@ -95,9 +101,12 @@ def _backup_target(lp: LoadedPlan, repo: Repository, t: models.TargetBase,
                    snapshots: list[Snapshot], tags: tuple[str, ...],
                    progress: Progress) -> TargetBackup:
     start = time.monotonic()
+    if isinstance(t, STREAM_KINDS) and getattr(t, "via_ssh", None) is None:
+        return _backup_stream_target(lp, repo, t, snapshots, tags, progress)
     if not isinstance(t, models.FilesTarget):
         return TargetBackup(t.name, False, error=f"target '{t.name}': kind '{t.kind}' cannot be "
-                            "backed up by this version of restorer yet",  # type: ignore[attr-defined]
+                            "backed up by this version of restorer yet"  # type: ignore[attr-defined]
+                            + (" over SSH" if getattr(t, "via_ssh", None) else ""),
                             hint="back up its data with a files target for now")
     paths = [lp.resolve_path(p) for p in t.paths]
     abs_paths = [os.path.abspath(p) for p in paths]
@@ -160,3 +169,68 @@ def _backup_target(lp: LoadedPlan, repo: Repository, t: models.TargetBase,
     return TargetBackup(t.name, True, snapshot=snap.id, parent=snap.parent,
                         duration=time.monotonic() - start, summary=snap.summary,
                         warnings=st.warnings)
+
+
+STREAM_KINDS = (models.SQLiteTarget, models.CommandTarget, models.PostgresTarget)
+
+
+def open_dump(lp: LoadedPlan, t: models.TargetBase) -> AbstractContextManager[BinaryIO]:
+    """The target's backup as one stream (a database dump, a command's output)."""
+    what = f"target '{t.name}'"
+    if isinstance(t, models.SQLiteTarget):
+        return sqlite_dump(lp.resolve_path(t.path))
+    if isinstance(t, models.CommandTarget):
+        return output_of(t.backup, what=what, timeout=t.timeout)  # type: ignore[return-value]
+    if isinstance(t, models.PostgresTarget):
+        password = lp.secret(t.password, f"targets.{t.name}.password")
+        return pg_dump(t.dsn, password, what=what,  # type: ignore[return-value]
+                       all_databases=t.all_databases)
+    raise AssertionError(t)
+
+
+def _backup_stream_target(lp: LoadedPlan, repo: Repository, t: models.TargetBase,
+                          snapshots: list[Snapshot], tags: tuple[str, ...],
+                          progress: Progress) -> TargetBackup:
+    start = time.monotonic()
+    parent = next((s for s in reversed(snapshots) if s.plan == lp.name and s.target == t.name),
+                  None)
+    try:
+        with BlobWriter(repo) as writer:
+            progress.start(f"backup {t.name}", None)
+            try:
+                with open_dump(lp, t) as stream:
+                    tree, size = backup_stream(
+                        repo, writer, f"{t.kind}.dump", stream,
+                        None if isinstance(progress, NoProgress) else progress.advance)
+            except BaseException:
+                try:
+                    writer.flush()
+                except Exception:
+                    writer.abandon()
+                raise
+            finally:
+                progress.stop()
+            writer.flush()
+            duration = time.monotonic() - start
+            snap = Snapshot(
+                time=datetime.now(UTC).isoformat(timespec="microseconds"),
+                plan=lp.name, target=t.name, kind=t.kind,  # type: ignore[attr-defined]
+                hostname=socket.gethostname(), username=getpass.getuser(),
+                paths=[], tree=tree, parent=parent.id if parent else None,
+                tags=sorted(set(t.tags) | set(tags)), program_version=__version__,
+                uid=os.getuid(), gid=os.getgid(),
+                summary={"total_files": 1, "total_bytes": size, "bytes_read": size,
+                         "files_new": 1, "files_changed": 0, "files_unmodified": 0,
+                         "blobs_added": writer.stats.blobs_new,
+                         "data_added": writer.stats.data_added,
+                         "data_added_stored": writer.stats.data_added_stored,
+                         "packs_added": writer.stats.packs, "duration_s": round(duration, 3),
+                         "retries": getattr(repo.backend, "retries", 0)},
+            )
+            repo.save_snapshot(snap)
+    except SourceError as e:
+        return TargetBackup(t.name, False, error=f"target '{t.name}': {e.message}", hint=e.hint,
+                            duration=time.monotonic() - start)
+    snapshots.append(snap)
+    return TargetBackup(t.name, True, snapshot=snap.id, parent=snap.parent,
+                        duration=time.monotonic() - start, summary=snap.summary)

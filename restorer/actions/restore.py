@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from restorer.actions.context import locked, open_repository
 from restorer.actions.progress import NoProgress, Progress
-from restorer.errors import RestoreError, UsageError
+from restorer.errors import RestoreError, RestorerError, SourceError, UsageError
+from restorer.plan import models
 from restorer.plan.load import LoadedPlan
+from restorer.repo.repository import Repository
+from restorer.repo.snapshot import Snapshot
 from restorer.sources.files_restore import FilesWriter
+from restorer.sources.postgres import pg_restore_stream
+from restorer.sources.process import feed
+from restorer.sources.sqlite import sqlite_restore
+from restorer.sources.stream import restore_stream
 
 
 @dataclass
@@ -44,7 +53,7 @@ class RestoreResult:
 def run_restore(
     lp: LoadedPlan,
     snapshot_ref: str,
-    dest: Path,
+    dest: str | Path,
     *,
     target: str | None = None,
     include: list[str] | None = None,
@@ -62,7 +71,9 @@ def run_restore(
         if snap.plan != lp.name:
             raise UsageError(f"snapshot {snap.short_id} belongs to plan '{snap.plan}', "
                              f"not '{lp.name}'")
-        writer = FilesWriter(repo, dest, overwrite=overwrite, include=include,
+        if snap.kind != "files":
+            return _restore_stream(lp, repo, snap, str(dest), overwrite, progress)
+        writer = FilesWriter(repo, Path(dest), overwrite=overwrite, include=include,
                              on_progress=progress.advance)
         start = time.monotonic()
         total = int(snap.summary.get("total_bytes", 0)) if not include else None
@@ -80,3 +91,48 @@ def run_restore(
         return RestoreResult(snap.id, snap.target, str(dest), time.monotonic() - start,
                              st.files, st.dirs, st.links, st.bytes_written, st.failed,
                              st.skipped)
+
+
+def _restore_stream(lp: LoadedPlan, repo: Repository, snap: Snapshot, dest: str,
+                    overwrite: bool, progress: Progress) -> RestoreResult:
+    """A dump back into its kind of target: a path (sqlite), a DSN (postgres), or the
+    target's restore command (command; it gets the destination as $RESTORER_TO)."""
+    try:
+        t = lp.targets([snap.target])[0]
+    except RestorerError:
+        t = None
+    what = f"restore of {snap.target} ({snap.kind})"
+    total = int(snap.summary.get("total_bytes", 0))
+    written = [0]
+
+    def counted() -> Iterator[bytes]:
+        for c in restore_stream(repo, snap):
+            written[0] += len(c)
+            progress.advance(len(c))
+            yield c
+
+    start = time.monotonic()
+    progress.start(f"restore {snap.target} {snap.short_id}", total)
+    try:
+        if snap.kind == "sqlite":
+            sqlite_restore(counted(), Path(dest), overwrite)
+        elif snap.kind == "postgres":
+            password = None
+            if isinstance(t, models.PostgresTarget):
+                password = lp.secret(t.password, f"targets.{t.name}.password")
+            pg_restore_stream(counted(), dest, password, overwrite=overwrite, what=what)
+        elif snap.kind == "command":
+            if not isinstance(t, models.CommandTarget):
+                raise RestoreError(f"the plan has no command target '{snap.target}' to say how "
+                                   "to restore this snapshot")
+            env = {**os.environ, "RESTORER_TO": dest}
+            feed(t.restore, counted(), what=what, env=env, timeout=t.timeout)
+        else:
+            raise RestoreError(f"snapshots of kind '{snap.kind}' cannot be restored by this "
+                               "version of restorer")
+    except SourceError as e:
+        raise RestoreError(e.message, e.hint) from None
+    finally:
+        progress.stop()
+    return RestoreResult(snap.id, snap.target, dest, time.monotonic() - start, 1, 0, 0,
+                         written[0])

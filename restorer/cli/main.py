@@ -10,7 +10,6 @@ import json
 import logging
 import os
 import sys
-from pathlib import Path
 from typing import Any
 
 import click
@@ -250,8 +249,10 @@ def snapshots(plan: str, target: str | None, as_json: bool) -> None:
 @click.argument("snapshot")
 @click.option("--target", metavar="NAME", help="Target whose snapshot SNAPSHOT names "
               "(needed for 'latest' when the plan has several).")
-@click.option("--to", "dest", required=True, type=click.Path(file_okay=False),
-              help="Destination directory (created if missing).")
+@click.option("--to", "dest", required=True, metavar="DIR|DSN|PATH",
+              help="Where to restore: a directory (files targets, created if missing), a "
+              "database DSN (postgres), a file path (sqlite), or $RESTORER_TO for a command "
+              "target's restore command.")
 @click.option("--include", multiple=True, metavar="PATTERN",
               help="Restore only matching paths (relative to the snapshot root; repeatable).")
 @click.option("--overwrite", is_flag=True, help="Replace files that already exist in --to.")
@@ -264,7 +265,8 @@ def restore(ctx: click.Context, plan: str, snapshot: str, target: str | None, de
     from restorer.actions.restore import run_restore
 
     lp = _load(plan)
-    res = run_restore(lp, snapshot, Path(dest), target=target, include=list(include) or None,
+    # a DSN is not a path (Path would fold its '//')
+    res = run_restore(lp, snapshot, dest, target=target, include=list(include) or None,
                       overwrite=overwrite, lock_wait=_duration(lock_wait),
                       progress=_progress(ctx, as_json))
     if as_json:

@@ -1,0 +1,105 @@
+"""PostgreSQL targets: pg_dump (plain SQL, so day-to-day dumps dedup) streamed into the
+repository, and psql streaming it back into a database created for it.
+
+The password reaches the tools through PGPASSWORD in their environment, never argv.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import IO
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+from restorer.errors import RestoreError, SourceError
+from restorer.sources.process import feed, output_of, run
+
+
+def _env(password: str | None) -> dict[str, str]:
+    env = dict(os.environ)
+    if password:
+        env["PGPASSWORD"] = password
+    env.setdefault("PGCONNECT_TIMEOUT", "15")
+    return env
+
+
+def split_dsn(dsn: str) -> tuple[str, str]:
+    """(DSN of the server's maintenance database `postgres`, database name)."""
+    u = urlsplit(dsn)
+    if u.scheme not in ("postgresql", "postgres") or not u.path.strip("/"):
+        raise RestoreError(f"'{safe_dsn(dsn)}' is not a PostgreSQL DSN naming a database",
+                           hint="write postgresql://USER@HOST:PORT/DBNAME")
+    name = unquote(u.path.strip("/"))
+    return urlunsplit((u.scheme, u.netloc, "/postgres", u.query, "")), name
+
+
+def safe_dsn(dsn: str) -> str:
+    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", dsn)
+
+
+def _major(version: str) -> int:
+    m = re.search(r"(\d+)(?:\.(\d+))?", version)
+    if not m:
+        raise SourceError(f"cannot read a version from {version!r}")
+    return int(m.group(1))
+
+
+def check_versions(dsn: str, password: str | None, what: str) -> None:
+    """pg_dump must be at least as new as the server, or it refuses (or dumps badly)."""
+    client = run(["pg_dump", "--version"], what=what)
+    server = run(["psql", "-X", "-A", "-t", "-c", "SHOW server_version", "--dbname", dsn],
+                 what=what, env=_env(password), secrets=[password])
+    if _major(client) < _major(server):
+        raise SourceError(
+            f"{what}: {client.strip()} is older than the server (PostgreSQL {server.strip()}); "
+            "it cannot make a faithful dump",
+            hint=f"install the PostgreSQL {_major(server)} client tools (postgresql-client-"
+            f"{_major(server)}) on this machine",
+        )
+
+
+@contextmanager
+def pg_dump(dsn: str, password: str | None, *, what: str, all_databases: bool = False,
+            ) -> Iterator[IO[bytes]]:
+    check_versions(dsn, password, what)
+    argv = (["pg_dumpall", "--dbname", dsn] if all_databases
+            else ["pg_dump", "--format=plain", "--no-password", "--dbname", dsn])
+    with output_of(argv, what=what, env=_env(password), secrets=[password]) as out:
+        yield out
+
+
+def _psql(dsn: str, password: str | None, sql: str, what: str, **variables: str) -> str:
+    argv = ["psql", "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "--dbname", dsn]
+    for k, v in variables.items():
+        argv += ["-v", f"{k}={v}"]
+    return feed(argv, [sql.encode()], what=what, env=_env(password), secrets=[password])
+
+
+def pg_restore_stream(chunks: Iterable[bytes], dsn: str, password: str | None, *,
+                      overwrite: bool, what: str) -> None:
+    """Restore a plain dump into the database `dsn` names: created when absent; refused when
+    it exists and holds tables, unless `overwrite` (then dropped and created again)."""
+    admin, name = split_dsn(dsn)
+    exists = _psql(admin, password, "SELECT 1 FROM pg_database WHERE datname = :'name';",
+                   what, name=name).strip() == "1"
+    if exists:
+        tables = int(_psql(dsn, password, (
+            "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE c.relkind IN ('r','v','m','S','p') AND n.nspname NOT IN "
+            "('pg_catalog','information_schema') AND n.nspname NOT LIKE 'pg_toast%';"),
+            what).strip() or 0)
+        if tables and not overwrite:
+            raise RestoreError(
+                f"database {name} at {safe_dsn(admin)} exists and is not empty ({tables} "
+                "relations)",
+                hint="restore into a new database name, or pass --overwrite to replace it",
+            )
+        if tables:
+            _psql(admin, password, 'DROP DATABASE :"name" WITH (FORCE);', what, name=name)
+            exists = False
+    if not exists:
+        _psql(admin, password, 'CREATE DATABASE :"name";', what, name=name)
+    feed(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction", "--dbname", dsn],
+         chunks, what=what, env=_env(password), secrets=[password])
