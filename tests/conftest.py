@@ -190,3 +190,12 @@ def pg_server(tmp_path_factory):
     dsn, stop = start_postgres(tmp_path_factory.mktemp("pg"))
     yield dsn
     stop()
+
+
+@pytest.fixture(scope="session")
+def mariadb_server(tmp_path_factory):
+    from tests.services import start_mariadb
+
+    dsn, stop = start_mariadb(tmp_path_factory.mktemp("mariadb"))
+    yield dsn
+    stop()

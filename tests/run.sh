@@ -11,6 +11,8 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     [ -x /usr/sbin/sshd ] || need+=(openssh-server)
     # PostgreSQL client tools (and a server to start when none runs on 127.0.0.1:5432)
     command -v pg_dump >/dev/null || need+=(postgresql postgresql-client)
+    command -v mariadb-dump >/dev/null || command -v mysqldump >/dev/null \
+        || need+=(mariadb-server mariadb-client)
     if [ ${#need[@]} -gt 0 ]; then
         export DEBIAN_FRONTEND=noninteractive
         apt-get update -qq

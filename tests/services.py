@@ -309,13 +309,13 @@ def _pg_ok(dsn: str) -> bool:
     return r.returncode == 0 and r.stdout.strip() == "1"
 
 
-def start_postgres(workdir: Path) -> tuple[str, Callable[[], None]]:
+def start_postgres(workdir: Path, force_new: bool = False) -> tuple[str, Callable[[], None]]:
     """(server DSN without a database, stop function): the machine's server on
     127.0.0.1:5432 when it answers, else a throwaway cluster started here."""
     if shutil.which("psql") is None:
         pytest.fail("psql is not installed: run the suite through tests/run.sh")
     local = "postgresql://postgres@127.0.0.1:5432"
-    if _pg_ok(local + "/postgres"):
+    if not force_new and _pg_ok(local + "/postgres"):
         return local, lambda: None
     import glob
 
@@ -323,11 +323,15 @@ def start_postgres(workdir: Path) -> tuple[str, Callable[[], None]]:
     if not bins:
         pytest.fail("no PostgreSQL server here and no server binaries to start one: run the "
                     "suite through tests/run.sh, which installs postgresql")
+    import tempfile
+
     bindir = Path(bins[-1]).parent
+    # the server refuses to run as root, and its user must reach the directory: pytest's
+    # temporary folders are private to root, so the cluster lives in /var/tmp
+    workdir = Path(tempfile.mkdtemp(prefix="restorer-pg-", dir="/var/tmp"))
     data = workdir / "pgdata"
-    workdir.mkdir(parents=True, exist_ok=True)
     as_user: list[str] = []
-    if os.geteuid() == 0:  # the server refuses to run as root
+    if os.geteuid() == 0:
         shutil.chown(workdir, "postgres")
         as_user = ["runuser", "-u", "postgres", "--"]
     subprocess.run([*as_user, str(bindir / "initdb"), "-D", str(data), "-U", "postgres",
@@ -342,5 +346,57 @@ def start_postgres(workdir: Path) -> tuple[str, Callable[[], None]]:
     def stop() -> None:
         subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast",
                         "stop"], capture_output=True)
+        shutil.rmtree(workdir, ignore_errors=True)
 
     return dsn, stop
+
+
+# --- MariaDB / MySQL --------------------------------------------------------------------
+
+
+def _my_ok(port: int) -> bool:
+    client = shutil.which("mariadb") or shutil.which("mysql")
+    if client is None:
+        return False
+    r = subprocess.run([client, "--protocol=TCP", "-h", "127.0.0.1", "-P", str(port), "-u",
+                        "root", "--connect-timeout=3", "-N", "-e", "select 1"],
+                       capture_output=True, text=True)
+    return r.returncode == 0 and r.stdout.strip() == "1"
+
+
+def start_mariadb(workdir: Path, force_new: bool = False) -> tuple[str, Callable[[], None]]:
+    """(server DSN without a database, stop function): the machine's server on
+    127.0.0.1:3306 when it answers, else a throwaway one started here."""
+    if not force_new and _my_ok(3306):
+        return "mysql://root@127.0.0.1:3306", lambda: None
+    server = shutil.which("mariadbd") or "/usr/sbin/mariadbd"
+    install = shutil.which("mariadb-install-db") or shutil.which("mysql_install_db")
+    if not os.path.exists(server) or install is None:
+        pytest.fail("no MariaDB server here and no server binaries to start one: run the "
+                    "suite through tests/run.sh, which installs mariadb-server")
+    data = workdir / "data"
+    workdir.mkdir(parents=True, exist_ok=True)
+    subprocess.run([install, "--no-defaults", f"--datadir={data}", "--user=root",
+                    "--auth-root-authentication-method=normal", "--skip-test-db"],
+                   check=True, capture_output=True)
+    port = free_port()
+    with open(workdir / "mariadb.log", "wb") as log:
+        proc = subprocess.Popen([server, "--no-defaults", f"--datadir={data}", "--user=root",
+                                 f"--port={port}", "--bind-address=127.0.0.1",
+                                 f"--socket={workdir}/mysqld.sock", "--skip-log-bin"],
+                                stdout=log, stderr=log)
+    deadline = time.monotonic() + 60
+    while not _my_ok(port):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(f"throwaway MariaDB did not start; see {workdir}/mariadb.log")
+        time.sleep(0.2)
+
+    def stop() -> None:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+    return f"mysql://root@127.0.0.1:{port}", stop

@@ -22,6 +22,7 @@ from restorer.repo.repository import BlobWriter, Repository
 from restorer.repo.snapshot import Snapshot
 from restorer.sources.excludes import Excluder
 from restorer.sources.files_backup import FilesReader, scan_size
+from restorer.sources.mysql import mysql_dump
 from restorer.sources.postgres import pg_dump
 from restorer.sources.process import output_of
 from restorer.sources.sqlite import sqlite_dump
@@ -171,7 +172,8 @@ def _backup_target(lp: LoadedPlan, repo: Repository, t: models.TargetBase,
                         warnings=st.warnings)
 
 
-STREAM_KINDS = (models.SQLiteTarget, models.CommandTarget, models.PostgresTarget)
+STREAM_KINDS = (models.SQLiteTarget, models.CommandTarget, models.PostgresTarget,
+                models.MySQLTarget)
 
 
 def open_dump(lp: LoadedPlan, t: models.TargetBase) -> AbstractContextManager[BinaryIO]:
@@ -185,6 +187,9 @@ def open_dump(lp: LoadedPlan, t: models.TargetBase) -> AbstractContextManager[Bi
         password = lp.secret(t.password, f"targets.{t.name}.password")
         return pg_dump(t.dsn, password, what=what,  # type: ignore[return-value]
                        all_databases=t.all_databases)
+    if isinstance(t, models.MySQLTarget):
+        password = lp.secret(t.password, f"targets.{t.name}.password")
+        return mysql_dump(t.dsn, password, what=what)  # type: ignore[return-value]
     raise AssertionError(t)
 
 

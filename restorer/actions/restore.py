@@ -16,6 +16,7 @@ from restorer.plan.load import LoadedPlan
 from restorer.repo.repository import Repository
 from restorer.repo.snapshot import Snapshot
 from restorer.sources.files_restore import FilesWriter
+from restorer.sources.mysql import mysql_restore_stream
 from restorer.sources.postgres import pg_restore_stream
 from restorer.sources.process import feed
 from restorer.sources.sqlite import sqlite_restore
@@ -121,6 +122,11 @@ def _restore_stream(lp: LoadedPlan, repo: Repository, snap: Snapshot, dest: str,
             if isinstance(t, models.PostgresTarget):
                 password = lp.secret(t.password, f"targets.{t.name}.password")
             pg_restore_stream(counted(), dest, password, overwrite=overwrite, what=what)
+        elif snap.kind == "mysql":
+            password = None
+            if isinstance(t, models.MySQLTarget):
+                password = lp.secret(t.password, f"targets.{t.name}.password")
+            mysql_restore_stream(counted(), dest, password, overwrite=overwrite, what=what)
         elif snap.kind == "command":
             if not isinstance(t, models.CommandTarget):
                 raise RestoreError(f"the plan has no command target '{snap.target}' to say how "

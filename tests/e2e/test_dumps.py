@@ -201,3 +201,84 @@ def test_postgres_dump_failure_leaves_no_snapshot_and_masks_password(tmp_path: P
     assert "target db: FAILED" in r.err and "exited with status" in r.err
     assert "pg-s3cret-never-shown" not in r.text
     assert json.loads(cli("snapshots", plan, "--json", env=env).out) == []
+
+
+# --- MariaDB / MySQL --------------------------------------------------------------------
+
+MY_SCHEMA = """
+CREATE TABLE customers (id INT AUTO_INCREMENT PRIMARY KEY, name VARCHAR(100) NOT NULL,
+                        email VARCHAR(100) UNIQUE) ENGINE=InnoDB;
+CREATE TABLE orders (id BIGINT AUTO_INCREMENT PRIMARY KEY, customer_id INT,
+                     amount DECIMAL(10,2), note BLOB,
+                     FOREIGN KEY (customer_id) REFERENCES customers(id),
+                     INDEX orders_amount (amount)) ENGINE=InnoDB;
+CREATE VIEW big_orders AS SELECT * FROM orders WHERE amount > 500;
+INSERT INTO customers(name, email)
+  SELECT CONCAT('customer ', seq), CONCAT('c', seq, '@example.com') FROM seq_1_to_500;
+INSERT INTO orders(customer_id, amount, note)
+  SELECT 1 + (seq % 500), (seq * 37 % 1000) / 1.7, UNHEX(MD5(seq)) FROM seq_1_to_4000;
+"""
+
+
+def _my(dsn: str, sql: str, db: str | None = None) -> str:
+    from urllib.parse import urlsplit
+
+    u = urlsplit(dsn)
+    argv = ["mariadb", "--protocol=TCP", "-h", u.hostname, "-P", str(u.port), "-u",
+            u.username, "-N", "-B"]
+    if db:
+        argv.append(db)
+    return subprocess.run(argv, input=sql, capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+def _my_fingerprint(server: str, db: str) -> dict:
+    out: dict = {}
+    for t in ("customers", "orders"):
+        count = _my(server, f"SELECT COUNT(*) FROM {t}", db)
+        checksum = _my(server, f"CHECKSUM TABLE {t} EXTENDED", db).split("\t")[1]
+        create = _my(server, f"SHOW CREATE TABLE {t}", db).split("\t", 1)[1]
+        out[t] = (count, checksum, create)
+    out["view"] = _my(server, "SELECT COUNT(*) FROM big_orders", db)
+    return out
+
+
+def test_mariadb_round_trip(tmp_path: Path, cli, mariadb_server) -> None:
+    src = unique_name("src").replace("-", "_")
+    dst = unique_name("dst").replace("-", "_")
+    _my(mariadb_server, f"CREATE DATABASE {src}")
+    try:
+        _my(mariadb_server, MY_SCHEMA, src)
+        plan = write_plan(tmp_path / "plan.yaml", targets=[
+            {"name": "db", "kind": "mysql", "dsn": f"{mariadb_server}/{src}"}])
+        r = cli("backup", "--init", plan, "--json")
+        assert r.rc == 0, r.text
+        r = cli("restore", plan, "latest", "--to", f"{mariadb_server}/{dst}")
+        assert r.rc == 0, r.text
+        assert _my_fingerprint(mariadb_server, dst) == _my_fingerprint(mariadb_server, src)
+        r = cli("restore", plan, "latest", "--to", f"{mariadb_server}/{dst}")
+        assert r.rc == 1 and "not empty" in r.err
+    finally:
+        _my(mariadb_server, f"DROP DATABASE IF EXISTS {src}; DROP DATABASE IF EXISTS {dst};")
+
+
+def test_mariadb_wrong_password_fails_with_masked_message(tmp_path: Path, cli,
+                                                          mariadb_server) -> None:
+    user = unique_name("u").replace("-", "_")
+    _my(mariadb_server, f"CREATE USER '{user}'@'%' IDENTIFIED BY 'right-pass'; "
+                        f"CREATE USER '{user}'@'localhost' IDENTIFIED BY 'right-pass';")
+    try:
+        server = mariadb_server.replace("root@", f"{user}@")
+        plan = write_plan(tmp_path / "plan.yaml", targets=[
+            {"name": "db", "kind": "mysql", "dsn": f"{server}/mysql",
+             "password": "${env:MY_PW}"}])
+        env = {"MY_PW": "my-wrong-s3cret"}
+        assert cli("init", plan, env=env).rc == 0
+        r = cli("backup", plan, env=env)
+        assert r.rc == 1
+        assert "target db: FAILED" in r.err and "Access denied" in r.err
+        assert "my-wrong-s3cret" not in r.text
+        assert json.loads(cli("snapshots", plan, "--json", env=env).out) == []
+    finally:
+        _my(mariadb_server, f"DROP USER IF EXISTS '{user}'@'%'; "
+                            f"DROP USER IF EXISTS '{user}'@'localhost';")

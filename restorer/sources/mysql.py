@@ -1,0 +1,108 @@
+"""MySQL/MariaDB targets: mysqldump --single-transaction streamed into the repository, and the
+mysql client streaming it back into a database created for it.
+
+A password reaches the tools through a private option file (--defaults-extra-file, mode 0600,
+removed afterwards), never argv; without one, the tools' own option files apply (~/.my.cnf).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import IO
+from urllib.parse import unquote, urlsplit
+
+from restorer.errors import RestoreError, SourceError
+from restorer.sources.process import feed, output_of
+
+
+def _tool(*names: str) -> str:
+    for n in names:
+        if shutil.which(n):
+            return n
+    raise SourceError(f"none of {', '.join(names)} is installed",
+                      hint="install the MariaDB or MySQL client (mariadb-client)")
+
+
+def parse_dsn(dsn: str) -> tuple[list[str], str]:
+    """(connection options for the client tools, database name)."""
+    u = urlsplit(dsn)
+    if u.scheme not in ("mysql", "mariadb") or not u.path.strip("/"):
+        raise SourceError(f"'{dsn}' is not a MySQL DSN naming a database",
+                          hint="write mysql://USER@HOST:PORT/DBNAME")
+    if u.password:
+        raise SourceError("passwords do not belong in DSNs",
+                          hint="give password: ${env:...} or ${file:...} in the plan")
+    opts = ["--protocol=TCP", f"--host={u.hostname or '127.0.0.1'}", f"--port={u.port or 3306}"]
+    if u.username:
+        opts.append(f"--user={unquote(u.username)}")
+    return opts, unquote(u.path.strip("/"))
+
+
+@contextmanager
+def _options_file(password: str | None) -> Iterator[list[str]]:
+    if not password:
+        yield []
+        return
+    d = tempfile.mkdtemp(prefix="restorer-my-")
+    path = os.path.join(d, "client.cnf")
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write("[client]\npassword=\"" + password.replace("\\", "\\\\").replace('"', '\\"')
+                    + "\"\n")
+        yield [f"--defaults-extra-file={path}"]  # must come first on the command line
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+@contextmanager
+def mysql_dump(dsn: str, password: str | None, *, what: str) -> Iterator[IO[bytes]]:
+    conn, db = parse_dsn(dsn)
+    tool = _tool("mariadb-dump", "mysqldump")
+    with _options_file(password) as extra:
+        argv = [tool, *extra, *conn, "--single-transaction", "--routines", "--triggers",
+                "--events", "--hex-blob", db]  # no --databases: no USE, so it restores anywhere
+        with output_of(argv, what=what, secrets=[password]) as out:
+            yield out
+
+
+def _sql(conn: list[str], extra: list[str], sql: str, what: str, password: str | None,
+         db: str | None = None) -> str:
+    argv = [_tool("mariadb", "mysql"), *extra, *conn, "--batch", "--skip-column-names"]
+    if db:
+        argv.append(db)
+    return feed(argv, [sql.encode()], what=what, secrets=[password])
+
+
+def _quote(name: str) -> str:
+    return "`" + name.replace("`", "``") + "`"
+
+
+def mysql_restore_stream(chunks: Iterable[bytes], dsn: str, password: str | None, *,
+                         overwrite: bool, what: str) -> None:
+    """Restore into the database `dsn` names: created when absent; refused when it exists and
+    holds tables, unless `overwrite` (then dropped and created again)."""
+    conn, db = parse_dsn(dsn)
+    with _options_file(password) as extra:
+        lit = "'" + db.replace("\\", "\\\\").replace("'", "\\'") + "'"
+        tables = _sql(conn, extra, "SELECT COUNT(*) FROM information_schema.tables "
+                      f"WHERE table_schema = {lit};", what, password).strip()
+        exists = _sql(conn, extra, "SELECT COUNT(*) FROM information_schema.schemata "
+                      f"WHERE schema_name = {lit};", what, password).strip() == "1"
+        if exists and int(tables or 0) and not overwrite:
+            raise RestoreError(
+                f"database {db} exists and is not empty ({tables} tables)",
+                hint="restore into a new database name, or pass --overwrite to replace it",
+            )
+        if exists and int(tables or 0):
+            _sql(conn, extra, f"DROP DATABASE {_quote(db)};", what, password)
+            exists = False
+        if not exists:
+            _sql(conn, extra, f"CREATE DATABASE {_quote(db)};", what, password)
+        feed([_tool("mariadb", "mysql"), *extra, *conn, "--binary-mode", db],
+             chunks, what=what, secrets=[password])
+
