@@ -14,6 +14,7 @@ from typing import BinaryIO
 
 from restorer import __version__
 from restorer.actions.context import init_repository, locked, open_repository
+from restorer.actions.hooks import hooks_around
 from restorer.actions.progress import NoProgress, Progress
 from restorer.errors import RepositoryError, RestorerError, SourceError
 from restorer.plan import models
@@ -89,13 +90,55 @@ def run_backup(
             raise
         repo = init_repository(lp)
         initialized = True
-    results = []
+    results: list[TargetBackup] = []
+    h = lp.plan.hooks
     with locked(repo, exclusive=True, wait=lock_wait) as lock:
         repo.load_index()
         snapshots = repo.list_snapshots()
-        for t in targets:
-            results.append(_backup_target(lp, repo, t, snapshots, tags, progress))
+        outcome = None
+        try:
+            with hooks_around(h.before, h.after, h.on_error, what=f"plan {lp.name}",
+                              timeout=h.timeout, env={"RESTORER_PLAN": lp.name}) as outcome:
+                for t in targets:
+                    results.append(_with_target_hooks(lp, repo, t, snapshots, tags, progress))
+                if any(not r.ok for r in results):
+                    # the plan's on_error hooks hear about failed targets too
+                    raise _TargetsFailed()
+        except _TargetsFailed:
+            pass
+        except SourceError as e:  # a plan `before` hook failed: no target was backed up
+            done = {r.target for r in results}
+            results += [TargetBackup(t.name, False, error=e.message, hint=e.hint)
+                        for t in targets if t.name not in done]
+        for w in outcome.warnings if outcome is not None else []:
+            for r in results:  # a failed `after` hook leaves every target's run incomplete
+                r.warnings.append(w)
     return BackupResult(lp.name, results, initialized, lock.waited)
+
+
+class _TargetsFailed(Exception):
+    pass
+
+
+def _with_target_hooks(lp: LoadedPlan, repo: Repository, t: models.TargetBase,
+                       snapshots: list[Snapshot], tags: tuple[str, ...],
+                       progress: Progress) -> TargetBackup:
+    if t.hooks is None:
+        return _backup_target(lp, repo, t, snapshots, tags, progress)
+    h = t.hooks
+    result: TargetBackup | None = None
+    try:
+        with hooks_around(h.before, h.after, h.on_error, what=f"target '{t.name}'",
+                          timeout=h.timeout,
+                          env={"RESTORER_PLAN": lp.name, "RESTORER_TARGET": t.name}) as outcome:
+            result = _backup_target(lp, repo, t, snapshots, tags, progress)
+            if not result.ok:
+                raise SourceError(result.error or "failed", result.hint)
+    except SourceError as e:
+        if result is None:  # a before hook failed: the target was not backed up
+            return TargetBackup(t.name, False, error=e.message, hint=e.hint)
+    result.warnings.extend(outcome.warnings)
+    return result
 
 
 def _backup_target(lp: LoadedPlan, repo: Repository, t: models.TargetBase,

@@ -1,0 +1,82 @@
+"""before / after / on_error commands around a plan's run or a target's backup.
+
+A failing `before` hook aborts what it guards (with the hook's own words); `after` hooks
+always run, whether the work (or a `before` hook) succeeded or not, so a service a hook
+stopped is started again; `on_error` hooks run, before `after`, when anything failed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from restorer.errors import RestorerError, SourceError
+from restorer.sources.process import mask
+
+log = logging.getLogger("restorer.hooks")
+
+
+@dataclass
+class HookOutcome:
+    warnings: list[str] = field(default_factory=list)
+
+
+def run_hook(cmd: str, *, phase: str, what: str, timeout: float, env: dict[str, str],
+             secrets: list[str | None]) -> None:
+    """Run one hook through the shell; SourceError (with its stderr, masked) if it fails."""
+    log.info("%s: %s hook: %s", what, phase, cmd)
+    try:
+        p = subprocess.run(cmd, shell=True, capture_output=True, timeout=timeout,
+                           env={**os.environ, **env, "RESTORER_PHASE": phase},
+                           stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        raise SourceError(f"{what}: {phase} hook `{mask(cmd, secrets)}` did not finish within "
+                          f"{timeout:g}s and was killed",
+                          hint="make the hook faster or raise hooks.timeout in the plan") from None
+    if p.returncode != 0:
+        tail = "\n".join(p.stderr.decode("utf-8", "replace").strip().splitlines()[-10:])
+        detail = f":\n{mask(tail, secrets)}" if tail else ""
+        raise SourceError(f"{what}: {phase} hook `{mask(cmd, secrets)}` exited with status "
+                          f"{p.returncode}{detail}")
+
+
+@contextmanager
+def hooks_around(before: list[str], after: list[str], on_error: list[str], *, what: str,
+                 timeout: float, env: dict[str, str],
+                 secrets: list[str | None] | None = None) -> Iterator[HookOutcome]:
+    outcome = HookOutcome()
+    secrets = secrets or []
+    try:
+        for cmd in before:
+            run_hook(cmd, phase="before", what=what, timeout=timeout, env=env, secrets=secrets)
+        yield outcome
+    except BaseException as e:
+        for cmd in on_error:
+            try:
+                run_hook(cmd, phase="on_error", what=what, timeout=timeout,
+                         env={**env, "RESTORER_ERROR": mask(_msg(e), secrets)}, secrets=secrets)
+            except RestorerError as he:
+                log.error("%s", he.message)
+        _after(after, what, timeout, env, secrets, outcome)
+        raise
+    _after(after, what, timeout, env, secrets, outcome)
+    for w in outcome.warnings:
+        log.warning("%s", w)
+
+
+def _after(after: list[str], what: str, timeout: float, env: dict[str, str],
+           secrets: list[str | None], outcome: HookOutcome) -> None:
+    for cmd in after:
+        try:
+            run_hook(cmd, phase="after", what=what, timeout=timeout, env=env, secrets=secrets)
+        except RestorerError as e:
+            outcome.warnings.append(e.message)
+            log.error("%s", e.message)
+
+
+def _msg(e: BaseException) -> str:
+    return e.message if isinstance(e, RestorerError) else f"{type(e).__name__}: {e}"
