@@ -7,7 +7,8 @@ import logging
 import os
 import socket
 import time
-from contextlib import AbstractContextManager
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import BinaryIO
@@ -24,10 +25,12 @@ from restorer.repo.snapshot import Snapshot
 from restorer.sources.excludes import Excluder
 from restorer.sources.files_backup import FilesReader, scan_size
 from restorer.sources.mysql import mysql_dump
-from restorer.sources.postgres import pg_dump
+from restorer.sources.postgres import pg_dump, pg_dump_remote
 from restorer.sources.process import output_of
+from restorer.sources.remote import remote_output, ssh_session
 from restorer.sources.sqlite import sqlite_dump
 from restorer.sources.stream import backup_stream
+from restorer.storage.ssh import SSHParams
 
 log = logging.getLogger("restorer.backup")
 
@@ -145,7 +148,8 @@ def _backup_target(lp: LoadedPlan, repo: Repository, t: models.TargetBase,
                    snapshots: list[Snapshot], tags: tuple[str, ...],
                    progress: Progress) -> TargetBackup:
     start = time.monotonic()
-    if isinstance(t, STREAM_KINDS) and getattr(t, "via_ssh", None) is None:
+    if isinstance(t, STREAM_KINDS) and (getattr(t, "via_ssh", None) is None
+                                        or isinstance(t, REMOTE_KINDS)):
         return _backup_stream_target(lp, repo, t, snapshots, tags, progress)
     if not isinstance(t, models.FilesTarget):
         return TargetBackup(t.name, False, error=f"target '{t.name}': kind '{t.kind}' cannot be "
@@ -219,8 +223,44 @@ STREAM_KINDS = (models.SQLiteTarget, models.CommandTarget, models.PostgresTarget
                 models.MySQLTarget)
 
 
-def open_dump(lp: LoadedPlan, t: models.TargetBase) -> AbstractContextManager[BinaryIO]:
-    """The target's backup as one stream (a database dump, a command's output)."""
+REMOTE_KINDS = (models.CommandTarget, models.PostgresTarget)
+
+
+def ssh_params(lp: LoadedPlan, o: models.SSHOptions, where: str) -> SSHParams:
+    """Plan SSH options as connection parameters (paths resolved, passphrase revealed)."""
+    return SSHParams(
+        host=o.host, port=o.port, user=o.user,
+        key_file=str(lp.resolve_path(o.key_file)) if o.key_file else None,
+        key_passphrase=lp.secret(o.key_passphrase, f"{where}.key_passphrase"),
+        known_hosts=str(lp.resolve_path(o.known_hosts)) if o.known_hosts
+        else "~/.ssh/known_hosts",
+        accept_new_host_key=o.accept_new_host_key, connect_timeout=o.connect_timeout)
+
+
+@contextmanager
+def open_dump(lp: LoadedPlan, t: models.TargetBase) -> Iterator[BinaryIO]:
+    """The target's backup as one stream (a database dump, a command's output), made on
+    this host or, with via_ssh, on the remote one."""
+    what = f"target '{t.name}'"
+    via = getattr(t, "via_ssh", None)
+    if via is not None:
+        with ssh_session(ssh_params(lp, via, f"targets.{t.name}.via_ssh"), what) as client:
+            if isinstance(t, models.CommandTarget):
+                with remote_output(client, t.backup, what=what, timeout=t.timeout) as out:
+                    yield out
+            elif isinstance(t, models.PostgresTarget):
+                password = lp.secret(t.password, f"targets.{t.name}.password")
+                with pg_dump_remote(client, t.dsn, password, what=what,
+                                    all_databases=t.all_databases) as out:
+                    yield out  # type: ignore[misc]
+            else:
+                raise SourceError(f"{what}: kind '{t.kind}' over SSH is not supported yet")  # type: ignore[attr-defined]
+        return
+    with _local_dump(lp, t) as out:
+        yield out
+
+
+def _local_dump(lp: LoadedPlan, t: models.TargetBase) -> AbstractContextManager[BinaryIO]:
     what = f"target '{t.name}'"
     if isinstance(t, models.SQLiteTarget):
         return sqlite_dump(lp.resolve_path(t.path))

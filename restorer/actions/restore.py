@@ -131,8 +131,17 @@ def _restore_stream(lp: LoadedPlan, repo: Repository, snap: Snapshot, dest: str,
             if not isinstance(t, models.CommandTarget):
                 raise RestoreError(f"the plan has no command target '{snap.target}' to say how "
                                    "to restore this snapshot")
-            env = {**os.environ, "RESTORER_TO": dest}
-            feed(t.restore, counted(), what=what, env=env, timeout=t.timeout)
+            if t.via_ssh is not None:
+                from restorer.actions.backup import ssh_params
+                from restorer.sources.remote import q, remote_feed, ssh_session
+
+                params = ssh_params(lp, t.via_ssh, f"targets.{t.name}.via_ssh")
+                with ssh_session(params, what) as client:
+                    remote_feed(client, f"RESTORER_TO={q(dest)}; export RESTORER_TO; "
+                                f"{t.restore}", counted(), what=what, timeout=t.timeout)
+            else:
+                env = {**os.environ, "RESTORER_TO": dest}
+                feed(t.restore, counted(), what=what, env=env, timeout=t.timeout)
         else:
             raise RestoreError(f"snapshots of kind '{snap.kind}' cannot be restored by this "
                                "version of restorer")

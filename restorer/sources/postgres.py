@@ -6,15 +6,17 @@ The password reaches the tools through PGPASSWORD in their environment, never ar
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from typing import IO
+from typing import IO, Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from restorer.errors import RestoreError, SourceError
 from restorer.sources.process import feed, output_of, run
+from restorer.sources.remote import q, remote_output, remote_secret_file
 
 
 def _env(password: str | None) -> dict[str, str]:
@@ -103,3 +105,39 @@ def pg_restore_stream(chunks: Iterable[bytes], dsn: str, password: str | None, *
         _psql(admin, password, 'CREATE DATABASE :"name";', what, name=name)
     feed(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction", "--dbname", dsn],
          chunks, what=what, env=_env(password), secrets=[password])
+
+
+def _pgpass_line(password: str) -> str:
+    esc = password.replace("\\", "\\\\").replace(":", "\\:")
+    return f"*:*:*:*:{esc}\n"
+
+
+@contextmanager
+def pg_dump_remote(client: Any, dsn: str, password: str | None, *, what: str,
+                   all_databases: bool = False) -> Iterator[IO[bytes]]:
+    """pg_dump run on the remote host; the password in a private PGPASSFILE there."""
+    with contextlib.ExitStack() as stack:
+        prefix = ""
+        if password:
+            path = stack.enter_context(remote_secret_file(client, _pgpass_line(password)))
+            prefix = f"PGPASSFILE={q(path)} "
+        client_v = _read_remote(client, "pg_dump --version", what)
+        server_v = _read_remote(client, prefix + q("psql", "-X", "-A", "-t", "-c",
+                                                    "SHOW server_version", "--dbname", dsn),
+                                what, [password])
+        if _major(client_v) < _major(server_v):
+            raise SourceError(
+                f"{what}: the remote {client_v.strip()} is older than the server "
+                f"(PostgreSQL {server_v.strip()}); it cannot make a faithful dump",
+                hint=f"install postgresql-client-{_major(server_v)} on the remote host",
+            )
+        argv = (["pg_dumpall", "--dbname", dsn] if all_databases
+                else ["pg_dump", "--format=plain", "--no-password", "--dbname", dsn])
+        with remote_output(client, prefix + q(*argv), what=what, secrets=[password]) as out:
+            yield out
+
+
+def _read_remote(client: Any, command: str, what: str,
+                 secrets: list[str | None] | None = None) -> str:
+    with remote_output(client, command, what=what, secrets=secrets or []) as out:
+        return out.read().decode("utf-8", "replace")

@@ -18,18 +18,14 @@ import secrets
 import socket
 import stat
 import threading
-from pathlib import Path
 from typing import Any, NoReturn
 
 from restorer.errors import AlreadyExistsError, NotFoundError, StorageError
 from restorer.storage.base import Backend, ObjectInfo
+from restorer.storage.ssh import HostKeyError, SSHParams, connect_ssh
 
 log = logging.getLogger("restorer.storage.sftp")
 TMP_PREFIX = ".tmp-"
-
-
-class HostKeyError(StorageError):
-    """The server's host key is unknown or changed: never retried."""
 
 
 class SFTPBackend(Backend):
@@ -91,56 +87,16 @@ class SFTPBackend(Backend):
             return sftp
 
     def _ensure_client(self) -> Any:
-        import paramiko
-
         with self._lock:
             if self._client is not None:
                 t = self._client.get_transport()
                 if t is not None and t.is_active():
                     return self._client
                 self._drop()
-            client = paramiko.SSHClient()
-            if os.path.exists(self.known_hosts):
-                client.load_host_keys(self.known_hosts)
-            client.set_missing_host_key_policy(_Policy(self))
-            try:
-                client.connect(
-                    self.host, port=self.port, username=self.user, key_filename=self.key_file,
-                    passphrase=self._passphrase, timeout=self.connect_timeout,
-                    banner_timeout=self.connect_timeout, auth_timeout=self.connect_timeout,
-                    allow_agent=self.key_file is None, look_for_keys=self.key_file is None,
-                )
-            except paramiko.BadHostKeyException as e:
-                client.close()
-                raise HostKeyError(
-                    f"{self.location}: the host key of {self.host} has CHANGED "
-                    f"(got {e.key.get_name()} {e.key.get_fingerprint().hex()}); refusing to "
-                    "connect",
-                    hint=f"if the server was really re-keyed, remove its old line from "
-                    f"{self.known_hosts} (ssh-keygen -R {self.host}) and verify the new key",
-                ) from None
-            except HostKeyError:
-                client.close()
-                raise
-            except paramiko.AuthenticationException as e:
-                client.close()
-                raise StorageError(
-                    f"{self.location}: authentication as {self.user or 'the current user'} "
-                    f"failed: {e}",
-                    hint="check the key_file in the plan and the server's authorized_keys",
-                ) from None
-            except paramiko.PasswordRequiredException:
-                client.close()
-                raise StorageError(
-                    f"{self.location}: the key file {self.key_file} is encrypted",
-                    hint="give key_passphrase: ${env:...} in the plan",
-                ) from None
-            except (OSError, paramiko.SSHException, EOFError) as e:
-                client.close()
-                raise StorageError(f"{self.location}: cannot connect: {e}") from e
-            transport = client.get_transport()
-            if transport is not None and self.keepalive:
-                transport.set_keepalive(self.keepalive)
+            client = connect_ssh(SSHParams(
+                self.host, self.port, self.user, self.key_file, self._passphrase,
+                self.known_hosts, self.accept_new_host_key, self.connect_timeout,
+                self.keepalive), self.location)
             self._client = client
             return client
 
@@ -309,24 +265,3 @@ class SFTPBackend(Backend):
         with self._lock:
             self._drop()
 
-
-class _Policy:
-    """Missing host key: refuse, or record it when the plan allows accept-new."""
-
-    def __init__(self, backend: SFTPBackend) -> None:
-        self.backend = backend
-
-    def missing_host_key(self, client: Any, hostname: str, key: Any) -> None:
-        b = self.backend
-        fp = f"{key.get_name()} SHA256-hex:{key.get_fingerprint().hex()}"
-        if not b.accept_new_host_key:
-            raise HostKeyError(
-                f"{b.location}: the host key of {hostname} ({fp}) is not in {b.known_hosts}; "
-                "refusing to connect to an unverified host",
-                hint=f"add it (ssh-keyscan -p {b.port} {b.host} >> {b.known_hosts}, then verify "
-                "the fingerprint), or set accept_new_host_key: true to trust it on first use",
-            )
-        client.get_host_keys().add(hostname, key.get_name(), key)
-        Path(b.known_hosts).parent.mkdir(parents=True, exist_ok=True)
-        client.save_host_keys(b.known_hosts)
-        log.warning("recorded the new host key of %s (%s) in %s", hostname, fp, b.known_hosts)

@@ -282,3 +282,53 @@ def test_mariadb_wrong_password_fails_with_masked_message(tmp_path: Path, cli,
     finally:
         _my(mariadb_server, f"DROP USER IF EXISTS '{user}'@'%'; "
                             f"DROP USER IF EXISTS '{user}'@'localhost';")
+
+
+# --- over SSH ---------------------------------------------------------------------------
+
+
+def _via(sshd) -> dict:
+    return {"host": "127.0.0.1", "port": sshd.port, "user": sshd.user,
+            "key_file": str(sshd.key_file), "known_hosts": str(sshd.known_hosts)}
+
+
+def test_postgres_dump_runs_on_the_remote_end_over_ssh(tmp_path: Path, cli, sshd, pg_server,
+                                                      pg_source) -> None:
+    plan = write_plan(tmp_path / "plan.yaml", targets=[
+        {"name": "db", "kind": "postgres", "dsn": pg_source, "via_ssh": _via(sshd),
+         "password": "${env:PG_REMOTE_PW}"}])
+    env = {"PG_REMOTE_PW": "remote-pw-unused-by-trust"}
+    r = cli("backup", "--init", plan, "--json", env=env)
+    assert r.rc == 0, r.text
+    assert "remote-pw-unused-by-trust" not in r.text
+    target_name = unique_name("viassh").replace("-", "_")
+    dest = f"{pg_server}/{target_name}"
+    try:
+        r = cli("restore", plan, "latest", "--to", dest, env=env)
+        assert r.rc == 0, r.text
+        assert _fingerprint(dest) == _fingerprint(pg_source)
+    finally:
+        _psql(f"{pg_server}/postgres", f"DROP DATABASE IF EXISTS {target_name} WITH (FORCE)")
+    # no secret file is left on the "remote" host
+    assert not list(Path("/tmp").glob(".restorer-*"))
+
+
+def test_command_over_ssh_round_trip_and_remote_failure(tmp_path: Path, cli, sshd) -> None:
+    state = tmp_path / "remote-state.bin"
+    state.write_bytes(os.urandom(2 << 20))
+    plan = write_plan(tmp_path / "plan.yaml", targets=[{
+        "name": "etcd", "kind": "command", "via_ssh": _via(sshd),
+        "backup": f"cat {state}", "restore": 'cat > "$RESTORER_TO"'}])
+    r = cli("backup", "--init", plan)
+    assert r.rc == 0, r.text
+    out = tmp_path / "restored-on-remote.bin"
+    r = cli("restore", plan, "latest", "--to", out)
+    assert r.rc == 0, r.text
+    assert out.read_bytes() == state.read_bytes()
+    bad = write_plan(tmp_path / "bad.yaml", targets=[{
+        "name": "etcd", "kind": "command", "via_ssh": _via(sshd),
+        "backup": "echo 'etcdctl: context deadline exceeded' >&2; exit 4",
+        "restore": "cat >/dev/null"}])
+    r = cli("backup", bad)
+    assert r.rc == 1
+    assert "remote command exited with status 4" in r.err and "deadline exceeded" in r.err
