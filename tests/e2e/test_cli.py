@@ -77,14 +77,15 @@ def test_partly_done_backup_exits_3(tmp_path: Path, cli) -> None:
     (tmp_path / "a" / "f").write_text("a")
     plan = write_plan(tmp_path / "plan.yaml", targets=[
         {"name": "a", "kind": "files", "paths": ["a"]},
-        {"name": "db", "kind": "postgres", "dsn": "postgresql://u@127.0.0.1/app"}])
+        {"name": "vol", "kind": "ebs", "volume_id": "vol-0123456789abcdef0",
+         "region": "eu-west-1"}])
     r = cli("backup", "--init", plan, "--json")
     assert r.rc == 3, r.text
     res = {t["target"]: t for t in json.loads(r.out)["targets"]}
-    assert res["a"]["ok"] and not res["db"]["ok"]
-    assert "kind 'postgres'" in res["db"]["error"]
-    r = cli("backup", plan, "--target", "db")
-    assert r.rc == 1 and "target db: FAILED" in r.err
+    assert res["a"]["ok"] and not res["vol"]["ok"]
+    assert "kind 'ebs'" in res["vol"]["error"]
+    r = cli("backup", plan, "--target", "vol")
+    assert r.rc == 1 and "target vol: FAILED" in r.err
 
 
 def test_backup_without_repository_says_how_to_create_it(plan_dir: Path, cli) -> None:
