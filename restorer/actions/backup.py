@@ -29,6 +29,7 @@ from restorer.sources.postgres import pg_dump, pg_dump_remote
 from restorer.sources.process import output_of
 from restorer.sources.remote import remote_output, ssh_session
 from restorer.sources.sqlite import sqlite_dump
+from restorer.sources.ssh_files import SFTPFilesReader
 from restorer.sources.stream import backup_stream
 from restorer.storage.ssh import SSHParams
 
@@ -151,6 +152,8 @@ def _backup_target(lp: LoadedPlan, repo: Repository, t: models.TargetBase,
     if isinstance(t, STREAM_KINDS) and (getattr(t, "via_ssh", None) is None
                                         or isinstance(t, REMOTE_KINDS)):
         return _backup_stream_target(lp, repo, t, snapshots, tags, progress)
+    if isinstance(t, models.SSHFilesTarget):
+        return _backup_ssh_files_target(lp, repo, t, snapshots, tags, progress)
     if not isinstance(t, models.FilesTarget):
         return TargetBackup(t.name, False, error=f"target '{t.name}': kind '{t.kind}' cannot be "
                             "backed up by this version of restorer yet"  # type: ignore[attr-defined]
@@ -322,3 +325,56 @@ def _backup_stream_target(lp: LoadedPlan, repo: Repository, t: models.TargetBase
     snapshots.append(snap)
     return TargetBackup(t.name, True, snapshot=snap.id, parent=snap.parent,
                         duration=time.monotonic() - start, summary=snap.summary)
+
+
+def _backup_ssh_files_target(lp: LoadedPlan, repo: Repository, t: models.SSHFilesTarget,
+                             snapshots: list[Snapshot], tags: tuple[str, ...],
+                             progress: Progress) -> TargetBackup:
+    start = time.monotonic()
+    where = f"{t.host.user + '@' if t.host.user else ''}{t.host.host}"
+    parent = next((s for s in reversed(snapshots) if s.plan == lp.name and s.target == t.name
+                   and s.paths == list(t.paths) and s.hostname == where), None)
+    try:
+        with ssh_session(ssh_params(lp, t.host, f"targets.{t.name}.host"),
+                         f"target '{t.name}'") as client, BlobWriter(repo) as writer:
+            sftp = client.open_sftp()
+            reader = SFTPFilesReader(repo, writer, sftp, Excluder(t.exclude), where)
+            progress.start(f"backup {t.name}", None)
+            try:
+                tree = reader.backup(list(t.paths), parent.tree if parent else None)
+            except BaseException:
+                try:
+                    writer.flush()
+                except Exception:
+                    writer.abandon()
+                raise
+            finally:
+                progress.stop()
+            writer.flush()
+            st = reader.stats
+            duration = time.monotonic() - start
+            snap = Snapshot(
+                time=datetime.now(UTC).isoformat(timespec="microseconds"),
+                plan=lp.name, target=t.name, kind=t.kind, hostname=where,
+                username=t.host.user or getpass.getuser(), paths=list(t.paths), tree=tree,
+                parent=parent.id if parent else None, tags=sorted(set(t.tags) | set(tags)),
+                warnings=st.warnings[:1000], program_version=__version__,
+                summary={
+                    "files_new": st.files_new, "files_changed": st.files_changed,
+                    "files_unmodified": st.files_unmodified, "dirs": st.dirs,
+                    "other": st.other, "total_files": st.total_files,
+                    "total_bytes": st.total_bytes, "bytes_read": st.bytes_read,
+                    "blobs_added": writer.stats.blobs_new,
+                    "data_added": writer.stats.data_added,
+                    "data_added_stored": writer.stats.data_added_stored,
+                    "packs_added": writer.stats.packs, "duration_s": round(duration, 3),
+                    "retries": getattr(repo.backend, "retries", 0)},
+            )
+            repo.save_snapshot(snap)
+    except SourceError as e:
+        return TargetBackup(t.name, False, error=f"target '{t.name}': {e.message}", hint=e.hint,
+                            duration=time.monotonic() - start)
+    snapshots.append(snap)
+    return TargetBackup(t.name, True, snapshot=snap.id, parent=snap.parent,
+                        duration=time.monotonic() - start, summary=snap.summary,
+                        warnings=st.warnings)

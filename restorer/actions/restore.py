@@ -72,7 +72,7 @@ def run_restore(
         if snap.plan != lp.name:
             raise UsageError(f"snapshot {snap.short_id} belongs to plan '{snap.plan}', "
                              f"not '{lp.name}'")
-        if snap.kind != "files":
+        if snap.kind not in ("files", "ssh-files"):
             return _restore_stream(lp, repo, snap, str(dest), overwrite, progress)
         writer = FilesWriter(repo, Path(dest), overwrite=overwrite, include=include,
                              on_progress=progress.advance)
