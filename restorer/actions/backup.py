@@ -24,7 +24,7 @@ from restorer.repo.repository import BlobWriter, Repository
 from restorer.repo.snapshot import Snapshot
 from restorer.sources.excludes import Excluder
 from restorer.sources.files_backup import FilesReader, scan_size
-from restorer.sources.mysql import mysql_dump
+from restorer.sources.mysql import mysql_dump, mysql_dump_remote
 from restorer.sources.postgres import pg_dump, pg_dump_remote
 from restorer.sources.process import output_of
 from restorer.sources.remote import remote_output, ssh_session
@@ -226,7 +226,7 @@ STREAM_KINDS = (models.SQLiteTarget, models.CommandTarget, models.PostgresTarget
                 models.MySQLTarget)
 
 
-REMOTE_KINDS = (models.CommandTarget, models.PostgresTarget)
+REMOTE_KINDS = (models.CommandTarget, models.PostgresTarget, models.MySQLTarget)
 
 
 def ssh_params(lp: LoadedPlan, o: models.SSHOptions, where: str) -> SSHParams:
@@ -255,6 +255,10 @@ def open_dump(lp: LoadedPlan, t: models.TargetBase) -> Iterator[BinaryIO]:
                 password = lp.secret(t.password, f"targets.{t.name}.password")
                 with pg_dump_remote(client, t.dsn, password, what=what,
                                     all_databases=t.all_databases) as out:
+                    yield out  # type: ignore[misc]
+            elif isinstance(t, models.MySQLTarget):
+                password = lp.secret(t.password, f"targets.{t.name}.password")
+                with mysql_dump_remote(client, t.dsn, password, what=what) as out:
                     yield out  # type: ignore[misc]
             else:
                 raise SourceError(f"{what}: kind '{t.kind}' over SSH is not supported yet")  # type: ignore[attr-defined]

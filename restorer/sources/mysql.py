@@ -7,16 +7,18 @@ removed afterwards), never argv; without one, the tools' own option files apply 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from typing import IO
+from typing import IO, Any
 from urllib.parse import unquote, urlsplit
 
 from restorer.errors import RestoreError, SourceError
 from restorer.sources.process import feed, output_of
+from restorer.sources.remote import q, remote_output, remote_secret_file
 
 
 def _tool(*names: str) -> str:
@@ -52,8 +54,7 @@ def _options_file(password: str | None) -> Iterator[list[str]]:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:
-            f.write("[client]\npassword=\"" + password.replace("\\", "\\\\").replace('"', '\\"')
-                    + "\"\n")
+            f.write(_option_text(password))
         yield [f"--defaults-extra-file={path}"]  # must come first on the command line
     finally:
         shutil.rmtree(d, ignore_errors=True)
@@ -106,3 +107,25 @@ def mysql_restore_stream(chunks: Iterable[bytes], dsn: str, password: str | None
         feed([_tool("mariadb", "mysql"), *extra, *conn, "--binary-mode", db],
              chunks, what=what, secrets=[password])
 
+
+
+def _option_text(password: str) -> str:
+    return "[client]\npassword=\"" + password.replace("\\", "\\\\").replace('"', '\\"') + "\"\n"
+
+
+@contextmanager
+def mysql_dump_remote(client: Any, dsn: str, password: str | None, *,
+                      what: str) -> Iterator[IO[bytes]]:
+    """mysqldump run on the remote host; the password in a private option file there."""
+    conn, db = parse_dsn(dsn)
+    with contextlib.ExitStack() as stack:
+        extra: list[str] = []
+        if password:
+            path = stack.enter_context(remote_secret_file(client, _option_text(password)))
+            extra = [f"--defaults-extra-file={path}"]
+        # the remote host may have either tool
+        cmd = ("$(command -v mariadb-dump || command -v mysqldump) " + q(
+            *extra, *conn, "--single-transaction", "--routines", "--triggers", "--events",
+            "--hex-blob", db))
+        with remote_output(client, cmd, what=what, secrets=[password]) as out:
+            yield out

@@ -332,3 +332,29 @@ def test_command_over_ssh_round_trip_and_remote_failure(tmp_path: Path, cli, ssh
     r = cli("backup", bad)
     assert r.rc == 1
     assert "remote command exited with status 4" in r.err and "deadline exceeded" in r.err
+
+
+def test_mariadb_dump_over_ssh_with_a_password(tmp_path: Path, cli, sshd,
+                                               mariadb_server) -> None:
+    db = unique_name("sshsrc").replace("-", "_")
+    user = unique_name("bk").replace("-", "_")
+    dst = unique_name("sshdst").replace("-", "_")
+    _my(mariadb_server, f"CREATE DATABASE {db}")
+    _my(mariadb_server, f"CREATE USER '{user}'@'%' IDENTIFIED BY 'pa:ss\"word'; "
+                        f"GRANT ALL ON *.* TO '{user}'@'%';")
+    try:
+        _my(mariadb_server, MY_SCHEMA, db)
+        dsn = mariadb_server.replace("root@", f"{user}@")
+        plan = write_plan(tmp_path / "plan.yaml", targets=[
+            {"name": "db", "kind": "mysql", "dsn": f"{dsn}/{db}", "via_ssh": _via(sshd),
+             "password": "${env:MY_PW}"}])
+        env = {"MY_PW": 'pa:ss"word'}
+        r = cli("backup", "--init", plan, env=env)
+        assert r.rc == 0, r.text
+        r = cli("restore", plan, "latest", "--to", f"{dsn}/{dst}", env=env)
+        assert r.rc == 0, r.text
+        assert _my_fingerprint(mariadb_server, dst) == _my_fingerprint(mariadb_server, db)
+        assert not list(Path("/tmp").glob(".restorer-*"))
+    finally:
+        _my(mariadb_server, f"DROP DATABASE IF EXISTS {db}; DROP DATABASE IF EXISTS {dst}; "
+                            f"DROP USER IF EXISTS '{user}'@'%';")
