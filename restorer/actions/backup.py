@@ -254,7 +254,7 @@ def open_dump(lp: LoadedPlan, t: models.TargetBase) -> Iterator[BinaryIO]:
             elif isinstance(t, models.PostgresTarget):
                 password = lp.secret(t.password, f"targets.{t.name}.password")
                 with pg_dump_remote(client, t.dsn, password, what=what,
-                                    all_databases=t.all_databases) as out:
+                                    all_databases=t.all_databases, fmt=t.format) as out:
                     yield out  # type: ignore[misc]
             elif isinstance(t, models.MySQLTarget):
                 password = lp.secret(t.password, f"targets.{t.name}.password")
@@ -276,7 +276,7 @@ def _local_dump(lp: LoadedPlan, t: models.TargetBase) -> AbstractContextManager[
     if isinstance(t, models.PostgresTarget):
         password = lp.secret(t.password, f"targets.{t.name}.password")
         return pg_dump(t.dsn, password, what=what,  # type: ignore[return-value]
-                       all_databases=t.all_databases)
+                       all_databases=t.all_databases, fmt=t.format)
     if isinstance(t, models.MySQLTarget):
         password = lp.secret(t.password, f"targets.{t.name}.password")
         return mysql_dump(t.dsn, password, what=what)  # type: ignore[return-value]

@@ -7,6 +7,7 @@ The password reaches the tools through PGPASSWORD in their environment, never ar
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import re
 from collections.abc import Iterable, Iterator
@@ -62,12 +63,19 @@ def check_versions(dsn: str, password: str | None, what: str) -> None:
         )
 
 
+def dump_argv(dsn: str, all_databases: bool, fmt: str) -> list[str]:
+    if all_databases:
+        return ["pg_dumpall", "--dbname", dsn]
+    # custom format uncompressed: pg_restore can pick objects, and chunking still dedups
+    extra = ["--format=custom", "--compress=0"] if fmt == "custom" else ["--format=plain"]
+    return ["pg_dump", *extra, "--no-password", "--dbname", dsn]
+
+
 @contextmanager
 def pg_dump(dsn: str, password: str | None, *, what: str, all_databases: bool = False,
-            ) -> Iterator[IO[bytes]]:
+            fmt: str = "plain") -> Iterator[IO[bytes]]:
     check_versions(dsn, password, what)
-    argv = (["pg_dumpall", "--dbname", dsn] if all_databases
-            else ["pg_dump", "--format=plain", "--no-password", "--dbname", dsn])
+    argv = dump_argv(dsn, all_databases, fmt)
     with output_of(argv, what=what, env=_env(password), secrets=[password]) as out:
         yield out
 
@@ -103,8 +111,14 @@ def pg_restore_stream(chunks: Iterable[bytes], dsn: str, password: str | None, *
             exists = False
     if not exists:
         _psql(admin, password, 'CREATE DATABASE :"name";', what, name=name)
-    feed(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction", "--dbname", dsn],
-         chunks, what=what, env=_env(password), secrets=[password])
+    it = iter(chunks)
+    first = next(it, b"")
+    if first.startswith(b"PGDMP"):  # custom format
+        argv = ["pg_restore", "--exit-on-error", "--single-transaction", "--dbname", dsn]
+    else:
+        argv = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction",
+                "--dbname", dsn]
+    feed(argv, itertools.chain([first], it), what=what, env=_env(password), secrets=[password])
 
 
 def _pgpass_line(password: str) -> str:
@@ -114,7 +128,7 @@ def _pgpass_line(password: str) -> str:
 
 @contextmanager
 def pg_dump_remote(client: Any, dsn: str, password: str | None, *, what: str,
-                   all_databases: bool = False) -> Iterator[IO[bytes]]:
+                   all_databases: bool = False, fmt: str = "plain") -> Iterator[IO[bytes]]:
     """pg_dump run on the remote host; the password in a private PGPASSFILE there."""
     with contextlib.ExitStack() as stack:
         prefix = ""
@@ -131,8 +145,7 @@ def pg_dump_remote(client: Any, dsn: str, password: str | None, *, what: str,
                 f"(PostgreSQL {server_v.strip()}); it cannot make a faithful dump",
                 hint=f"install postgresql-client-{_major(server_v)} on the remote host",
             )
-        argv = (["pg_dumpall", "--dbname", dsn] if all_databases
-                else ["pg_dump", "--format=plain", "--no-password", "--dbname", dsn])
+        argv = dump_argv(dsn, all_databases, fmt)
         with remote_output(client, prefix + q(*argv), what=what, secrets=[password]) as out:
             yield out
 

@@ -358,3 +358,29 @@ def test_mariadb_dump_over_ssh_with_a_password(tmp_path: Path, cli, sshd,
     finally:
         _my(mariadb_server, f"DROP DATABASE IF EXISTS {db}; DROP DATABASE IF EXISTS {dst}; "
                             f"DROP USER IF EXISTS '{user}'@'%';")
+
+
+def test_postgres_custom_format_round_trip(tmp_path: Path, cli, pg_server, pg_source) -> None:
+    plan = write_plan(tmp_path / "plan.yaml", targets=[
+        {"name": "db", "kind": "postgres", "dsn": pg_source, "format": "custom"}])
+    assert cli("backup", "--init", plan).rc == 0
+    target_name = unique_name("cust").replace("-", "_")
+    dest = f"{pg_server}/{target_name}"
+    try:
+        r = cli("restore", plan, "latest", "--to", dest)
+        assert r.rc == 0, r.text
+        assert _fingerprint(dest) == _fingerprint(pg_source)
+    finally:
+        _psql(f"{pg_server}/postgres", f"DROP DATABASE IF EXISTS {target_name} WITH (FORCE)")
+
+
+def test_missing_dump_tool_is_named(tmp_path: Path, cli) -> None:
+    plan = write_plan(tmp_path / "plan.yaml", targets=[
+        {"name": "db", "kind": "postgres", "dsn": "postgresql://u@127.0.0.1:5432/app"}])
+    assert cli("init", plan).rc == 0
+    empty = tmp_path / "empty-path"
+    empty.mkdir()
+    r = cli("backup", plan, env={"PATH": str(empty)})
+    assert r.rc == 1
+    assert "pg_dump is not installed or not on PATH" in r.err
+    assert json.loads(cli("snapshots", plan, "--json").out) == []
