@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import logging
 import os
@@ -15,7 +16,7 @@ from typing import BinaryIO
 
 from restorer import __version__
 from restorer.actions.context import init_repository, locked, open_repository
-from restorer.actions.hooks import hooks_around
+from restorer.actions.hooks import hooks_around, remote_runner
 from restorer.actions.progress import NoProgress, Progress
 from restorer.errors import RepositoryError, RestorerError, SourceError
 from restorer.plan import models
@@ -131,16 +132,27 @@ def _with_target_hooks(lp: LoadedPlan, repo: Repository, t: models.TargetBase,
         return _backup_target(lp, repo, t, snapshots, tags, progress)
     h = t.hooks
     result: TargetBackup | None = None
-    try:
-        with hooks_around(h.before, h.after, h.on_error, what=f"target '{t.name}'",
-                          timeout=h.timeout,
-                          env={"RESTORER_PLAN": lp.name, "RESTORER_TARGET": t.name}) as outcome:
-            result = _backup_target(lp, repo, t, snapshots, tags, progress)
-            if not result.ok:
-                raise SourceError(result.error or "failed", result.hint)
-    except SourceError as e:
-        if result is None:  # a before hook failed: the target was not backed up
-            return TargetBackup(t.name, False, error=e.message, hint=e.hint)
+    with contextlib.ExitStack() as stack:
+        runner = None
+        try:
+            if h.remote:
+                host = getattr(t, "via_ssh", None) or getattr(t, "host", None)
+                if not isinstance(host, models.SSHOptions):
+                    raise SourceError(f"target '{t.name}': hooks.remote needs a host (via_ssh, "
+                                      "or an ssh-files target)")
+                client = stack.enter_context(ssh_session(
+                    ssh_params(lp, host, f"targets.{t.name}"), f"target '{t.name}' hooks"))
+                runner = remote_runner(client)
+            with hooks_around(h.before, h.after, h.on_error, what=f"target '{t.name}'",
+                              timeout=h.timeout, runner=runner,
+                              env={"RESTORER_PLAN": lp.name, "RESTORER_TARGET": t.name}
+                              ) as outcome:
+                result = _backup_target(lp, repo, t, snapshots, tags, progress)
+                if not result.ok:
+                    raise SourceError(result.error or "failed", result.hint)
+        except SourceError as e:
+            if result is None:  # a before hook failed: the target was not backed up
+                return TargetBackup(t.name, False, error=e.message, hint=e.hint)
     result.warnings.extend(outcome.warnings)
     return result
 

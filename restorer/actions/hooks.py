@@ -10,9 +10,10 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 from restorer.errors import RestorerError, SourceError
 from restorer.sources.process import mask
@@ -23,6 +24,9 @@ log = logging.getLogger("restorer.hooks")
 @dataclass
 class HookOutcome:
     warnings: list[str] = field(default_factory=list)
+
+
+Runner = Callable[..., None]
 
 
 def run_hook(cmd: str, *, phase: str, what: str, timeout: float, env: dict[str, str],
@@ -44,35 +48,57 @@ def run_hook(cmd: str, *, phase: str, what: str, timeout: float, env: dict[str, 
                           f"{p.returncode}{detail}")
 
 
+def remote_runner(client: Any) -> Runner:
+    """A hook runner that runs each command on the host `client` is connected to."""
+    from restorer.sources.remote import q, remote_output
+
+    def run(cmd: str, *, phase: str, what: str, timeout: float, env: dict[str, str],
+            secrets: list[str | None]) -> None:
+        log.info("%s: %s hook (remote): %s", what, phase, cmd)
+        exports = " ".join(f"{k}={q(v)}" for k, v in {**env, "RESTORER_PHASE": phase}.items())
+        try:
+            with remote_output(client, f"export {exports}; {cmd}", what=f"{what}: {phase} "
+                               f"hook `{mask(cmd, secrets)}`", secrets=secrets,
+                               timeout=timeout) as out:
+                out.read()
+        except TimeoutError:
+            raise SourceError(f"{what}: {phase} hook `{mask(cmd, secrets)}` did not finish "
+                              f"within {timeout:g}s on the remote host") from None
+
+    return run
+
+
 @contextmanager
 def hooks_around(before: list[str], after: list[str], on_error: list[str], *, what: str,
                  timeout: float, env: dict[str, str],
-                 secrets: list[str | None] | None = None) -> Iterator[HookOutcome]:
+                 secrets: list[str | None] | None = None,
+                 runner: Runner | None = None) -> Iterator[HookOutcome]:
+    run_hook_ = runner or run_hook
     outcome = HookOutcome()
     secrets = secrets or []
     try:
         for cmd in before:
-            run_hook(cmd, phase="before", what=what, timeout=timeout, env=env, secrets=secrets)
+            run_hook_(cmd, phase="before", what=what, timeout=timeout, env=env, secrets=secrets)
         yield outcome
     except BaseException as e:
         for cmd in on_error:
             try:
-                run_hook(cmd, phase="on_error", what=what, timeout=timeout,
+                run_hook_(cmd, phase="on_error", what=what, timeout=timeout,
                          env={**env, "RESTORER_ERROR": mask(_msg(e), secrets)}, secrets=secrets)
             except RestorerError as he:
                 log.error("%s", he.message)
-        _after(after, what, timeout, env, secrets, outcome)
+        _after(run_hook_, after, what, timeout, env, secrets, outcome)
         raise
-    _after(after, what, timeout, env, secrets, outcome)
+    _after(run_hook_, after, what, timeout, env, secrets, outcome)
     for w in outcome.warnings:
         log.warning("%s", w)
 
 
-def _after(after: list[str], what: str, timeout: float, env: dict[str, str],
+def _after(run: Runner, after: list[str], what: str, timeout: float, env: dict[str, str],
            secrets: list[str | None], outcome: HookOutcome) -> None:
     for cmd in after:
         try:
-            run_hook(cmd, phase="after", what=what, timeout=timeout, env=env, secrets=secrets)
+            run(cmd, phase="after", what=what, timeout=timeout, env=env, secrets=secrets)
         except RestorerError as e:
             outcome.warnings.append(e.message)
             log.error("%s", e.message)

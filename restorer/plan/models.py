@@ -274,6 +274,9 @@ class TargetHooks(Strict):
     after: list[str] = Field(default_factory=list)
     on_error: list[str] = Field(default_factory=list)
     timeout: Duration = Field(300.0)
+    remote: bool = Field(
+        False, description="run these hooks on the target's host (its via_ssh or ssh-files "
+        "host) instead of here")
 
 
 # --- targets ------------------------------------------------------------------------------

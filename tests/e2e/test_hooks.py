@@ -67,3 +67,26 @@ def test_hook_timeout_and_failing_after_hook(tmp_path: Path, cli) -> None:
     assert r.rc == 3, r.text  # the snapshot is saved; the run is not complete
     res = json.loads(r.out)["targets"][0]
     assert res["ok"] and any("after hook" in w for w in res["warnings"])
+
+
+def test_target_hooks_run_on_the_remote_host(tmp_path: Path, cli, sshd) -> None:
+    log = tmp_path / "remote-log"
+    via = {"host": "127.0.0.1", "port": sshd.port, "user": sshd.user,
+           "key_file": str(sshd.key_file), "known_hosts": str(sshd.known_hosts)}
+    plan = write_plan(tmp_path / "plan.yaml", targets=[{
+        "name": "svc", "kind": "command", "via_ssh": via, "backup": "echo state",
+        "restore": "cat >/dev/null",
+        "hooks": {"remote": True, "before": [f"echo before $RESTORER_TARGET $SSH_CONNECTION"
+                                             f" >> {log}"],
+                  "after": [f"echo after $RESTORER_PHASE >> {log}"]}}])
+    r = cli("backup", "--init", plan)
+    assert r.rc == 0, r.text
+    lines = log.read_text().splitlines()
+    # SSH_CONNECTION is set only in a session sshd started: the hook ran over SSH
+    assert lines[0].startswith("before svc 127.0.0.1") and lines[1] == "after after"
+    bad = write_plan(tmp_path / "bad.yaml", targets=[{
+        "name": "svc", "kind": "command", "via_ssh": via, "backup": "echo state",
+        "restore": "cat >/dev/null",
+        "hooks": {"remote": True, "before": ["echo 'cannot quiesce' >&2; exit 3"]}}])
+    r = cli("backup", "--init", bad)
+    assert r.rc == 1 and "cannot quiesce" in r.err and "status 3" in r.err
