@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -60,11 +61,35 @@ def _options_file(password: str | None) -> Iterator[list[str]]:
         shutil.rmtree(d, ignore_errors=True)
 
 
+def _flavor_version(text: str) -> tuple[str, tuple[int, int]] | None:
+    m = re.search(r"(?:Distrib\s+)?(\d+)\.(\d+)\.\d+(-MariaDB)?", text)
+    if not m:
+        return None
+    flavor = "MariaDB" if (m.group(3) or "MariaDB" in text) else "MySQL"
+    return flavor, (int(m.group(1)), int(m.group(2)))
+
+
+def check_versions(client_text: str, server_text: str, what: str) -> None:
+    """A dump tool older than the server, or of the other flavour, is refused: it can
+    silently leave out what it does not know."""
+    c, srv = _flavor_version(client_text), _flavor_version(server_text)
+    if c is None or srv is None:
+        return
+    if c[0] != srv[0] or c[1] < srv[1]:
+        raise SourceError(
+            f"{what}: the dump tool is {c[0]} {c[1][0]}.{c[1][1]} but the server is "
+            f"{srv[0]} {server_text.strip()}; it may not dump everything faithfully",
+            hint=f"install the {srv[0]} {srv[1][0]}.{srv[1][1]} client tools on this machine",
+        )
+
+
 @contextmanager
 def mysql_dump(dsn: str, password: str | None, *, what: str) -> Iterator[IO[bytes]]:
     conn, db = parse_dsn(dsn)
     tool = _tool("mariadb-dump", "mysqldump")
     with _options_file(password) as extra:
+        check_versions(feed([tool, "--version"], (), what=what),
+                       _sql(conn, extra, "SELECT VERSION();", what, password), what)
         argv = [tool, *extra, *conn, "--single-transaction", "--routines", "--triggers",
                 "--events", "--hex-blob", db]  # no --databases: no USE, so it restores anywhere
         with output_of(argv, what=what, secrets=[password]) as out:
