@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Iterator
@@ -74,6 +75,8 @@ def run_restore(
                              f"not '{lp.name}'")
         if snap.kind not in ("files", "ssh-files"):
             return _restore_stream(lp, repo, snap, str(dest), overwrite, progress)
+        if str(dest).startswith("ssh://"):
+            return _restore_over_ssh(lp, repo, snap, str(dest), overwrite, include, progress)
         writer = FilesWriter(repo, Path(dest), overwrite=overwrite, include=include,
                              on_progress=progress.advance)
         start = time.monotonic()
@@ -151,3 +154,41 @@ def _restore_stream(lp: LoadedPlan, repo: Repository, snap: Snapshot, dest: str,
         progress.stop()
     return RestoreResult(snap.id, snap.target, dest, time.monotonic() - start, 1, 0, 0,
                          written[0])
+
+
+def _restore_over_ssh(lp: LoadedPlan, repo: Repository, snap: Snapshot, dest: str,
+                      overwrite: bool, include: list[str] | None,
+                      progress: Progress) -> RestoreResult:
+    """`--to ssh://[USER@]HOST[:PORT]/PATH`: onto a host, with the SSH options (key,
+    known_hosts) of the plan's ssh-files target of that snapshot."""
+    from urllib.parse import urlsplit
+
+    from restorer.actions.backup import ssh_params
+    from restorer.sources.remote import ssh_session
+    from restorer.sources.sftp_restore import SFTPWriter
+
+    u = urlsplit(dest)
+    if not u.hostname or not u.path:
+        raise UsageError(f"--to {dest}: expected ssh://[USER@]HOST[:PORT]/PATH")
+    t = lp.targets([snap.target])[0]
+    if not isinstance(t, models.SSHFilesTarget):
+        raise UsageError("--to ssh://... restores snapshots of ssh-files targets",
+                         hint="restore other kinds into a local directory")
+    base = ssh_params(lp, t.host, f"targets.{t.name}.host")
+    params = dataclasses.replace(base, host=u.hostname, port=u.port or base.port,
+                                 user=u.username or base.user)
+    start = time.monotonic()
+    progress.start(f"restore {snap.target} {snap.short_id}",
+                   int(snap.summary.get("total_bytes", 0)) if not include else None)
+    try:
+        with ssh_session(params, f"restore of {snap.target}") as client:
+            sftp = client.open_sftp()
+            where = f"{params.user + '@' if params.user else ''}{params.host}"
+            st = SFTPWriter(repo, sftp, u.path, where=where, overwrite=overwrite,
+                            include=include, on_progress=progress.advance).restore(snap)
+    except SourceError as e:
+        raise RestoreError(e.message, e.hint) from None
+    finally:
+        progress.stop()
+    return RestoreResult(snap.id, snap.target, dest, time.monotonic() - start, st.files,
+                         st.dirs, st.links, st.bytes_written, st.failed, st.skipped)

@@ -70,3 +70,38 @@ def test_ssh_files_unknown_host_fails_clearly(tmp_path: Path, cli, sshd) -> None
     r = cli("backup", "--init", plan)
     assert r.rc == 1
     assert "target web1: FAILED" in r.err and "refusing to connect" in r.err
+
+
+def test_ssh_files_restore_back_onto_the_host(tmp_path: Path, cli, sshd) -> None:
+    remote = tmp_path / "remote-host-data"
+    _tree(remote)
+    via = {"host": "127.0.0.1", "port": sshd.port, "user": sshd.user,
+           "key_file": str(sshd.key_file), "known_hosts": str(sshd.known_hosts)}
+    plan = write_plan(tmp_path / "plan.yaml", targets=[
+        {"name": "web1", "kind": "ssh-files", "host": via, "paths": [str(remote)]}])
+    assert cli("backup", "--init", plan).rc == 0
+    back = tmp_path / "restored-on-host"
+    url = f"ssh://{sshd.user}@127.0.0.1:{sshd.port}{back}"
+    r = cli("restore", plan, "latest", "--to", url)
+    assert r.rc == 0, r.text
+    for p in remote.rglob("*"):
+        q = back / remote.name / p.relative_to(remote)
+        if p.is_symlink():
+            assert os.readlink(q) == os.readlink(p)
+        elif p.is_file():
+            assert q.read_bytes() == p.read_bytes()
+            assert q.stat().st_mode == p.stat().st_mode
+            assert int(q.stat().st_mtime) == int(p.stat().st_mtime)
+    # a second restore does not replace files without --overwrite
+    r = cli("restore", plan, "latest", "--to", url)
+    assert r.rc == 1 and "already exist" in r.err
+    # a symlink planted in the destination is never written through
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    trap = tmp_path / "trap"
+    trap.mkdir()
+    os.symlink(outside, trap / remote.name)
+    r = cli("restore", plan, "latest", "--to",
+            f"ssh://{sshd.user}@127.0.0.1:{sshd.port}{trap}", "--overwrite")
+    assert r.rc == 1 and "refusing to write through it" in r.err
+    assert not list(outside.iterdir())
