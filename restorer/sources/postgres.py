@@ -91,6 +91,12 @@ def pg_restore_stream(chunks: Iterable[bytes], dsn: str, password: str | None, *
                       overwrite: bool, what: str) -> None:
     """Restore a plain dump into the database `dsn` names: created when absent; refused when
     it exists and holds tables, unless `overwrite` (then dropped and created again)."""
+    it = iter(chunks)
+    first = next(it, b"")
+    if b"PostgreSQL database cluster dump" in first[:4096]:
+        _restore_cluster(itertools.chain([first], it), dsn, password, what)
+        return
+    chunks = itertools.chain([first], it)
     admin, name = split_dsn(dsn)
     exists = _psql(admin, password, "SELECT 1 FROM pg_database WHERE datname = :'name';",
                    what, name=name).strip() == "1"
@@ -154,3 +160,22 @@ def _read_remote(client: Any, command: str, what: str,
                  secrets: list[str | None] | None = None) -> str:
     with remote_output(client, command, what=what, secrets=secrets or []) as out:
         return out.read().decode("utf-8", "replace")
+
+
+def _restore_cluster(chunks: Iterable[bytes], dsn: str, password: str | None,
+                     what: str) -> None:
+    """A pg_dumpall dump (roles, databases) into the server `dsn` points at. It creates its
+    own databases; the server's existing roles (its superuser, at least) are expected to
+    collide with the dump's CREATE ROLE, and those errors alone are tolerated."""
+    u = urlsplit(dsn)
+    admin = urlunsplit((u.scheme, u.netloc, "/postgres", u.query, ""))
+    lines: list[str] = []
+    feed(["psql", "-X", "-q", "--dbname", admin], chunks, what=what, env=_env(password),
+         secrets=[password], stderr_lines=lines)
+    errors = [x for x in lines if "ERROR:" in x
+              and not re.search(r'role "[^"]+" already exists', x)]
+    if errors:
+        shown = "\n".join(errors[:10])
+        raise RestoreError(f"{what}: the cluster dump did not apply cleanly "
+                           f"({len(errors)} error(s)):\n{shown}",
+                           hint="restore a cluster dump into an empty server")

@@ -26,14 +26,18 @@ def mask(text: str, secrets: Iterable[str | None]) -> str:
 class _Tail:
     """Keeps the last lines a process writes to stderr, read by a thread so it never blocks."""
 
-    def __init__(self, f: IO[bytes], lines: int = 20) -> None:
+    def __init__(self, f: IO[bytes], lines: int = 20, sink: list[str] | None = None) -> None:
         self.lines: deque[str] = deque(maxlen=lines)
+        self.sink = sink
         self.thread = threading.Thread(target=self._read, args=(f,), daemon=True)
         self.thread.start()
 
     def _read(self, f: IO[bytes]) -> None:
         for raw in iter(f.readline, b""):
-            self.lines.append(raw.decode("utf-8", "replace").rstrip())
+            line = raw.decode("utf-8", "replace").rstrip()
+            self.lines.append(line)
+            if self.sink is not None and len(self.sink) < 10000:
+                self.sink.append(line)
 
     def text(self) -> str:
         self.thread.join(timeout=5)
@@ -76,8 +80,9 @@ def output_of(argv: Sequence[str] | str, *, what: str, env: dict[str, str] | Non
 
 def feed(argv: Sequence[str] | str, chunks: Iterable[bytes], *, what: str,
          env: dict[str, str] | None = None, secrets: Iterable[str | None] = (),
-         timeout: float | None = None) -> str:
-    """Run a command with `chunks` on its stdin; returns its stdout (must exit 0)."""
+         timeout: float | None = None, stderr_lines: list[str] | None = None) -> str:
+    """Run a command with `chunks` on its stdin; returns its stdout (must exit 0).
+    Every stderr line is also appended to `stderr_lines` when given."""
     secrets = list(secrets)
     try:
         proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -86,7 +91,7 @@ def feed(argv: Sequence[str] | str, chunks: Iterable[bytes], *, what: str,
         raise SourceError(f"{what}: {argv[0] if not isinstance(argv, str) else argv} is not "
                           "installed or not on PATH") from None
     assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
-    tail = _Tail(proc.stderr)
+    tail = _Tail(proc.stderr, sink=stderr_lines)
     out: list[bytes] = []
     reader = threading.Thread(target=lambda: out.append(proc.stdout.read()), daemon=True)
     reader.start()

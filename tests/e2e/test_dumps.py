@@ -384,3 +384,26 @@ def test_missing_dump_tool_is_named(tmp_path: Path, cli) -> None:
     assert r.rc == 1
     assert "pg_dump is not installed or not on PATH" in r.err
     assert json.loads(cli("snapshots", plan, "--json").out) == []
+
+
+def test_postgres_cluster_dump_restores_roles_and_databases(tmp_path: Path, cli) -> None:
+    from tests.services import start_postgres
+
+    a, stop_a = start_postgres(tmp_path / "a", force_new=True)
+    b, stop_b = start_postgres(tmp_path / "b", force_new=True)
+    try:
+        _psql(f"{a}/postgres", "CREATE ROLE reporting LOGIN; CREATE DATABASE shop;")
+        _psql(f"{a}/shop", SCHEMA + "GRANT SELECT ON customers TO reporting;")
+        plan = write_plan(tmp_path / "plan.yaml", targets=[
+            {"name": "cluster", "kind": "postgres", "dsn": f"{a}/postgres",
+             "all_databases": True}])
+        r = cli("backup", "--init", plan)
+        assert r.rc == 0, r.text
+        r = cli("restore", plan, "latest", "--to", f"{b}/postgres")
+        assert r.rc == 0, r.text
+        assert _psql(f"{b}/postgres",
+                     "SELECT rolname FROM pg_roles WHERE rolname = 'reporting'") == "reporting"
+        assert _fingerprint(f"{b}/shop") == _fingerprint(f"{a}/shop")
+    finally:
+        stop_a()
+        stop_b()
