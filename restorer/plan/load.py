@@ -301,6 +301,12 @@ def environment_problems(lp: LoadedPlan) -> list[Problem]:
 
     walk(lp.plan, "")
     for i, t in enumerate(lp.plan.targets):
+        if isinstance(t, models.SQLiteTarget):
+            rp = lp.resolve_path(t.path)
+            key = f"targets[{i}].path"
+            if not rp.is_file():
+                out.append(Problem(shown, key, f"{rp} is not an existing SQLite database file",
+                                   lp.lines.get(key), "fix the path or create the database"))
         if isinstance(t, models.FilesTarget):
             for j, p in enumerate(t.paths):
                 rp = lp.resolve_path(p)

@@ -142,3 +142,9 @@ def test_durations(text, seconds) -> None:
 def test_bad_durations(text) -> None:
     with pytest.raises(ValueError):
         parse_duration(text)
+
+
+def test_missing_sqlite_database_is_reported(tmp_path: Path) -> None:
+    p = _plan(tmp_path, BASE + "  - name: db\n    kind: sqlite\n    path: data/app.db\n")
+    r = run_cli("validate", p)
+    assert r.rc == 2 and "targets[1].path" in r.err and "app.db" in r.err
