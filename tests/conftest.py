@@ -7,6 +7,7 @@ import os
 import stat
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,9 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# every CLI run records to a ledger: keep the tests' records out of the user's state folder
+os.environ.setdefault("RESTORER_STATE_DIR", tempfile.mkdtemp(prefix="restorer-test-state-"))
 
 
 @dataclass

@@ -19,6 +19,7 @@ from restorer.actions.context import init_repository, locked, open_repository
 from restorer.actions.hooks import hooks_around, remote_runner
 from restorer.actions.progress import NoProgress, Progress
 from restorer.errors import RepositoryError, RestorerError, SourceError
+from restorer.ledger import RunRecorder
 from restorer.plan import models
 from restorer.plan.load import LoadedPlan
 from restorer.repo.repository import BlobWriter, Repository
@@ -83,6 +84,7 @@ def run_backup(
     tags: tuple[str, ...] = (),
     lock_wait: float = 0.0,
     progress: Progress | None = None,
+    run: RunRecorder | None = None,
 ) -> BackupResult:
     """Back up the named targets (all by default). Per-target failures are in the result."""
     progress = progress or NoProgress()
@@ -98,6 +100,8 @@ def run_backup(
     results: list[TargetBackup] = []
     h = lp.plan.hooks
     with locked(repo, exclusive=True, wait=lock_wait) as lock:
+        if run:
+            run.record_phase("lock", lock.waited)
         repo.load_index()
         snapshots = repo.list_snapshots()
         outcome = None
@@ -105,7 +109,7 @@ def run_backup(
             with hooks_around(h.before, h.after, h.on_error, what=f"plan {lp.name}",
                               timeout=h.timeout, env={"RESTORER_PLAN": lp.name}) as outcome:
                 for t in targets:
-                    results.append(_with_target_hooks(lp, repo, t, snapshots, tags, progress))
+                    results.append(_recorded(run, lp, repo, t, snapshots, tags, progress))
                 if any(not r.ok for r in results):
                     # the plan's on_error hooks hear about failed targets too
                     raise _TargetsFailed()
@@ -123,6 +127,23 @@ def run_backup(
 
 class _TargetsFailed(Exception):
     pass
+
+
+def _recorded(run: RunRecorder | None, lp: LoadedPlan, repo: Repository,
+              t: models.TargetBase, snapshots: list[Snapshot], tags: tuple[str, ...],
+              progress: Progress) -> TargetBackup:
+    if run is None:
+        return _with_target_hooks(lp, repo, t, snapshots, tags, progress)
+    with run.phase("backup", target=t.name) as ph:
+        r = _with_target_hooks(lp, repo, t, snapshots, tags, progress)
+        ph.bytes = int(r.summary.get("bytes_read", 0))
+        ph.files = int(r.summary.get("total_files", 0))
+        ph.detail.update(
+            outcome="ok" if r.complete else ("partial" if r.ok else "failed"),
+            snapshot=r.snapshot, kind=getattr(t, "kind", None),
+            data_added=r.summary.get("data_added"), retries=r.summary.get("retries"),
+            error=r.error, warnings=len(r.warnings))
+    return r
 
 
 def _with_target_hooks(lp: LoadedPlan, repo: Repository, t: models.TargetBase,

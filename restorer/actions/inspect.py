@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from restorer.actions.context import locked, open_repository
 from restorer.actions.progress import NoProgress, Progress
+from restorer.ledger import RunRecorder
 from restorer.plan.load import LoadedPlan
 from restorer.repo.checker import Checker, CheckResult
 from restorer.repo.diff import Change, diff_trees
@@ -27,7 +28,21 @@ def diff_snapshots(lp: LoadedPlan, a: str, b: str) -> tuple[Snapshot, Snapshot, 
 
 
 def check_repository(lp: LoadedPlan, read_data_percent: float = 0.0,
-                     progress: Progress | None = None, lock_wait: float = 0.0) -> CheckResult:
+                     progress: Progress | None = None, lock_wait: float = 0.0,
+                     run: RunRecorder | None = None) -> CheckResult:
+    if run is None:
+        return _check(lp, read_data_percent, progress, lock_wait)
+    with run.phase("check") as ph:
+        res = _check(lp, read_data_percent, progress, lock_wait)
+        ph.bytes = res.bytes_read
+        ph.detail.update(outcome="ok" if res.ok else "failed", read_data=read_data_percent,
+                         damaged_packs=len(res.damaged_packs),
+                         affected_snapshots=sorted(res.affected))
+    return res
+
+
+def _check(lp: LoadedPlan, read_data_percent: float, progress: Progress | None,
+           lock_wait: float) -> CheckResult:
     progress = progress or NoProgress()
     repo = open_repository(lp)
     with locked(repo, exclusive=False, wait=lock_wait):

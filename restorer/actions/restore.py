@@ -12,6 +12,7 @@ from pathlib import Path
 from restorer.actions.context import locked, open_repository
 from restorer.actions.progress import NoProgress, Progress
 from restorer.errors import RestoreError, RestorerError, SourceError, UsageError
+from restorer.ledger import RunRecorder
 from restorer.plan import models
 from restorer.plan.load import LoadedPlan
 from restorer.repo.repository import Repository
@@ -53,6 +54,32 @@ class RestoreResult:
 
 
 def run_restore(
+    lp: LoadedPlan,
+    snapshot_ref: str,
+    dest: str | Path,
+    *,
+    target: str | None = None,
+    include: list[str] | None = None,
+    overwrite: bool = False,
+    lock_wait: float = 0.0,
+    progress: Progress | None = None,
+    run: RunRecorder | None = None,
+) -> RestoreResult:
+    """Restore one snapshot; with `run`, the restore is a ledger phase with its timing."""
+    if run is None:
+        return _run_restore(lp, snapshot_ref, dest, target=target, include=include,
+                            overwrite=overwrite, lock_wait=lock_wait, progress=progress)
+    with run.phase("restore", target=target) as ph:
+        res = _run_restore(lp, snapshot_ref, dest, target=target, include=include,
+                           overwrite=overwrite, lock_wait=lock_wait, progress=progress)
+        ph.bytes, ph.files = res.bytes_written, res.files
+        ph.detail.update(snapshot=res.snapshot, target=res.target,
+                         outcome="ok" if res.ok else "failed",
+                         failed_files=len(res.failed))
+    return res
+
+
+def _run_restore(
     lp: LoadedPlan,
     snapshot_ref: str,
     dest: str | Path,

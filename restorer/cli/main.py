@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from restorer import __version__
+from restorer.actions.ledger_run import recorded_run
 from restorer.cli.render import emit_json, human_bytes, local_time, table
 from restorer.errors import PartialError, RestorerError
 
@@ -180,11 +181,18 @@ def init(plan: str, as_json: bool) -> None:
 def backup(ctx: click.Context, plan: str, targets: tuple[str, ...], tags: tuple[str, ...],
            init_: bool, lock_wait: str, as_json: bool) -> None:
     """Take one snapshot of each target (all by default)."""
-    from restorer.actions.backup import run_backup
 
     lp = _load(plan)
+    with recorded_run(lp, "backup") as run:
+        _backup(ctx, lp, targets, tags, init_, lock_wait, as_json, run)
+
+
+def _backup(ctx: click.Context, lp: Any, targets: tuple[str, ...], tags: tuple[str, ...],
+            init_: bool, lock_wait: str, as_json: bool, run: Any) -> None:
+    from restorer.actions.backup import run_backup
+
     res = run_backup(lp, targets, init=init_, tags=tags, lock_wait=_duration(lock_wait),
-                     progress=_progress(ctx, as_json))
+                     progress=_progress(ctx, as_json), run=run)
     if as_json:
         emit_json(res.to_json())
     else:
@@ -265,10 +273,15 @@ def restore(ctx: click.Context, plan: str, snapshot: str, target: str | None, de
     from restorer.actions.restore import run_restore
 
     lp = _load(plan)
-    # a DSN is not a path (Path would fold its '//')
-    res = run_restore(lp, snapshot, dest, target=target, include=list(include) or None,
-                      overwrite=overwrite, lock_wait=_duration(lock_wait),
-                      progress=_progress(ctx, as_json))
+    with recorded_run(lp, "restore") as run:
+        # a DSN is not a path (Path would fold its '//')
+        res = run_restore(lp, snapshot, dest, target=target, include=list(include) or None,
+                          overwrite=overwrite, lock_wait=_duration(lock_wait),
+                          progress=_progress(ctx, as_json), run=run)
+        _show_restore(res, as_json)
+
+
+def _show_restore(res: Any, as_json: bool) -> None:
     if as_json:
         emit_json(res.to_json())
     else:
@@ -327,8 +340,13 @@ def check(ctx: click.Context, plan: str, read_data: bool, read_data_subset: floa
         raise UsageError("give --read-data or --read-data-subset, not both")
     pct = 100.0 if read_data else (read_data_subset or 0.0)
     lp = _load(plan)
-    res = check_repository(lp, pct, progress=_progress(ctx, as_json),
-                           lock_wait=_duration(lock_wait))
+    with recorded_run(lp, "check") as run:
+        res = check_repository(lp, pct, progress=_progress(ctx, as_json),
+                               lock_wait=_duration(lock_wait), run=run)
+        _show_check(res, pct, as_json)
+
+
+def _show_check(res: Any, pct: float, as_json: bool) -> None:
     if as_json:
         emit_json(res.to_json())
     else:
@@ -379,6 +397,61 @@ def copy(ctx: click.Context, plan: str, to: str, target: str | None, lock_wait: 
     click.echo(f"copied {len(res.snapshots_copied)} snapshot(s) ({res.snapshots_present} "
                f"already there), {res.packs_copied} pack(s), {human_bytes(res.bytes_copied)} "
                f"in {res.duration:.2f}s to {res.destination}")
+
+
+@cli.command()
+@click.argument("plan", type=click.Path(dir_okay=False))
+@click.option("--since", default=None, metavar="DURATION",
+              help="Only runs that started within this long ago (e.g. 30d).")
+@click.option("--verify-chain", is_flag=True,
+              help="Check the ledger's hash chain; exit 1 naming the first broken row.")
+@json_option
+def history(plan: str, since: str | None, verify_chain: bool, as_json: bool) -> None:
+    """The plan's runs with their phases and timings, newest first."""
+    import time as _time
+
+    from restorer.actions.ledger_run import open_ledger, runs
+
+    lp = _load(plan)
+    if verify_chain:
+        ledger = open_ledger(lp)
+        try:
+            n, broken, what = ledger.verify_chain()
+            last = ledger.last_hash()
+        finally:
+            ledger.close()
+        info = {"ledger": str(ledger.path), "rows": n, "intact": broken is None,
+                "first_broken_row": broken, "problem": None if broken is None else what,
+                "last_hash": last if broken is None else None}
+        if as_json:
+            emit_json(info)
+        elif broken is None:
+            click.echo(f"ledger {ledger.path}: chain intact, {n} rows, last hash {last}")
+        if broken is not None:
+            raise RestorerError(f"ledger {ledger.path}: the hash chain is broken: {what}",
+                                hint="the ledger was edited outside restorer; keep a copy "
+                                "for the investigation")
+        return
+    cutoff = _time.time() - _duration(since) if since else None
+    rs = runs(lp, cutoff)
+    if as_json:
+        emit_json([r.to_json() for r in rs])
+        return
+    if not rs:
+        click.echo("no runs recorded" + (f" in the last {since}" if since else ""))
+        return
+    for r in rs:
+        dur = f"{r.duration_s:.2f}s" if r.duration_s is not None else "-"
+        click.echo(f"{local_time(r.started)}  {r.command:<8} {r.outcome:<11} {dur:>9}  "
+                   f"{r.user}@{r.host}  run {r.run_id[:8]}")
+        if r.error:
+            click.echo(f"    error: {r.error}")
+        for ph in r.phases:
+            tgt = f" {ph['target']}" if ph.get("target") else ""
+            extra = f" snapshot {ph['snapshot'][:8]}" if ph.get("snapshot") else ""
+            size = f" {human_bytes(ph['bytes'])}" if ph.get("bytes") else ""
+            click.echo(f"    {ph['phase']}{tgt}: {ph['outcome']} {ph['duration_s']:.2f}s"
+                       f"{size}{extra}")
 
 
 @cli.command()

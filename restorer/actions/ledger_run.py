@@ -1,0 +1,111 @@
+"""Opening a ledger run around a command, and reading runs back for `history`."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from restorer.errors import RestorerError
+from restorer.ledger import Ledger, RunRecorder
+from restorer.plan.load import LoadedPlan
+
+log = logging.getLogger("restorer.ledger")
+
+
+def open_ledger(lp: LoadedPlan) -> Ledger:
+    return Ledger.open(lp.plan.ledger, lp.base_dir)
+
+
+@contextmanager
+def recorded_run(lp: LoadedPlan, command: str) -> Iterator[RunRecorder]:
+    """A ledger run around a command: its start, then its end with the outcome and exit code
+    (a process killed in between leaves a run that history shows as interrupted)."""
+    try:
+        ledger: Ledger | None = open_ledger(lp)
+    except (sqlite3.Error, OSError) as e:
+        log.error("cannot open the ledger: %s; this run is not recorded", e)
+        ledger = None
+    rec = RunRecorder(ledger, lp.name, command, lp.digest)
+    rec.begin()
+    try:
+        yield rec
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+        rec.end({0: "ok", 3: "partial", 4: "locked"}.get(code, "failed"), code)
+        raise
+    except RestorerError as e:
+        rec.end("locked" if e.exit_code == 4 else "failed", e.exit_code, e.message)
+        raise
+    except BaseException as e:
+        rec.end("failed", 1, f"{type(e).__name__}: {e}")
+        raise
+    else:
+        rec.end("ok", 0)
+    finally:
+        if ledger is not None:
+            ledger.close()
+
+
+@dataclass
+class Run:
+    run_id: str
+    started: str
+    plan: str
+    command: str
+    host: str
+    user: str
+    pid: int
+    version: str
+    plan_digest: str
+    outcome: str = "running"
+    exit_code: int | None = None
+    duration_s: float | None = None
+    error: str | None = None
+    phases: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return self.__dict__.copy()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def runs(lp: LoadedPlan, since: float | None = None) -> list[Run]:
+    """The plan's runs, newest first."""
+    ledger = open_ledger(lp)
+    try:
+        by_id: dict[str, Run] = {}
+        for _seq, t, run_id, kind, d in ledger.entries(since):
+            if d.get("plan") != lp.name:
+                continue
+            if kind == "run_start":
+                by_id[run_id] = Run(run_id, t, d["plan"], d.get("command", ""),
+                                    d.get("host", ""), d.get("user", ""), int(d.get("pid", 0)),
+                                    d.get("version", ""), d.get("plan_digest", ""))
+            elif run_id in by_id and kind == "phase":
+                by_id[run_id].phases.append({k: v for k, v in d.items() if k != "plan"})
+            elif run_id in by_id and kind == "run_end":
+                r = by_id[run_id]
+                r.outcome, r.exit_code = d.get("outcome", "?"), d.get("exit_code")
+                r.duration_s, r.error = d.get("duration_s"), d.get("error")
+    finally:
+        ledger.close()
+    out = list(by_id.values())
+    for r in out:
+        if r.outcome == "running" and not (r.host == socket.gethostname() and _alive(r.pid)):
+            r.outcome = "interrupted"
+    out.sort(key=lambda r: r.started, reverse=True)
+    return out

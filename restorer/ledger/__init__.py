@@ -1,0 +1,191 @@
+"""The ledger: an append-only, hash-chained record of every run, its phases and timings.
+
+Each event (run start, phase, run end) is one row whose hash covers its content and the
+previous row's hash, so editing or deleting any row breaks the chain from that row on.
+A run with a start and no end is shown as interrupted once its process is gone.
+SQLite by default (a per-user state file, or the plan's `ledger: sqlite:///path`).
+"""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import json
+import logging
+import os
+import socket
+import sqlite3
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from restorer import __version__
+from restorer.errors import RestorerError, UsageError
+
+log = logging.getLogger("restorer.ledger")
+GENESIS = "0" * 64
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS entries (
+    seq INTEGER PRIMARY KEY,
+    time TEXT NOT NULL,
+    run_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    data TEXT NOT NULL,
+    prev_hash TEXT NOT NULL,
+    hash TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS entries_run ON entries(run_id);
+"""
+
+
+def default_path() -> Path:
+    base = os.environ.get("RESTORER_STATE_DIR") or os.path.join(
+        os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state"), "restorer")
+    return Path(base) / "ledger.db"
+
+
+def row_hash(prev: str, seq: int, t: str, run_id: str, kind: str, data: str) -> str:
+    body = json.dumps([prev, seq, t, run_id, kind, data], separators=(",", ":"))
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+class Ledger:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(path, timeout=30, isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.executescript(_SCHEMA)
+
+    @classmethod
+    def open(cls, url: str | None, base_dir: Path) -> Ledger:
+        if not url:
+            return cls(default_path())
+        if url.startswith("sqlite:///"):
+            p = Path(url[len("sqlite:///"):])
+        elif url.startswith("sqlite://"):
+            p = Path(url[len("sqlite://"):])
+        else:
+            raise UsageError(f"ledger {url.split('://')[0]}:// is not supported by this version",
+                             hint="use sqlite:///path (or leave ledger out for the default)")
+        return cls(p if p.is_absolute() else base_dir / p)
+
+    def append(self, run_id: str, kind: str, data: dict[str, Any]) -> int:
+        payload = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
+        t = datetime.now(UTC).isoformat(timespec="microseconds")
+        self.db.execute("BEGIN IMMEDIATE")  # one writer at a time keeps the chain linear
+        try:
+            last = self.db.execute("SELECT seq, hash FROM entries ORDER BY seq DESC LIMIT 1"
+                                   ).fetchone()
+            seq, prev = (last[0] + 1, last[1]) if last else (1, GENESIS)
+            h = row_hash(prev, seq, t, run_id, kind, payload)
+            self.db.execute("INSERT INTO entries VALUES (?,?,?,?,?,?,?)",
+                            (seq, t, run_id, kind, payload, prev, h))
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        return seq
+
+    def verify_chain(self) -> tuple[int, int | None, str]:
+        """(rows checked, first broken seq or None, what is wrong)."""
+        prev, expected_seq, n = GENESIS, 1, 0
+        for seq, t, run_id, kind, data, prev_hash, h in self.db.execute(
+                "SELECT seq, time, run_id, kind, data, prev_hash, hash FROM entries ORDER BY seq"):
+            n += 1
+            if seq != expected_seq:
+                return n, expected_seq, f"row {expected_seq} is missing (deleted)"
+            if prev_hash != prev:
+                return n, seq, f"row {seq} does not link to row {seq - 1}"
+            if row_hash(prev, seq, t, run_id, kind, data) != h:
+                return n, seq, f"row {seq} was modified after it was written"
+            prev, expected_seq = h, seq + 1
+        return n, None, "intact"
+
+    def last_hash(self) -> str:
+        r = self.db.execute("SELECT hash FROM entries ORDER BY seq DESC LIMIT 1").fetchone()
+        return r[0] if r else GENESIS
+
+    def entries(self, since: float | None = None) -> list[tuple[int, str, str, str, dict]]:
+        q = "SELECT seq, time, run_id, kind, data FROM entries"
+        args: tuple = ()
+        if since is not None:
+            q += " WHERE time >= ?"
+            args = (datetime.fromtimestamp(since, UTC).isoformat(timespec="microseconds"),)
+        return [(s, t, r, k, json.loads(d)) for s, t, r, k, d in
+                self.db.execute(q + " ORDER BY seq", args)]
+
+    def close(self) -> None:
+        self.db.close()
+
+
+@dataclass
+class Phase:
+    name: str
+    target: str | None = None
+    bytes: int = 0
+    files: int = 0
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+class RunRecorder:
+    """Records one command's run; never lets a ledger problem fail the work itself."""
+
+    def __init__(self, ledger: Ledger | None, plan: str, command: str, plan_digest: str) -> None:
+        self.ledger = ledger
+        self.run_id = uuid.uuid4().hex
+        self.plan = plan
+        self.command = command
+        self.plan_digest = plan_digest
+        self.start = time.monotonic()
+
+    def _append(self, kind: str, data: dict[str, Any]) -> None:
+        if self.ledger is None:
+            return
+        try:
+            self.ledger.append(self.run_id, kind, data)
+        except (sqlite3.Error, OSError) as e:
+            log.error("could not write to the ledger %s: %s", self.ledger.path, e)
+
+    def begin(self) -> None:
+        self._append("run_start", {
+            "plan": self.plan, "command": self.command, "host": socket.gethostname(),
+            "user": getpass.getuser(), "pid": os.getpid(), "version": __version__,
+            "plan_digest": self.plan_digest})
+
+    @contextmanager
+    def phase(self, name: str, target: str | None = None) -> Iterator[Phase]:
+        ph = Phase(name, target)
+        t0 = time.monotonic()
+        started = datetime.now(UTC).isoformat(timespec="microseconds")
+        outcome, error = "ok", None
+        try:
+            yield ph
+        except BaseException as e:
+            outcome = "failed"
+            error = e.message if isinstance(e, RestorerError) else f"{type(e).__name__}: {e}"
+            raise
+        finally:
+            if ph.detail.get("outcome"):
+                outcome = ph.detail.pop("outcome")
+            self._append("phase", {
+                "plan": self.plan, "phase": name, "target": target, "started": started,
+                "duration_s": round(time.monotonic() - t0, 6), "bytes": ph.bytes,
+                "files": ph.files, "outcome": outcome, "error": error, **ph.detail})
+
+    def record_phase(self, name: str, duration_s: float, target: str | None = None,
+                     **detail: Any) -> None:
+        """A phase measured elsewhere (a lock wait)."""
+        self._append("phase", {"plan": self.plan, "phase": name, "target": target,
+                               "duration_s": round(duration_s, 6), "bytes": 0, "files": 0,
+                               "outcome": "ok", "error": None, **detail})
+
+    def end(self, outcome: str, exit_code: int, error: str | None = None) -> None:
+        self._append("run_end", {"plan": self.plan, "outcome": outcome, "exit_code": exit_code,
+                                 "duration_s": round(time.monotonic() - self.start, 6),
+                                 "error": error})
