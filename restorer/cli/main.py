@@ -401,6 +401,51 @@ def copy(ctx: click.Context, plan: str, to: str, target: str | None, lock_wait: 
 
 @cli.command()
 @click.argument("plan", type=click.Path(dir_okay=False))
+@click.option("--target", "targets", multiple=True, metavar="NAME",
+              help="Verify only this target (repeatable).")
+@click.option("--snapshot", "snapshot_ref", default="latest", show_default=True,
+              help="Snapshot id (prefix) to verify, or 'latest' per target.")
+@click.option("--keep", is_flag=True, help="Leave staging in place for inspection.")
+@json_option
+def verify(plan: str, targets: tuple[str, ...], snapshot_ref: str, keep: bool,
+           as_json: bool) -> None:
+    """Restore into staging, run the plan's checks, compare with RTO/RPO, record the verdict."""
+    from restorer.actions.verify import run_verify
+    from restorer.plan.durations import format_duration as fd
+
+    lp = _load(plan)
+    with recorded_run(lp, "verify") as run:
+        results = run_verify(lp, targets, snapshot_ref=snapshot_ref, keep=keep, run=run)
+        if as_json:
+            emit_json([r.to_json() for r in results])
+        else:
+            rows = []
+            for r in results:
+                rto = "-" if r.restore_s is None else fd(r.restore_s) + (
+                    f" / {fd(r.rto_s)}" if r.rto_s else "") + (" BREACH" if r.rto_breached
+                                                                 else "")
+                age = "none verified" if r.data_age_s is None else fd(r.data_age_s)
+                rpo = age + (f" / {fd(r.rpo_s)}" if r.rpo_s else "") + (
+                    " BREACH" if r.rpo_breached else "")
+                passed = f"{sum(c.passed for c in r.checks)}/{len(r.checks)}"
+                rows.append([r.target, (r.snapshot or "-")[:8], rto, rpo, passed,
+                             "PASS" if r.ok else "FAIL"])
+            table(["TARGET", "SNAPSHOT", "RESTORE / RTO", "DATA AGE / RPO", "CHECKS",
+                   "VERDICT"], rows)
+            for r in results:
+                if r.error:
+                    click.echo(f"{r.target}: {r.error}", err=True)
+                for c in r.checks:
+                    if not c.passed:
+                        click.echo(f"{r.target}: check {c.name} FAILED: {c.detail}", err=True)
+                if r.kept:
+                    click.echo(f"{r.target}: staging kept at {r.staging}")
+        if any(not r.ok for r in results):
+            sys.exit(EXIT_FAILED)
+
+
+@cli.command()
+@click.argument("plan", type=click.Path(dir_okay=False))
 @click.option("--since", default=None, metavar="DURATION",
               help="Only runs that started within this long ago (e.g. 30d).")
 @click.option("--verify-chain", is_flag=True,
