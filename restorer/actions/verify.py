@@ -257,3 +257,54 @@ def _run_check(spec: Any, root: Path) -> tuple[bool, str]:
             ": " + " | ".join(out) if out else "")
     kind = _check_name(spec)
     return False, f"{kind} checks are not supported by this version yet"
+
+
+@dataclass
+class TargetStatus:
+    plan: str
+    target: str
+    kind: str
+    latest_snapshot: str | None
+    latest_time: str | None
+    latest_age_s: float | None
+    verified_snapshot: str | None
+    verified_time: str | None
+    data_age_s: float | None
+    last_restore_s: float | None
+    rpo_s: float | None
+    rto_s: float | None
+    rpo_breached: bool
+    rto_breached: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def plan_status(lp: LoadedPlan) -> list[TargetStatus]:
+    """Per target: the latest backup, the newest verified snapshot, and both objectives."""
+    repo = open_repository(lp)
+    snaps = repo.list_snapshots()
+    records = _verified_records(repo)
+    now = time.time()
+    out = []
+    for t in lp.plan.targets:
+        obj = t.objectives or lp.plan.objectives
+        mine = [s for s in snaps if s.target == t.name and s.plan == lp.name]
+        latest = mine[-1] if mine else None
+        verified = next((s for s in reversed(mine)
+                         if any(r.get("passed") for r in records.get(s.id, ()))), None)
+        last_restore = None
+        if verified is not None:
+            good = sorted((r for r in records[verified.id] if r.get("passed")),
+                          key=lambda r: r.get("time", ""))
+            last_restore = good[-1].get("restore_s") if good else None
+        age = now - verified.datetime.timestamp() if verified else None
+        out.append(TargetStatus(
+            lp.name, t.name, t.kind, latest.id if latest else None,
+            latest.time if latest else None,
+            now - latest.datetime.timestamp() if latest else None,
+            verified.id if verified else None, verified.time if verified else None, age,
+            last_restore, obj.rpo, obj.rto,
+            obj.rpo is not None and (age is None or age > obj.rpo),
+            obj.rto is not None and last_restore is not None and last_restore > obj.rto))
+    return out

@@ -445,6 +445,39 @@ def verify(plan: str, targets: tuple[str, ...], snapshot_ref: str, keep: bool,
 
 
 @cli.command()
+@click.argument("plans", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@json_option
+def status(plans: tuple[str, ...], as_json: bool) -> None:
+    """One glance per target: latest backup, newest verified snapshot, RPO/RTO. Exit 1 when
+    an objective is breached."""
+    from restorer.actions.verify import plan_status
+    from restorer.plan.durations import format_duration as fd
+
+    rows_all = []
+    for p in plans:
+        rows_all += plan_status(_load(p))
+    if as_json:
+        emit_json([r.to_json() for r in rows_all])
+    else:
+        def ago(x: float | None) -> str:
+            return "never" if x is None else f"{fd(x)} ago"
+
+        rows = []
+        for r in rows_all:
+            rpo = ago(r.data_age_s) + (f" / {fd(r.rpo_s)}" if r.rpo_s else "") + (
+                " BREACH" if r.rpo_breached else "")
+            rto = ("-" if r.last_restore_s is None else fd(r.last_restore_s)) + (
+                f" / {fd(r.rto_s)}" if r.rto_s else "") + (" BREACH" if r.rto_breached else "")
+            rows.append([r.plan, r.target, r.kind,
+                         f"{(r.latest_snapshot or '-')[:8]} {ago(r.latest_age_s)}",
+                         f"{(r.verified_snapshot or '-')[:8]}", rpo, rto])
+        table(["PLAN", "TARGET", "KIND", "LATEST BACKUP", "VERIFIED", "VERIFIED AGE / RPO",
+               "RESTORE / RTO"], rows)
+    if any(r.rpo_breached or r.rto_breached for r in rows_all):
+        sys.exit(EXIT_FAILED)
+
+
+@cli.command()
 @click.argument("plan", type=click.Path(dir_okay=False))
 @click.option("--since", default=None, metavar="DURATION",
               help="Only runs that started within this long ago (e.g. 30d).")

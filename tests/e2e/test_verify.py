@@ -85,3 +85,21 @@ def test_rto_breach_fails_even_when_checks_pass_and_keep(tmp_path: Path, cli) ->
     r = cli("verify", plan, "--keep")
     assert r.rc == 1 and "BREACH" in r.out and "staging kept at" in r.out
     assert len(list((tmp_path / "staging").iterdir())) == 1
+
+
+def test_status_shows_latest_and_verified_snapshots_and_breaches(tmp_path: Path, cli) -> None:
+    plan = _plan(tmp_path, [], {"rpo": "1h", "rto": "10m"})
+    assert cli("backup", "--init", plan).rc == 0
+    r = cli("status", plan, "--json")
+    assert r.rc == 1  # nothing verified yet: the RPO is breached
+    st = json.loads(r.out)[0]
+    assert st["latest_snapshot"] and st["verified_snapshot"] is None and st["rpo_breached"]
+    assert cli("verify", plan).rc == 0
+    r = cli("status", plan, "--json")
+    assert r.rc == 0, r.text
+    st = json.loads(r.out)[0]
+    assert st["verified_snapshot"] == st["latest_snapshot"]
+    assert st["data_age_s"] < 3600 and 0 < st["last_restore_s"] < 600
+    assert not st["rpo_breached"] and not st["rto_breached"]
+    text = cli("status", plan).out
+    assert "data" in text and "BREACH" not in text
