@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from restorer import __version__
 from restorer.actions.context import init_repository, locked, open_repository
@@ -25,7 +25,7 @@ from restorer.plan.load import LoadedPlan
 from restorer.repo.repository import BlobWriter, Repository
 from restorer.repo.snapshot import Snapshot
 from restorer.sources.excludes import Excluder
-from restorer.sources.files_backup import FilesReader, scan_size
+from restorer.sources.files_backup import BackupStats, FilesReader, scan_size
 from restorer.sources.mysql import mysql_dump, mysql_dump_remote
 from restorer.sources.postgres import pg_dump, pg_dump_remote
 from restorer.sources.process import output_of
@@ -212,12 +212,7 @@ def _backup_target(lp: LoadedPlan, repo: Repository, t: models.TargetBase,
             try:
                 tree = reader.backup(paths, parent.tree if parent else None)
             except BaseException:
-                # What was uploaded is already in the in-memory index, where the next target
-                # would dedup against it: index it for real, or forget it.
-                try:
-                    writer.flush()
-                except Exception:
-                    writer.abandon()
+                writer.flush_or_forget()
                 raise
             finally:
                 progress.stop()
@@ -233,16 +228,7 @@ def _backup_target(lp: LoadedPlan, repo: Repository, t: models.TargetBase,
                 program_version=__version__, uid=os.getuid(), gid=os.getgid(),
             )
             duration = time.monotonic() - start
-            snap.summary = {
-                "files_new": st.files_new, "files_changed": st.files_changed,
-                "files_unmodified": st.files_unmodified, "dirs": st.dirs, "other": st.other,
-                "total_files": st.total_files, "total_bytes": st.total_bytes,
-                "bytes_read": st.bytes_read, "blobs_added": writer.stats.blobs_new,
-                "data_added": writer.stats.data_added,
-                "data_added_stored": writer.stats.data_added_stored,
-                "packs_added": writer.stats.packs, "duration_s": round(duration, 3),
-                "retries": getattr(repo.backend, "retries", 0),
-            }
+            snap.summary = _summary(st, writer, repo, duration)
             repo.save_snapshot(snap)
     except SourceError as e:
         return TargetBackup(t.name, False, error=f"target '{t.name}': {e.message}", hint=e.hint,
@@ -331,10 +317,7 @@ def _backup_stream_target(lp: LoadedPlan, repo: Repository, t: models.TargetBase
                         repo, writer, f"{t.kind}.dump", stream,
                         None if isinstance(progress, NoProgress) else progress.advance)
             except BaseException:
-                try:
-                    writer.flush()
-                except Exception:
-                    writer.abandon()
+                writer.flush_or_forget()
                 raise
             finally:
                 progress.stop()
@@ -347,13 +330,8 @@ def _backup_stream_target(lp: LoadedPlan, repo: Repository, t: models.TargetBase
                 paths=[], tree=tree, parent=parent.id if parent else None,
                 tags=sorted(set(t.tags) | set(tags)), program_version=__version__,
                 uid=os.getuid(), gid=os.getgid(),
-                summary={"total_files": 1, "total_bytes": size, "bytes_read": size,
-                         "files_new": 1, "files_changed": 0, "files_unmodified": 0,
-                         "blobs_added": writer.stats.blobs_new,
-                         "data_added": writer.stats.data_added,
-                         "data_added_stored": writer.stats.data_added_stored,
-                         "packs_added": writer.stats.packs, "duration_s": round(duration, 3),
-                         "retries": getattr(repo.backend, "retries", 0)},
+                summary=_summary(BackupStats(files_new=1, total_files=1, total_bytes=size,
+                                             bytes_read=size), writer, repo, duration),
             )
             repo.save_snapshot(snap)
     except SourceError as e:
@@ -380,10 +358,7 @@ def _backup_ssh_files_target(lp: LoadedPlan, repo: Repository, t: models.SSHFile
             try:
                 tree = reader.backup(list(t.paths), parent.tree if parent else None)
             except BaseException:
-                try:
-                    writer.flush()
-                except Exception:
-                    writer.abandon()
+                writer.flush_or_forget()
                 raise
             finally:
                 progress.stop()
@@ -396,16 +371,7 @@ def _backup_ssh_files_target(lp: LoadedPlan, repo: Repository, t: models.SSHFile
                 username=t.host.user or getpass.getuser(), paths=list(t.paths), tree=tree,
                 parent=parent.id if parent else None, tags=sorted(set(t.tags) | set(tags)),
                 warnings=st.warnings[:1000], program_version=__version__,
-                summary={
-                    "files_new": st.files_new, "files_changed": st.files_changed,
-                    "files_unmodified": st.files_unmodified, "dirs": st.dirs,
-                    "other": st.other, "total_files": st.total_files,
-                    "total_bytes": st.total_bytes, "bytes_read": st.bytes_read,
-                    "blobs_added": writer.stats.blobs_new,
-                    "data_added": writer.stats.data_added,
-                    "data_added_stored": writer.stats.data_added_stored,
-                    "packs_added": writer.stats.packs, "duration_s": round(duration, 3),
-                    "retries": getattr(repo.backend, "retries", 0)},
+                summary=_summary(st, writer, repo, duration),
             )
             repo.save_snapshot(snap)
     except SourceError as e:
@@ -415,3 +381,18 @@ def _backup_ssh_files_target(lp: LoadedPlan, repo: Repository, t: models.SSHFile
     return TargetBackup(t.name, True, snapshot=snap.id, parent=snap.parent,
                         duration=time.monotonic() - start, summary=snap.summary,
                         warnings=st.warnings)
+
+
+def _summary(st: BackupStats, writer: BlobWriter, repo: Repository,
+             duration: float) -> dict[str, Any]:
+    """A snapshot's summary: what the source reader saw and what the writer added."""
+    return {
+        "files_new": st.files_new, "files_changed": st.files_changed,
+        "files_unmodified": st.files_unmodified, "dirs": st.dirs, "other": st.other,
+        "total_files": st.total_files, "total_bytes": st.total_bytes,
+        "bytes_read": st.bytes_read, "blobs_added": writer.stats.blobs_new,
+        "data_added": writer.stats.data_added,
+        "data_added_stored": writer.stats.data_added_stored,
+        "packs_added": writer.stats.packs, "duration_s": round(duration, 3),
+        "retries": getattr(repo.backend, "retries", 0),
+    }

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import socket
 import sqlite3
 from collections.abc import Iterator
@@ -14,6 +13,7 @@ from typing import Any
 from restorer.errors import RestorerError
 from restorer.ledger import Ledger, RunRecorder
 from restorer.plan.load import LoadedPlan
+from restorer.repo.lock import pid_alive
 
 log = logging.getLogger("restorer.ledger")
 
@@ -73,16 +73,6 @@ class Run:
         return self.__dict__.copy()
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def runs(lp: LoadedPlan, since: float | None = None) -> list[Run]:
     """The plan's runs, newest first."""
     ledger = open_ledger(lp)
@@ -105,7 +95,7 @@ def runs(lp: LoadedPlan, since: float | None = None) -> list[Run]:
         ledger.close()
     out = list(by_id.values())
     for r in out:
-        if r.outcome == "running" and not (r.host == socket.gethostname() and _alive(r.pid)):
+        if r.outcome == "running" and not (r.host == socket.gethostname() and pid_alive(r.pid)):
             r.outcome = "interrupted"
     out.sort(key=lambda r: r.started, reverse=True)
     return out

@@ -41,7 +41,8 @@ class LockInfo:
         return f"{kind} lock held by pid {self.pid} on {self.host} ({self.command}) since {when}"
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists on this host."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -53,7 +54,7 @@ def _pid_alive(pid: int) -> bool:
 
 def is_stale(lock: LockInfo, now: float | None = None) -> bool:
     now = time.time() if now is None else now
-    if lock.host == socket.gethostname() and not _pid_alive(lock.pid):
+    if lock.host == socket.gethostname() and not pid_alive(lock.pid):
         return True
     return now - lock.time > STALE_AFTER
 

@@ -485,6 +485,15 @@ class BlobWriter:
                 self.repo.write_file("index", Index.serialize(self._unindexed))
                 self._unindexed = {}
 
+    def flush_or_forget(self) -> None:
+        """After a failure: what was uploaded is already in the in-memory index, where the
+        next target would dedup against it, so index it for real or, if that fails too,
+        forget it."""
+        try:
+            self.flush()
+        except Exception:
+            self.abandon()
+
     def abandon(self) -> None:
         """Forget blobs whose packs no index file names yet (after a failure), so nothing
         later in this process refers to them."""

@@ -51,19 +51,25 @@ def _describe(what: str, argv: Sequence[str] | str, code: int, tail: str,
     return SourceError(f"{what}: {mask(str(tool), secrets)} exited with status {code}{detail}")
 
 
+def _spawn(argv: Sequence[str] | str, what: str, env: dict[str, str] | None,
+           stdin: int) -> subprocess.Popen[bytes]:
+    """Start a tool (a string runs through the shell); SourceError naming a missing tool."""
+    try:
+        return subprocess.Popen(argv, stdin=stdin, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, env=env, shell=isinstance(argv, str))
+    except FileNotFoundError:
+        raise SourceError(f"{what}: {argv[0] if not isinstance(argv, str) else argv} is not "
+                          "installed or not on PATH",
+                          hint="install the client tools on this machine") from None
+
+
 @contextmanager
 def output_of(argv: Sequence[str] | str, *, what: str, env: dict[str, str] | None = None,
               secrets: Iterable[str | None] = (), timeout: float | None = None,
               ) -> Iterator[IO[bytes]]:
     """Run a command and yield its stdout; on leaving, the command must have exited 0."""
     secrets = list(secrets)
-    try:
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                stdin=subprocess.DEVNULL, env=env, shell=isinstance(argv, str))
-    except FileNotFoundError:
-        raise SourceError(f"{what}: {argv[0] if not isinstance(argv, str) else argv} is not "
-                          "installed or not on PATH",
-                          hint="install the client tools on this machine") from None
+    proc = _spawn(argv, what, env, stdin=subprocess.DEVNULL)
     assert proc.stdout is not None and proc.stderr is not None
     tail = _Tail(proc.stderr)
     try:
@@ -84,12 +90,7 @@ def feed(argv: Sequence[str] | str, chunks: Iterable[bytes], *, what: str,
     """Run a command with `chunks` on its stdin; returns its stdout (must exit 0).
     Every stderr line is also appended to `stderr_lines` when given."""
     secrets = list(secrets)
-    try:
-        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, env=env, shell=isinstance(argv, str))
-    except FileNotFoundError:
-        raise SourceError(f"{what}: {argv[0] if not isinstance(argv, str) else argv} is not "
-                          "installed or not on PATH") from None
+    proc = _spawn(argv, what, env, stdin=subprocess.PIPE)
     assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
     tail = _Tail(proc.stderr, sink=stderr_lines)
     out: list[bytes] = []

@@ -91,15 +91,9 @@ def remote_output(client: Any, command: str, *, what: str,
     reader = _ChannelReader(ch)
     try:
         yield reader  # type: ignore[misc]
-        while ch.recv(1 << 20):
-            pass
-        code = ch.recv_exit_status()
-        err = _stderr_tail(ch) if code != 0 else ""
+        _finish(ch, what, secrets)
     finally:
         ch.close()
-    if code != 0:
-        detail = f":\n{mask(err, secrets)}" if err else ""
-        raise SourceError(f"{what}: remote command exited with status {code}{detail}")
 
 
 def remote_feed(client: Any, command: str, chunks: Iterable[bytes], *, what: str,
@@ -113,13 +107,18 @@ def remote_feed(client: Any, command: str, chunks: Iterable[bytes], *, what: str
         for c in chunks:
             ch.sendall(c)
         ch.shutdown_write()
-        while ch.recv(1 << 20):
-            pass
-        code = ch.recv_exit_status()
-        err = _stderr_tail(ch) if code != 0 else ""
+        _finish(ch, what, secrets)
     finally:
         ch.close()
+
+
+def _finish(ch: Any, what: str, secrets: list[str | None]) -> None:
+    """Drain stdout, wait for the exit status; SourceError with the stderr tail unless 0."""
+    while ch.recv(1 << 20):
+        pass
+    code = ch.recv_exit_status()
     if code != 0:
+        err = _stderr_tail(ch)
         detail = f":\n{mask(err, secrets)}" if err else ""
         raise SourceError(f"{what}: remote command exited with status {code}{detail}")
 
