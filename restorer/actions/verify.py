@@ -9,18 +9,15 @@ snapshots, and every step goes to the ledger.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from restorer import __version__
+from restorer.actions.checks import check_name, run_check
 from restorer.actions.context import locked, open_repository
+from restorer.actions.staging import Stage, stage_for
 from restorer.errors import RestorerError, UsageError
 from restorer.ledger import RunRecorder
 from restorer.plan import models
@@ -28,10 +25,6 @@ from restorer.plan.load import LoadedPlan
 from restorer.repo import blobs
 from restorer.repo.repository import Repository
 from restorer.repo.snapshot import Snapshot
-from restorer.repo.tree import DIR, FILE
-from restorer.sources.files_restore import FilesWriter
-
-FILE_KINDS = ("files", "ssh-files")
 
 
 @dataclass
@@ -114,66 +107,74 @@ def _verify_target(lp: LoadedPlan, repo: Repository, t: Any, snaps: list[Snapsho
         _rpo(res, repo, t.name, snaps, obj.rpo)
         return res
     res = TargetVerification(t.name, snap.id, snap.time, False, rto_s=obj.rto, rpo_s=obj.rpo)
-    if snap.kind not in FILE_KINDS:
-        res.error = (f"verifying {snap.kind} snapshots is not supported by this version yet")
+    try:
+        stage = stage_for(lp, repo, t, snap)
+    except RestorerError as e:
+        res.error = e.message + (f" (hint: {e.hint})" if e.hint else "")
         _rpo(res, repo, t.name, snaps, obj.rpo)
         return res
-    base = t.staging.path if t.staging and t.staging.path else None
-    parent = lp.resolve_path(base) if base else Path(tempfile.gettempdir())
-    parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f"restorer-verify-{t.name}-", dir=parent))
-    res.staging = str(staging)
+    res.staging = stage.location
+    keep = keep or bool(t.staging and t.staging.keep)
     try:
-        t0 = time.monotonic()
-        try:
-            if run:
-                with run.phase("restore", target=t.name) as ph:
-                    st = FilesWriter(repo, staging).restore(snap)
-                    ph.bytes, ph.files = st.bytes_written, st.files
-                    ph.detail.update(snapshot=snap.id, staging=str(staging),
-                                     outcome="ok" if not st.failed else "failed")
-            else:
-                st = FilesWriter(repo, staging).restore(snap)
-        except RestorerError as e:
-            res.error = f"restore into staging failed: {e.message}"
-            return res
-        res.restore_s = time.monotonic() - t0
-        checks: list[tuple[str, Any]] = [("manifest", None)]
-        checks += [(_check_name(c), c) for c in t.checks
-                   if not isinstance(c, models.ManifestCheck)]
-        root = staging
-        names = [os.path.basename(p.rstrip("/")) for p in snap.paths]
-        if len(names) == 1 and (staging / names[0]).is_dir():
-            root = staging / names[0]
-        for name, spec in checks:
-            c0 = time.monotonic()
-            try:
-                if name == "manifest":
-                    passed, detail = _manifest(repo, snap, staging, st.failed)
-                else:
-                    passed, detail = _run_check(spec, root)
-            except Exception as e:  # a broken check fails itself, never the others
-                passed, detail = False, f"{type(e).__name__}: {e}"
-            cr = CheckResult(name, passed, time.monotonic() - c0, detail[:2000])
-            res.checks.append(cr)
-            if run:
-                run.record_phase("check", cr.duration_s, target=t.name, check=name,
-                                 outcome="ok" if passed else "failed", detail=cr.detail)
-        res.passed = all(c.passed for c in res.checks)
-        if obj.rto is not None and res.restore_s > obj.rto:
+        _restore_and_check(stage, res, t, snap, run)
+        if obj.rto is not None and res.restore_s is not None and res.restore_s > obj.rto:
             res.rto_breached = True
     finally:
         d0 = time.monotonic()
+        removed = False
         if keep:
             res.kept = True
         else:
-            shutil.rmtree(staging, ignore_errors=True)
+            try:
+                removed = stage.teardown()
+            except RestorerError as e:
+                res.error = (res.error + "; " if res.error else "") + \
+                    f"staging teardown failed: {e.message}"
+            if not removed:
+                res.passed = False
+                res.error = res.error or f"staging {stage.location} could not be removed"
         if run:
             run.record_phase("teardown", time.monotonic() - d0, target=t.name,
-                             kept=keep, removed=not staging.exists())
+                             kept=keep, removed=removed,
+                             outcome="ok" if keep or removed else "failed")
     _record(repo, res, snap)
     _rpo(res, repo, t.name, snaps, obj.rpo)
     return res
+
+
+def _restore_and_check(stage: Stage, res: TargetVerification, t: Any, snap: Snapshot,
+                       run: RunRecorder | None) -> None:
+    t0 = time.monotonic()
+    try:
+        if run:
+            with run.phase("restore", target=t.name) as ph:
+                st = stage.restore()
+                ph.bytes, ph.files = st.bytes, st.files
+                ph.detail.update(snapshot=snap.id, staging=stage.location,
+                                 outcome="ok" if not st.failed else "failed")
+        else:
+            stage.restore()
+    except RestorerError as e:
+        res.error = f"restore into staging failed: {e.message}"
+        return
+    res.restore_s = time.monotonic() - t0
+    checks: list[tuple[str, Any]] = [("manifest", None)]
+    checks += [(check_name(c), c) for c in t.checks
+               if not isinstance(c, models.ManifestCheck)]
+    for name, spec in checks:
+        c0 = time.monotonic()
+        try:
+            passed, detail = stage.manifest() if spec is None else run_check(spec, stage)
+        except RestorerError as e:  # a broken check fails itself, never the others
+            passed, detail = False, e.message
+        except Exception as e:
+            passed, detail = False, f"{type(e).__name__}: {e}"
+        cr = CheckResult(name, passed, time.monotonic() - c0, detail[:2000])
+        res.checks.append(cr)
+        if run:
+            run.record_phase("check", cr.duration_s, target=t.name, check=name,
+                             outcome="ok" if passed else "failed", detail=cr.detail)
+    res.passed = all(c.passed for c in res.checks)
 
 
 def _record(repo: Repository, res: TargetVerification, snap: Snapshot) -> None:
@@ -191,72 +192,6 @@ def _rpo(res: TargetVerification, repo: Repository, target: str, snaps: list[Sna
         res.data_age_s = time.time() - s.datetime.timestamp()
     if rpo is not None and (res.data_age_s is None or res.data_age_s > rpo):
         res.rpo_breached = True
-
-
-def _check_name(c: Any) -> str:
-    for k in ("files", "command", "sql", "http"):
-        if hasattr(c, k):
-            return k
-    return "manifest"
-
-
-def _manifest(repo: Repository, snap: Snapshot, staging: Path,
-              failed: list[tuple[str, str]]) -> tuple[bool, str]:
-    """Every restored file, re-read from disk and re-chunked, has exactly the snapshot's
-    chunk ids: the bytes on disk are the bytes that were backed up."""
-    if failed:
-        return False, f"{len(failed)} file(s) could not be restored: " + ", ".join(
-            p for p, _ in failed[:10])
-    bad: list[str] = []
-    n = 0
-
-    def walk(tree_id: str, rel: Path) -> None:
-        nonlocal n
-        for node in repo.load_tree(tree_id):
-            p = rel / node["name"]
-            if node["type"] == DIR and node.get("subtree"):
-                walk(node["subtree"], p)
-            elif node["type"] == FILE:
-                n += 1
-                with open(staging / p, "rb") as f:
-                    ids = [repo.sealer.blob_id(c).hex() for c in repo.chunker.chunks(f)]
-                if ids != list(node.get("content", ())):
-                    bad.append(str(p))
-
-    walk(snap.tree, Path())  # type: ignore[arg-type]
-    if bad:
-        return False, f"{len(bad)} of {n} files differ from the snapshot: " + ", ".join(bad[:10])
-    return True, f"{n} files match the snapshot"
-
-
-def _run_check(spec: Any, root: Path) -> tuple[bool, str]:
-    if isinstance(spec, models.FilesCheck):
-        f = spec.files
-        missing = [p for p in f.exist if not (root / p).exists()]
-        files = [p for p in root.rglob("*") if p.is_file() and not p.is_symlink()]
-        size = sum(p.stat().st_size for p in files)
-        problems = []
-        if missing:
-            problems.append("missing: " + ", ".join(missing))
-        if f.min_count is not None and len(files) < f.min_count:
-            problems.append(f"{len(files)} files, expected at least {f.min_count}")
-        if f.min_bytes is not None and size < f.min_bytes:
-            problems.append(f"{size} bytes, expected at least {f.min_bytes}")
-        return (not problems, "; ".join(problems) or f"{len(files)} files, {size} bytes; "
-                f"{len(f.exist)} required paths present")
-    if isinstance(spec, models.CommandCheck):
-        c = spec.command
-        try:
-            p = subprocess.run(c.run, shell=True, cwd=root, capture_output=True,
-                               timeout=c.timeout, stdin=subprocess.DEVNULL,
-                               env={**os.environ, "RESTORER_STAGING": str(root)})
-        except subprocess.TimeoutExpired:
-            return False, f"`{c.run}` did not finish within {c.timeout:g}s"
-        out = (p.stdout + p.stderr).decode("utf-8", "replace").strip().splitlines()[:5]
-        return p.returncode == 0, f"`{c.run}` exited {p.returncode}" + (
-            ": " + " | ".join(out) if out else "")
-    kind = _check_name(spec)
-    return False, f"{kind} checks are not supported by this version yet"
 
 
 @dataclass

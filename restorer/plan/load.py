@@ -8,6 +8,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -261,10 +262,53 @@ def load_plan(path: str | os.PathLike[str]) -> LoadedPlan:
     return loaded
 
 
+_LOOPBACK = {"localhost", "127.0.0.1", "::1", "", None}
+_DEFAULT_PORTS = {"postgresql": 5432, "postgres": 5432, "mysql": 3306, "mariadb": 3306}
+
+
+def _database_identity(dsn: str) -> tuple[str, int | None, str] | None:
+    """(host, port, database) a DSN reaches, with loopback spellings and default ports
+    made equal; None when it is not a database URL."""
+    u = urlsplit(dsn)
+    if u.scheme not in _DEFAULT_PORTS:
+        return None
+    try:
+        port = u.port or _DEFAULT_PORTS[u.scheme]
+    except ValueError:
+        return None
+    host = "loopback" if u.hostname in _LOOPBACK else (u.hostname or "")
+    return host, port, unquote(u.path.strip("/"))
+
+
+def same_database(a: str, b: str) -> bool:
+    ia, ib = _database_identity(a), _database_identity(b)
+    return ia is not None and ia == ib
+
+
+DB_KINDS = (models.PostgresTarget, models.MySQLTarget, models.SQLiteTarget)
+
+
 def _semantic_problems(lp: LoadedPlan, shown: str) -> list[Problem]:
-    """What pydantic cannot know: staging that overlaps production."""
+    """What pydantic cannot know: staging that is production, checks that cannot apply."""
     out: list[Problem] = []
     for i, t in enumerate(lp.plan.targets):
+        for j, c in enumerate(t.checks):
+            if isinstance(c, models.SQLCheck) and not isinstance(t, DB_KINDS):
+                key = f"targets[{i}].checks[{j}].sql"
+                out.append(Problem(
+                    shown, key, f"a sql check needs a database target; '{t.name}' is "
+                    f"kind {t.kind}", lp.lines.get(key),
+                    "use a command or files check here, or move the check to a postgres, "
+                    "mysql or sqlite target"))
+        out += _staging_is_source(lp, shown, i, t, None)
+        if isinstance(t, models.SQLiteTarget) and t.staging and t.staging.path:
+            st = lp.resolve_path(t.staging.path).resolve()
+            src = lp.resolve_path(t.path).resolve()
+            if st == src:
+                key = f"targets[{i}].staging.path"
+                out.append(Problem(
+                    shown, key, f"staging path {st} is the target's database file",
+                    lp.lines.get(key), "point staging at a scratch directory"))
         if isinstance(t, models.FilesTarget) and t.staging and t.staging.path:
             st = lp.resolve_path(t.staging.path).resolve()
             for p in t.paths:
@@ -278,6 +322,25 @@ def _semantic_problems(lp: LoadedPlan, shown: str) -> list[Problem]:
                         lp.lines.get(key), "point staging at a scratch directory elsewhere",
                     ))
     return out
+
+
+def _staging_is_source(lp: LoadedPlan, shown: str, i: int, t: Any,
+                       resolved: str | None) -> list[Problem]:
+    """A staging DSN that reaches the target's own database: verify would drop production.
+    `resolved` is the DSN read from a secret reference (checked when the machine can)."""
+    if not isinstance(t, models.PostgresTarget | models.MySQLTarget) or not t.staging:
+        return []
+    dsn = resolved if resolved is not None else t.staging.dsn
+    if not isinstance(dsn, str) or isinstance(dsn, SecretRef):
+        return []
+    if not same_database(dsn, t.dsn):
+        return []
+    key = f"targets[{i}].staging.dsn"
+    return [Problem(
+        shown, key, f"staging.dsn reaches the target's own database ({t.dsn}); verify creates "
+        "and drops its staging database, so this would destroy production data",
+        lp.lines.get(key), "name a scratch database, e.g. the same server with database "
+        f"'{t.name}_restore_test'")]
 
 
 def environment_problems(lp: LoadedPlan) -> list[Problem]:
@@ -301,6 +364,13 @@ def environment_problems(lp: LoadedPlan) -> list[Problem]:
 
     walk(lp.plan, "")
     for i, t in enumerate(lp.plan.targets):
+        if t.staging and isinstance(t.staging.dsn, SecretRef):
+            try:
+                dsn = resolve_secret(str(t.staging.dsn), lp.base_dir, "")
+            except PlanError:
+                dsn = None
+            if dsn is not None:
+                out += _staging_is_source(lp, shown, i, t, dsn)
         if isinstance(t, models.SQLiteTarget):
             rp = lp.resolve_path(t.path)
             key = f"targets[{i}].path"

@@ -196,19 +196,31 @@ class CommandCheckSpec(Strict):
 
 
 class SQLCheckSpec(Strict):
-    query: str = Field(description="a query returning one value")
-    equals: Any | None = None
-    min: float | None = None
-    max: float | None = None
-    non_empty: bool | None = None
+    query: str = Field(description="a query against the restored database; its first column "
+                       "of its first row is the value compared")
+    equals: Any | None = Field(None, description="the value must equal this (numbers compare "
+                               "as numbers)")
+    min: float | None = Field(None, description="the value must be a number >= min")
+    max: float | None = Field(None, description="the value must be a number <= max")
+    non_empty: bool | None = Field(None, description="the query must return a non-empty value")
+    timeout: Duration = Field(60.0, description="time the query may take")
 
 
 class HTTPCheckSpec(Strict):
-    url: str
-    serve: str | None = Field(None, description="command that serves the restored copy first")
-    status: int = 200
-    contains: str | None = None
-    timeout: Duration = Field(30.0)
+    url: str = Field(description="http(s) URL to GET", examples=["http://127.0.0.1:8080/"])
+    serve: str | None = Field(
+        None, description="command that serves the restored copy (cwd = the restored copy), "
+        "started before the request and stopped after it")
+    status: int = Field(200, ge=100, le=599, description="expected HTTP status")
+    contains: str | None = Field(None, description="text the response body must contain")
+    timeout: Duration = Field(30.0, description="time allowed for the server to answer")
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")):
+            raise ValueError(f"'{v}' is not an http:// or https:// URL")
+        return v
 
 
 class FilesCheck(Strict):
@@ -259,7 +271,10 @@ class Staging(Strict):
     """Where restore tests land; which keys apply depends on the target kind."""
 
     path: str | None = Field(None, description="files: a scratch directory")
-    dsn: Secret | str | None = Field(None, description="databases: a scratch database DSN")
+    dsn: Secret | str | None = Field(
+        None, description="databases: the scratch database verify creates, restores into and "
+        "drops (it must not exist, or be a leftover of an earlier verify)")
+    password: Secret | None = Field(None, description="databases: password for staging.dsn")
     host: SSHOptions | None = Field(None, description="ssh-files: a host to restore onto")
     availability_zone: str | None = Field(None, description="ebs: zone of the scratch volume")
     instance_id: str | None = Field(None, description="ebs: staging instance to attach to")

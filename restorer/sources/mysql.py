@@ -114,7 +114,7 @@ def mysql_restore_stream(chunks: Iterable[bytes], dsn: str, password: str | None
     holds tables, unless `overwrite` (then dropped and created again)."""
     conn, db = parse_dsn(dsn)
     with _options_file(password) as extra:
-        lit = "'" + db.replace("\\", "\\\\").replace("'", "\\'") + "'"
+        lit = _lit(db)
         tables = _sql(conn, extra, "SELECT COUNT(*) FROM information_schema.tables "
                       f"WHERE table_schema = {lit};", what, password).strip()
         exists = _sql(conn, extra, "SELECT COUNT(*) FROM information_schema.schemata "
@@ -132,6 +132,74 @@ def mysql_restore_stream(chunks: Iterable[bytes], dsn: str, password: str | None
         feed([_tool("mariadb", "mysql"), *extra, *conn, "--binary-mode", db],
              chunks, what=what, secrets=[password])
 
+
+# Written on a database verify creates (MariaDB keeps a comment per database), so that only
+# such a database is ever dropped by it.
+SCRATCH_MARK = "restorer verify scratch database"
+
+
+def _lit(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _scratch_comment(conn: list[str], extra: list[str], db: str, what: str,
+                     password: str | None) -> str | None:
+    out = _sql(conn, extra, "SELECT CONCAT('x', SCHEMA_COMMENT) FROM information_schema.schemata "
+               f"WHERE schema_name = {_lit(db)};", what, password)
+    return out.strip()[1:] if out.strip() else None
+
+
+def mysql_scratch_create(dsn: str, password: str | None, *, what: str) -> None:
+    """Create the staging database `dsn` names, marked as verify's own; a marked leftover is
+    dropped first, and an unmarked database of that name is refused, never touched."""
+    conn, db = parse_dsn(dsn)
+    with _options_file(password) as extra:
+        comment = _scratch_comment(conn, extra, db, what, password)
+        if comment is not None:
+            if not comment.startswith(SCRATCH_MARK):
+                raise RestoreError(
+                    f"staging database {db} already exists and was not created by restorer "
+                    "verify; it is left untouched",
+                    hint="point staging.dsn at a database name that does not exist: verify "
+                    "creates it, restores into it and drops it")
+            _sql(conn, extra, f"DROP DATABASE {_quote(db)};", what, password)
+        _sql(conn, extra, f"CREATE DATABASE {_quote(db)} COMMENT {_lit(SCRATCH_MARK)};", what,
+             password)
+
+
+def mysql_scratch_drop(dsn: str, password: str | None, *, what: str) -> bool:
+    """Drop verify's staging database; True when no database of that name is left."""
+    conn, db = parse_dsn(dsn)
+    with _options_file(password) as extra:
+        comment = _scratch_comment(conn, extra, db, what, password)
+        if comment is None:
+            return True
+        if not comment.startswith(SCRATCH_MARK):
+            return False
+        _sql(conn, extra, f"DROP DATABASE {_quote(db)};", what, password)
+        return _scratch_comment(conn, extra, db, what, password) is None
+
+
+_BATCH_ESCAPE = re.compile(r"\\(.)")
+
+
+def _unescape(m: re.Match[str]) -> str:
+    return {"t": "\t", "n": "\n", "0": "\0"}.get(m.group(1), m.group(1))
+
+
+def mysql_query(dsn: str, password: str | None, query: str, *, what: str,
+                timeout: float) -> list[list[str]]:
+    """The rows of one query, as text (NULL reads as '')."""
+    conn, db = parse_dsn(dsn)
+    with _options_file(password) as extra:
+        argv = [_tool("mariadb", "mysql"), *extra, *conn, "--batch", "--skip-column-names",
+                "--execute", query, db]
+        out = feed(argv, (), what=what, secrets=[password], timeout=timeout)
+    rows = []
+    for line in out.splitlines():
+        rows.append(["" if c == "NULL" else _BATCH_ESCAPE.sub(_unescape, c)
+                     for c in line.split("\t")])
+    return rows
 
 
 def _option_text(password: str) -> str:

@@ -7,6 +7,8 @@ The password reaches the tools through PGPASSWORD in their environment, never ar
 from __future__ import annotations
 
 import contextlib
+import csv
+import io
 import itertools
 import os
 import re
@@ -87,13 +89,68 @@ def _psql(dsn: str, password: str | None, sql: str, what: str, **variables: str)
     return feed(argv, [sql.encode()], what=what, env=_env(password), secrets=[password])
 
 
+# Written on a database verify creates, so that only such a database is ever dropped by it
+# (a leftover of a killed run is recognised; a real database at the same name never is).
+SCRATCH_MARK = "restorer verify scratch database"
+
+
+def _scratch_comment(admin: str, password: str | None, name: str, what: str) -> str | None:
+    out = _psql(admin, password, "SELECT 'x' || coalesce(shobj_description(oid, 'pg_database'), "
+                "'') FROM pg_database WHERE datname = :'name';", what, name=name)
+    return out.strip()[1:] if out.strip() else None
+
+
+def pg_scratch_create(dsn: str, password: str | None, *, what: str) -> None:
+    """Create the staging database `dsn` names, marked as verify's own; a marked leftover is
+    dropped first, and an unmarked database of that name is refused, never touched."""
+    admin, name = split_dsn(dsn)
+    comment = _scratch_comment(admin, password, name, what)
+    if comment is not None:
+        if not comment.startswith(SCRATCH_MARK):
+            raise RestoreError(
+                f"staging database {name} at {safe_dsn(admin)} already exists and was not "
+                "created by restorer verify; it is left untouched",
+                hint="point staging.dsn at a database name that does not exist: verify "
+                "creates it, restores into it and drops it")
+        _psql(admin, password, 'DROP DATABASE :"name" WITH (FORCE);', what, name=name)
+    _psql(admin, password, 'CREATE DATABASE :"name";', what, name=name)
+    _psql(admin, password, "COMMENT ON DATABASE :\"name\" IS :'mark';", what, name=name,
+          mark=f"{SCRATCH_MARK}; safe to drop")
+
+
+def pg_scratch_drop(dsn: str, password: str | None, *, what: str) -> bool:
+    """Drop verify's staging database; True when no database of that name is left."""
+    admin, name = split_dsn(dsn)
+    comment = _scratch_comment(admin, password, name, what)
+    if comment is None:
+        return True
+    if not comment.startswith(SCRATCH_MARK):
+        return False
+    _psql(admin, password, 'DROP DATABASE :"name" WITH (FORCE);', what, name=name)
+    return _scratch_comment(admin, password, name, what) is None
+
+
+def pg_query(dsn: str, password: str | None, query: str, *, what: str,
+             timeout: float) -> list[list[str]]:
+    """The rows of one query, as text (NULL reads as '')."""
+    argv = ["psql", "-X", "-q", "--csv", "-t", "-v", "ON_ERROR_STOP=1", "--dbname", dsn,
+            "-c", query]
+    out = feed(argv, (), what=what, env=_env(password), secrets=[password], timeout=timeout)
+    return [row for row in csv.reader(io.StringIO(out)) if row]
+
+
+def is_cluster_dump(first_chunk: bytes) -> bool:
+    """Whether a dump is pg_dumpall's (roles and databases) rather than one database's."""
+    return b"PostgreSQL database cluster dump" in first_chunk[:4096]
+
+
 def pg_restore_stream(chunks: Iterable[bytes], dsn: str, password: str | None, *,
                       overwrite: bool, what: str) -> None:
     """Restore a plain dump into the database `dsn` names: created when absent; refused when
     it exists and holds tables, unless `overwrite` (then dropped and created again)."""
     it = iter(chunks)
     first = next(it, b"")
-    if b"PostgreSQL database cluster dump" in first[:4096]:
+    if is_cluster_dump(first):
         _restore_cluster(itertools.chain([first], it), dsn, password, what)
         return
     chunks = itertools.chain([first], it)

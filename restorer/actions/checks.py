@@ -1,0 +1,174 @@
+"""The plan's checks, run against a restored copy in staging.
+
+Each check returns (passed, detail); the detail is what a person reads to see why: the
+query's value, the command's first output lines, the HTTP status and body start.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import signal
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from typing import IO, Any
+
+from restorer.actions.staging import Stage
+from restorer.plan import models
+
+
+def check_name(spec: Any) -> str:
+    for k in ("files", "command", "sql", "http"):
+        if hasattr(spec, k):
+            return k
+    return "manifest"
+
+
+def run_check(spec: Any, stage: Stage) -> tuple[bool, str]:
+    if isinstance(spec, models.FilesCheck):
+        return _files(spec.files, stage)
+    if isinstance(spec, models.CommandCheck):
+        return _command(spec.command, stage)
+    if isinstance(spec, models.SQLCheck):
+        return _sql(spec.sql, stage)
+    if isinstance(spec, models.HTTPCheck):
+        return _http(spec.http, stage)
+    raise TypeError(f"unknown check {spec!r}")
+
+
+def _env(stage: Stage) -> dict[str, str]:
+    return {**os.environ, **stage.env}
+
+
+def _files(f: models.FilesCheckSpec, stage: Stage) -> tuple[bool, str]:
+    root = stage.cwd
+    missing = [p for p in f.exist if not (root / p).exists()]
+    files = [p for p in root.rglob("*") if p.is_file() and not p.is_symlink()]
+    size = sum(p.stat().st_size for p in files)
+    problems = []
+    if missing:
+        problems.append("missing: " + ", ".join(missing))
+    if f.min_count is not None and len(files) < f.min_count:
+        problems.append(f"{len(files)} files, expected at least {f.min_count}")
+    if f.min_bytes is not None and size < f.min_bytes:
+        problems.append(f"{size} bytes, expected at least {f.min_bytes}")
+    return (not problems, "; ".join(problems) or f"{len(files)} files, {size} bytes; "
+            f"{len(f.exist)} required paths present")
+
+
+def _command(c: models.CommandCheckSpec, stage: Stage) -> tuple[bool, str]:
+    try:
+        p = subprocess.run(c.run, shell=True, cwd=stage.cwd, capture_output=True,
+                           timeout=c.timeout, stdin=subprocess.DEVNULL, env=_env(stage),
+                           start_new_session=True)
+    except subprocess.TimeoutExpired:
+        return False, f"`{c.run}` did not finish within {c.timeout:g}s"
+    out = (p.stdout + p.stderr).decode("utf-8", "replace").strip().splitlines()[:5]
+    return p.returncode == 0, f"`{c.run}` exited {p.returncode}" + (
+        ": " + " | ".join(out) if out else "")
+
+
+def _number(text: str) -> float | None:
+    try:
+        v = float(text)
+    except ValueError:
+        return None
+    return v if math.isfinite(v) else None
+
+
+def _sql(s: models.SQLCheckSpec, stage: Stage) -> tuple[bool, str]:
+    rows = stage.query(s.query, s.timeout)
+    value = rows[0][0] if rows and rows[0] else None
+    shown = "no rows" if value is None else repr(value) if len(rows) == 1 else \
+        f"{value!r} (first of {len(rows)} rows)"
+    problems = []
+    if s.equals is not None and not _equal(value, s.equals):
+        problems.append(f"expected {s.equals!r}")
+    for bound, ok in (("min", lambda v, b: v >= b), ("max", lambda v, b: v <= b)):
+        b = getattr(s, bound)
+        if b is None:
+            continue
+        num = _number(value) if value is not None else None
+        if num is None:
+            problems.append(f"expected a number {'>=' if bound == 'min' else '<='} {b:g}")
+        elif not ok(num, b):
+            problems.append(f"expected {'>=' if bound == 'min' else '<='} {b:g}")
+    if s.non_empty and (value is None or value == ""):
+        problems.append("expected a non-empty result")
+    return not problems, f"`{s.query}` returned {shown}" + (
+        "; " + ", ".join(problems) if problems else "")
+
+
+def _equal(value: str | None, expected: Any) -> bool:
+    if value is None:
+        return False
+    if isinstance(expected, bool):
+        return value.lower() in (("t", "true", "1") if expected else ("f", "false", "0"))
+    if isinstance(expected, int | float):
+        num = _number(value)
+        return num is not None and num == expected
+    return value == str(expected)
+
+
+def _http(h: models.HTTPCheckSpec, stage: Stage) -> tuple[bool, str]:
+    if not h.serve:
+        return _get(h, None, None)
+    # stderr to a file, not a pipe: a chatty server must never block on a full pipe
+    with tempfile.TemporaryFile() as err:
+        server = subprocess.Popen(h.serve, shell=True, cwd=stage.cwd, env=_env(stage),
+                                  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                  stderr=err, start_new_session=True)
+        try:
+            return _get(h, server, err)
+        finally:
+            _stop(server)
+
+
+def _get(h: models.HTTPCheckSpec, server: subprocess.Popen[bytes] | None,
+         err: IO[bytes] | None) -> tuple[bool, str]:
+    """GET the URL, retrying while nothing answers yet (a server still starting)."""
+    deadline = time.monotonic() + h.timeout
+    last = "no answer"
+    while True:
+        if server is not None and err is not None and server.poll() is not None:
+            err.seek(0)
+            tail = err.read().decode("utf-8", "replace").strip().splitlines()[-3:]
+            return False, (f"`{h.serve}` exited {server.returncode} before {h.url} answered"
+                           + (": " + " | ".join(tail) if tail else ""))
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False, f"GET {h.url}: {last} within {h.timeout:g}s"
+        try:
+            with urllib.request.urlopen(h.url, timeout=min(left, 10)) as r:
+                status, body = r.status, r.read(1 << 20)
+            break
+        except urllib.error.HTTPError as e:
+            status, body = e.code, e.read(1 << 20)
+            break
+        except OSError as e:  # refused, reset, timed out: not serving yet
+            last = f"no answer ({getattr(e, 'reason', e)})"
+            time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+    text = body.decode("utf-8", "replace")
+    problems = []
+    if status != h.status:
+        problems.append(f"expected status {h.status}")
+    if h.contains is not None and h.contains not in text:
+        problems.append(f"body does not contain {h.contains!r}")
+    start = " ".join(text.split())[:120]
+    return not problems, f"GET {h.url} -> {status}" + (
+        "; " + ", ".join(problems) if problems else "") + (f"; body: {start}" if start else "")
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """The serving command and everything it started (its own process group)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=5)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()

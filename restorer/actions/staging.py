@@ -1,0 +1,269 @@
+"""Staging for verify: where a snapshot is restored to be tested, and how it is torn down.
+
+One class per kind of staging: a scratch directory (files, ssh-files), a scratch file
+(sqlite), a scratch database (postgres, mysql). Each restores the snapshot, says whether the
+restored copy is the snapshot's data (the always-on `manifest` check), answers SQL queries
+where it is a database, and tears itself down.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import sqlite3
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from restorer.errors import RestoreError, SourceError, UsageError
+from restorer.plan import models
+from restorer.plan.load import LoadedPlan
+from restorer.repo.repository import Repository
+from restorer.repo.snapshot import Snapshot
+from restorer.repo.tree import DIR, FILE
+from restorer.sources import mysql, postgres
+from restorer.sources.files_restore import FilesWriter
+from restorer.sources.sqlite import sqlite_restore
+from restorer.sources.stream import restore_stream
+
+
+@dataclass
+class Restored:
+    bytes: int = 0
+    files: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+
+
+class Stage:
+    """A restored copy under test. `cwd` and `env` are what command and http checks get."""
+
+    location: str = ""
+    cwd: Path = Path(".")
+
+    def __init__(self, lp: LoadedPlan, repo: Repository, target: Any, snap: Snapshot) -> None:
+        self.lp, self.repo, self.target, self.snap = lp, repo, target, snap
+        self.env: dict[str, str] = {}
+        self.restored = Restored()
+
+    def restore(self) -> Restored:
+        raise NotImplementedError
+
+    def manifest(self) -> tuple[bool, str]:
+        raise NotImplementedError
+
+    def query(self, sql: str, timeout: float) -> list[list[str]]:
+        raise UsageError(f"target {self.target.name} ({self.target.kind}) is not a database; "
+                         "sql checks need a postgres, mysql or sqlite target")
+
+    def teardown(self) -> bool:
+        """Remove the staging copy; True when nothing of it is left."""
+        raise NotImplementedError
+
+    def _scratch_dir(self) -> Path:
+        st = self.target.staging
+        if st is not None and st.path:
+            parent = self.lp.resolve_path(st.path)
+            parent.mkdir(parents=True, exist_ok=True)
+        else:
+            parent = Path(tempfile.gettempdir())
+        return Path(tempfile.mkdtemp(prefix=f"restorer-verify-{self.target.name}-", dir=parent))
+
+    def _stream(self) -> Iterator[bytes]:
+        """The dump's bytes, each chunk checked against its id by the repository; counted."""
+        for chunk in restore_stream(self.repo, self.snap):
+            self.restored.bytes += len(chunk)
+            yield chunk
+
+    def _stream_manifest(self, applied_by: str) -> tuple[bool, str]:
+        expected = int(self.snap.summary.get("total_bytes", -1))
+        if expected >= 0 and self.restored.bytes != expected:
+            return False, (f"restored {self.restored.bytes} bytes of a {expected}-byte dump")
+        return True, (f"dump of {self.restored.bytes} bytes matched the snapshot chunk by "
+                      f"chunk and was applied by {applied_by} without errors")
+
+
+class DirectoryStage(Stage):
+    """files and ssh-files: a fresh directory under staging.path (or the temp dir)."""
+
+    def __init__(self, *a: Any) -> None:
+        super().__init__(*a)
+        self.dir = self._scratch_dir()
+        self.location = str(self.dir)
+        self.cwd = self.dir
+        names = [os.path.basename(p.rstrip("/")) for p in self.snap.paths]
+        self._single = names[0] if len(names) == 1 else None
+
+    def restore(self) -> Restored:
+        st = FilesWriter(self.repo, self.dir).restore(self.snap)
+        self.restored = Restored(st.bytes_written, st.files, st.failed)
+        # checks see the backed-up directory itself when the target has one path
+        if self._single and (self.dir / self._single).is_dir():
+            self.cwd = self.dir / self._single
+        self.env = {"RESTORER_STAGING": str(self.cwd)}
+        return self.restored
+
+    def manifest(self) -> tuple[bool, str]:
+        """Every restored file, re-read from disk and re-chunked, has exactly the snapshot's
+        chunk ids: the bytes on disk are the bytes that were backed up."""
+        failed = self.restored.failed
+        if failed:
+            return False, f"{len(failed)} file(s) could not be restored: " + ", ".join(
+                p for p, _ in failed[:10])
+        bad: list[str] = []
+        n = 0
+        repo = self.repo
+
+        def walk(tree_id: str, rel: Path) -> None:
+            nonlocal n
+            for node in repo.load_tree(tree_id):
+                p = rel / node["name"]
+                if node["type"] == DIR and node.get("subtree"):
+                    walk(node["subtree"], p)
+                elif node["type"] == FILE:
+                    n += 1
+                    if _chunk_ids(repo, self.dir / p) != list(node.get("content", ())):
+                        bad.append(str(p))
+
+        walk(self.snap.tree, Path())  # type: ignore[arg-type]
+        if bad:
+            return False, (f"{len(bad)} of {n} files differ from the snapshot: "
+                           + ", ".join(bad[:10]))
+        return True, f"{n} files match the snapshot"
+
+    def teardown(self) -> bool:
+        shutil.rmtree(self.dir, ignore_errors=True)
+        return not self.dir.exists()
+
+
+def _chunk_ids(repo: Repository, path: Path) -> list[str]:
+    with open(path, "rb") as f:
+        return [repo.sealer.blob_id(c).hex() for c in repo.chunker.chunks(f)]
+
+
+class SQLiteStage(Stage):
+    """sqlite: the database file restored into a fresh directory, integrity-checked."""
+
+    def __init__(self, *a: Any) -> None:
+        super().__init__(*a)
+        self.dir = self._scratch_dir()
+        self.file = self.dir / f"{self.target.name}.db"
+        self.location = str(self.file)
+        self.cwd = self.dir
+        self.env = {"RESTORER_STAGING": str(self.file)}
+
+    def restore(self) -> Restored:
+        sqlite_restore(self._stream(), self.file, overwrite=False)
+        self.restored.files = 1
+        return self.restored
+
+    def manifest(self) -> tuple[bool, str]:
+        ok, detail = self._stream_manifest("SQLite")
+        if not ok:
+            return ok, detail
+        node = self.repo.load_tree(self.snap.tree)[0]  # type: ignore[arg-type]
+        if _chunk_ids(self.repo, self.file) != list(node.get("content", ())):
+            return False, "the restored database file differs from the snapshot"
+        return True, (f"database file of {self.restored.bytes} bytes matches the snapshot; "
+                      "PRAGMA integrity_check: ok")
+
+    def query(self, sql: str, timeout: float) -> list[list[str]]:
+        db = sqlite3.connect(f"file:{self.file}?mode=ro", uri=True, timeout=timeout)
+        try:
+            return [["" if v is None else str(v) for v in row] for row in db.execute(sql)]
+        finally:
+            db.close()
+
+    def teardown(self) -> bool:
+        shutil.rmtree(self.dir, ignore_errors=True)
+        return not self.dir.exists()
+
+
+class DatabaseStage(Stage):
+    """postgres, mysql: the scratch database staging.dsn names, created and dropped here."""
+
+    def __init__(self, *a: Any) -> None:
+        super().__init__(*a)
+        t = self.target
+        st = t.staging
+        if st is None or st.dsn is None:
+            raise UsageError(
+                f"target {t.name}: verify needs staging.dsn, the scratch database to restore "
+                "into",
+                hint=f"add `staging: {{dsn: {_example(t)}}}` to the target; verify creates "
+                "that database, restores into it and drops it")
+        self.dsn = self.lp.secret(st.dsn, f"targets.{t.name}.staging.dsn") or ""
+        self.password = self.lp.secret(st.password, f"targets.{t.name}.staging.password")
+        self.what = f"verify of {t.name}"
+        self.location = postgres.safe_dsn(self.dsn)
+        self.cwd = Path(tempfile.gettempdir())
+        self.env = {"RESTORER_STAGING_DSN": self.dsn}
+        if isinstance(t, models.PostgresTarget):
+            if t.all_databases:
+                raise _cluster_dump(t.name)
+            if self.password:
+                self.env["PGPASSWORD"] = self.password
+        elif self.password:
+            self.env["MYSQL_PWD"] = self.password
+
+    @property
+    def _pg(self) -> bool:
+        return isinstance(self.target, models.PostgresTarget)
+
+    def restore(self) -> Restored:
+        try:
+            if self._pg:
+                chunks = self._stream()
+                first = next(chunks, b"")
+                if postgres.is_cluster_dump(first):  # it would create databases of its own
+                    raise _cluster_dump(self.target.name)
+                postgres.pg_scratch_create(self.dsn, self.password, what=self.what)
+                postgres.pg_restore_stream(itertools.chain([first], chunks), self.dsn,
+                                           self.password, overwrite=False, what=self.what)
+            else:
+                mysql.mysql_scratch_create(self.dsn, self.password, what=self.what)
+                mysql.mysql_restore_stream(self._stream(), self.dsn, self.password,
+                                           overwrite=False, what=self.what)
+        except SourceError as e:
+            raise RestoreError(e.message, e.hint) from None
+        self.restored.files = 1
+        return self.restored
+
+    def manifest(self) -> tuple[bool, str]:
+        return self._stream_manifest("psql" if self._pg else "the mysql client")
+
+    def query(self, sql: str, timeout: float) -> list[list[str]]:
+        run = postgres.pg_query if self._pg else mysql.mysql_query
+        return run(self.dsn, self.password, sql, what=f"sql check of {self.target.name}",
+                   timeout=timeout)
+
+    def teardown(self) -> bool:
+        drop = postgres.pg_scratch_drop if self._pg else mysql.mysql_scratch_drop
+        return drop(self.dsn, self.password, what=f"teardown of {self.target.name}")
+
+
+def _cluster_dump(name: str) -> UsageError:
+    return UsageError(
+        f"target {name}: a pg_dumpall snapshot restores a whole cluster (its databases under "
+        "their own names); verify cannot stage it in one scratch database",
+        hint="back up the databases that matter as separate postgres targets and verify those")
+
+
+def _example(t: Any) -> str:
+    scheme = "postgresql" if isinstance(t, models.PostgresTarget) else "mysql"
+    return f"{scheme}://USER@HOST/{t.name}_restore_test"
+
+
+STAGES: dict[str, type[Stage]] = {
+    "files": DirectoryStage, "ssh-files": DirectoryStage, "sqlite": SQLiteStage,
+    "postgres": DatabaseStage, "mysql": DatabaseStage,
+}
+
+
+def stage_for(lp: LoadedPlan, repo: Repository, target: Any, snap: Snapshot) -> Stage:
+    cls = STAGES.get(snap.kind)
+    if cls is None:
+        raise UsageError(f"verifying {snap.kind} snapshots is not supported by this version yet")
+    return cls(lp, repo, target, snap)
