@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import logging
 import socket
-import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from restorer.errors import RestorerError
-from restorer.ledger import Ledger, RunRecorder
+from restorer.errors import PlanError, RestorerError
+from restorer.ledger import Ledger, LedgerError, RunRecorder
 from restorer.plan.load import LoadedPlan
 from restorer.repo.lock import pid_alive
 
@@ -19,7 +18,7 @@ log = logging.getLogger("restorer.ledger")
 
 
 def open_ledger(lp: LoadedPlan) -> Ledger:
-    return Ledger.open(lp.plan.ledger, lp.base_dir)
+    return Ledger.open(lp.secret(lp.plan.ledger, "ledger"), lp.base_dir)
 
 
 @contextmanager
@@ -28,8 +27,8 @@ def recorded_run(lp: LoadedPlan, command: str) -> Iterator[RunRecorder]:
     (a process killed in between leaves a run that history shows as interrupted)."""
     try:
         ledger: Ledger | None = open_ledger(lp)
-    except (sqlite3.Error, OSError) as e:
-        log.error("cannot open the ledger: %s; this run is not recorded", e)
+    except (LedgerError, PlanError) as e:  # a ledger problem never stops the work itself
+        log.error("%s; this run is not recorded", e.message)
         ledger = None
     rec = RunRecorder(ledger, lp.name, command, lp.digest)
     rec.begin()

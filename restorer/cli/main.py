@@ -498,15 +498,15 @@ def history(plan: str, since: str | None, verify_chain: bool, as_json: bool) -> 
             last = ledger.last_hash()
         finally:
             ledger.close()
-        info = {"ledger": str(ledger.path), "rows": n, "intact": broken is None,
+        info = {"ledger": ledger.where, "rows": n, "intact": broken is None,
                 "first_broken_row": broken, "problem": None if broken is None else what,
                 "last_hash": last if broken is None else None}
         if as_json:
             emit_json(info)
         elif broken is None:
-            click.echo(f"ledger {ledger.path}: chain intact, {n} rows, last hash {last}")
+            click.echo(f"ledger {ledger.where}: chain intact, {n} rows, last hash {last}")
         if broken is not None:
-            raise RestorerError(f"ledger {ledger.path}: the hash chain is broken: {what}",
+            raise RestorerError(f"ledger {ledger.where}: the hash chain is broken: {what}",
                                 hint="the ledger was edited outside restorer; keep a copy "
                                 "for the investigation")
         return

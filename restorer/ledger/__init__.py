@@ -3,7 +3,8 @@
 Each event (run start, phase, run end) is one row whose hash covers its content and the
 previous row's hash, so editing or deleting any row breaks the chain from that row on.
 A run with a start and no end is shown as interrupted once its process is gone.
-SQLite by default (a per-user state file, or the plan's `ledger: sqlite:///path`).
+SQLite by default (a per-user state file, or the plan's `ledger: sqlite:///path`), or a
+PostgreSQL database shared by a fleet (`ledger: postgresql://...`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import socket
 import sqlite3
 import time
@@ -29,18 +31,11 @@ from restorer.errors import RestorerError, UsageError
 
 log = logging.getLogger("restorer.ledger")
 GENESIS = "0" * 64
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS entries (
-    seq INTEGER PRIMARY KEY,
-    time TEXT NOT NULL,
-    run_id TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    data TEXT NOT NULL,
-    prev_hash TEXT NOT NULL,
-    hash TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS entries_run ON entries(run_id);
-"""
+COLUMNS = "seq, time, run_id, kind, data, prev_hash, hash"
+
+
+class LedgerError(RestorerError):
+    """The ledger cannot be opened, read or written."""
 
 
 def default_path() -> Path:
@@ -54,49 +49,70 @@ def row_hash(prev: str, seq: int, t: str, run_id: str, kind: str, data: str) -> 
     return hashlib.sha256(body.encode()).hexdigest()
 
 
+def mask_url(url: str) -> str:
+    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+
+
 class Ledger:
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(path, timeout=30, isolation_level=None)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.executescript(_SCHEMA)
+    """The hash chain over one table; a store (SQLite, PostgreSQL) says how to reach it."""
+
+    where: str = ""
+    table: str = "entries"
+    _errors: tuple[type[BaseException], ...] = ()
 
     @classmethod
     def open(cls, url: str | None, base_dir: Path) -> Ledger:
         if not url:
-            return cls(default_path())
+            return SQLiteLedger(default_path())
+        if url.startswith(("postgresql://", "postgres://")):
+            from restorer.ledger.postgres import PostgresLedger
+
+            return PostgresLedger(url)
         if url.startswith("sqlite:///"):
             p = Path(url[len("sqlite:///"):])
         elif url.startswith("sqlite://"):
             p = Path(url[len("sqlite://"):])
         else:
-            raise UsageError(f"ledger {url.split('://')[0]}:// is not supported by this version",
-                             hint="use sqlite:///path (or leave ledger out for the default)")
-        return cls(p if p.is_absolute() else base_dir / p)
+            raise UsageError(f"ledger {mask_url(url)}: unsupported scheme",
+                             hint="use sqlite:///path or postgresql://USER@HOST/DB (or leave "
+                             "ledger out for the per-user default)")
+        return SQLiteLedger(p if p.is_absolute() else base_dir / p)
+
+    @contextmanager
+    def _guard(self, doing: str) -> Iterator[None]:
+        """Driver errors become LedgerError naming the ledger (never its password)."""
+        try:
+            yield
+        except self._errors as e:
+            raise LedgerError(f"ledger {self.where}: cannot {doing}: "
+                              f"{' '.join(mask_url(str(e)).split())}") from None
+
+    def _rows(self, sql: str, args: tuple = ()) -> list[tuple]:
+        raise NotImplementedError
+
+    @contextmanager
+    def _writing(self) -> Iterator[Any]:
+        """A transaction that holds the ledger's one write lock (the chain stays linear)."""
+        raise NotImplementedError
+        yield
 
     def append(self, run_id: str, kind: str, data: dict[str, Any]) -> int:
         payload = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
-        t = datetime.now(UTC).isoformat(timespec="microseconds")
-        self.db.execute("BEGIN IMMEDIATE")  # one writer at a time keeps the chain linear
-        try:
-            last = self.db.execute("SELECT seq, hash FROM entries ORDER BY seq DESC LIMIT 1"
-                                   ).fetchone()
-            seq, prev = (last[0] + 1, last[1]) if last else (1, GENESIS)
+        with self._guard("append a row"), self._writing() as execute:
+            t = datetime.now(UTC).isoformat(timespec="microseconds")
+            last = execute(f"SELECT seq, hash FROM {self.table} ORDER BY seq DESC LIMIT 1")
+            seq, prev = (last[0][0] + 1, last[0][1]) if last else (1, GENESIS)
             h = row_hash(prev, seq, t, run_id, kind, payload)
-            self.db.execute("INSERT INTO entries VALUES (?,?,?,?,?,?,?)",
-                            (seq, t, run_id, kind, payload, prev, h))
-            self.db.execute("COMMIT")
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
+            execute(f"INSERT INTO {self.table} ({COLUMNS}) VALUES (?,?,?,?,?,?,?)",
+                    (seq, t, run_id, kind, payload, prev, h))
         return seq
 
     def verify_chain(self) -> tuple[int, int | None, str]:
         """(rows checked, first broken seq or None, what is wrong)."""
         prev, expected_seq, n = GENESIS, 1, 0
-        for seq, t, run_id, kind, data, prev_hash, h in self.db.execute(
-                "SELECT seq, time, run_id, kind, data, prev_hash, hash FROM entries ORDER BY seq"):
+        with self._guard("read"):
+            rows = self._rows(f"SELECT {COLUMNS} FROM {self.table} ORDER BY seq")
+        for seq, t, run_id, kind, data, prev_hash, h in rows:
             n += 1
             if seq != expected_seq:
                 return n, expected_seq, f"row {expected_seq} is missing (deleted)"
@@ -108,17 +124,60 @@ class Ledger:
         return n, None, "intact"
 
     def last_hash(self) -> str:
-        r = self.db.execute("SELECT hash FROM entries ORDER BY seq DESC LIMIT 1").fetchone()
-        return r[0] if r else GENESIS
+        with self._guard("read"):
+            r = self._rows(f"SELECT hash FROM {self.table} ORDER BY seq DESC LIMIT 1")
+        return r[0][0] if r else GENESIS
 
     def entries(self, since: float | None = None) -> list[tuple[int, str, str, str, dict]]:
-        q = "SELECT seq, time, run_id, kind, data FROM entries"
+        q = f"SELECT seq, time, run_id, kind, data FROM {self.table}"
         args: tuple = ()
         if since is not None:
             q += " WHERE time >= ?"
             args = (datetime.fromtimestamp(since, UTC).isoformat(timespec="microseconds"),)
-        return [(s, t, r, k, json.loads(d)) for s, t, r, k, d in
-                self.db.execute(q + " ORDER BY seq", args)]
+        with self._guard("read"):
+            rows = self._rows(q + " ORDER BY seq", args)
+        return [(s, t, r, k, json.loads(d)) for s, t, r, k, d in rows]
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+class SQLiteLedger(Ledger):
+    _errors = (sqlite3.Error, OSError)
+    _SCHEMA = """
+    CREATE TABLE IF NOT EXISTS entries (
+        seq INTEGER PRIMARY KEY,
+        time TEXT NOT NULL,
+        run_id TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        data TEXT NOT NULL,
+        prev_hash TEXT NOT NULL,
+        hash TEXT NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS entries_run ON entries(run_id);
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.where = str(path)
+        with self._guard("open it"):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(path, timeout=30, isolation_level=None)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.executescript(self._SCHEMA)
+
+    def _rows(self, sql: str, args: tuple = ()) -> list[tuple]:
+        return self.db.execute(sql, args).fetchall()
+
+    @contextmanager
+    def _writing(self) -> Iterator[Any]:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._rows
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
 
     def close(self) -> None:
         self.db.close()
@@ -149,8 +208,8 @@ class RunRecorder:
             return
         try:
             self.ledger.append(self.run_id, kind, data)
-        except (sqlite3.Error, OSError) as e:
-            log.error("could not write to the ledger %s: %s", self.ledger.path, e)
+        except LedgerError as e:
+            log.error("%s", e.message)
 
     def begin(self) -> None:
         self._append("run_start", {

@@ -4,6 +4,7 @@ Every model refuses unknown keys, and every field carries a description that `re
 exports, so editors can complete plans and errors can point at the key to fix.
 """
 
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -17,7 +18,7 @@ from pydantic import (
 )
 
 from restorer.plan.durations import Duration
-from restorer.plan.secrets import Secret
+from restorer.plan.secrets import Secret, SecretRef
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 Name = Annotated[
@@ -434,13 +435,29 @@ class Plan(Strict):
     objectives: Objectives = Field(default_factory=Objectives)
     schedule: Schedule = Field(default_factory=Schedule)
     retention: Retention = Field(default_factory=Retention)
-    ledger: str | None = Field(
-        None, description="sqlite:///path or postgresql://... (default: a per-user state file)"
+    ledger: Secret | str | None = Field(
+        None, description="sqlite:///path or postgresql://USER@HOST/DB, a password only as a "
+        "reference (postgresql://USER:${env:X}@HOST/DB) (default: a per-user state file)",
     )
     targets: list[Target] = Field(min_length=1)
     hooks: Hooks = Field(default_factory=Hooks)
     rollback: RollbackConfig = Field(default_factory=RollbackConfig)
     notify: list[Notify] = Field(default_factory=list)
+
+    @field_validator("ledger")
+    @classmethod
+    def _ledger_url(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        scheme = v.split("://", 1)[0] if "://" in v else ""
+        if scheme not in ("sqlite", "postgresql", "postgres"):
+            raise ValueError(f"'{v}' is not a ledger URL; write sqlite:///PATH or "
+                             "postgresql://USER@HOST/DB")
+        if not isinstance(v, SecretRef) and re.search(r"://[^/@]*:[^/@]*@", v):
+            raise ValueError("the ledger URL holds a password in clear text; write it as a "
+                             "reference, e.g. postgresql://USER:${env:LEDGER_PASSWORD}@HOST/DB, "
+                             "or leave it to ~/.pgpass")
+        return v
 
     @model_validator(mode="after")
     def _cross_references(self) -> "Plan":
