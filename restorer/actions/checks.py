@@ -6,16 +6,12 @@ query's value, the command's first output lines, the HTTP status and body start.
 
 from __future__ import annotations
 
-import contextlib
 import math
-import os
-import signal
-import subprocess
-import tempfile
 import time
 import urllib.error
 import urllib.request
-from typing import IO, Any
+from collections.abc import Callable
+from typing import Any
 
 from restorer.actions.staging import Stage
 from restorer.plan import models
@@ -40,15 +36,10 @@ def run_check(spec: Any, stage: Stage) -> tuple[bool, str]:
     raise TypeError(f"unknown check {spec!r}")
 
 
-def _env(stage: Stage) -> dict[str, str]:
-    return {**os.environ, **stage.env}
-
-
 def _files(f: models.FilesCheckSpec, stage: Stage) -> tuple[bool, str]:
-    root = stage.cwd
-    missing = [p for p in f.exist if not (root / p).exists()]
-    files = [p for p in root.rglob("*") if p.is_file() and not p.is_symlink()]
-    size = sum(p.stat().st_size for p in files)
+    missing = [p for p in f.exist if not stage.exists(p)]
+    files = stage.files()
+    size = sum(n for _, n in files)
     problems = []
     if missing:
         problems.append("missing: " + ", ".join(missing))
@@ -61,15 +52,11 @@ def _files(f: models.FilesCheckSpec, stage: Stage) -> tuple[bool, str]:
 
 
 def _command(c: models.CommandCheckSpec, stage: Stage) -> tuple[bool, str]:
-    try:
-        p = subprocess.run(c.run, shell=True, cwd=stage.cwd, capture_output=True,
-                           timeout=c.timeout, stdin=subprocess.DEVNULL, env=_env(stage),
-                           start_new_session=True)
-    except subprocess.TimeoutExpired:
+    code, output = stage.run(c.run, c.timeout)
+    if code is None:
         return False, f"`{c.run}` did not finish within {c.timeout:g}s"
-    out = (p.stdout + p.stderr).decode("utf-8", "replace").strip().splitlines()[:5]
-    return p.returncode == 0, f"`{c.run}` exited {p.returncode}" + (
-        ": " + " | ".join(out) if out else "")
+    out = output.strip().splitlines()[:5]
+    return code == 0, f"`{c.run}` exited {code}" + (": " + " | ".join(out) if out else "")
 
 
 def _number(text: str) -> float | None:
@@ -116,29 +103,22 @@ def _equal(value: str | None, expected: Any) -> bool:
 
 def _http(h: models.HTTPCheckSpec, stage: Stage) -> tuple[bool, str]:
     if not h.serve:
-        return _get(h, None, None)
-    # stderr to a file, not a pipe: a chatty server must never block on a full pipe
-    with tempfile.TemporaryFile() as err:
-        server = subprocess.Popen(h.serve, shell=True, cwd=stage.cwd, env=_env(stage),
-                                  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                  stderr=err, start_new_session=True)
-        try:
-            return _get(h, server, err)
-        finally:
-            _stop(server)
+        return _get(h, lambda: None)
+    with stage.serve(h.serve) as exited:
+        return _get(h, exited)
 
 
-def _get(h: models.HTTPCheckSpec, server: subprocess.Popen[bytes] | None,
-         err: IO[bytes] | None) -> tuple[bool, str]:
+def _get(h: models.HTTPCheckSpec, exited: Callable[[], tuple[int, str] | None]
+         ) -> tuple[bool, str]:
     """GET the URL, retrying while nothing answers yet (a server still starting)."""
     deadline = time.monotonic() + h.timeout
     last = "no answer"
     while True:
-        if server is not None and err is not None and server.poll() is not None:
-            err.seek(0)
-            tail = err.read().decode("utf-8", "replace").strip().splitlines()[-3:]
-            return False, (f"`{h.serve}` exited {server.returncode} before {h.url} answered"
-                           + (": " + " | ".join(tail) if tail else ""))
+        gone = exited()
+        if gone is not None:
+            code, tail = gone
+            return False, (f"`{h.serve}` exited {code} before {h.url} answered"
+                           + (": " + tail if tail else ""))
         left = deadline - time.monotonic()
         if left <= 0:
             return False, f"GET {h.url}: {last} within {h.timeout:g}s"
@@ -161,14 +141,3 @@ def _get(h: models.HTTPCheckSpec, server: subprocess.Popen[bytes] | None,
     start = " ".join(text.split())[:120]
     return not problems, f"GET {h.url} -> {status}" + (
         "; " + ", ".join(problems) if problems else "") + (f"; body: {start}" if start else "")
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """The serving command and everything it started (its own process group)."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=5)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()

@@ -8,12 +8,16 @@ where it is a database, and tears itself down.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import shutil
+import signal
 import sqlite3
+import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,6 +65,57 @@ class Stage:
     def teardown(self) -> bool:
         """Remove the staging copy; True when nothing of it is left."""
         raise NotImplementedError
+
+    # what command, files and http checks use; local by default
+    def _env(self) -> dict[str, str]:
+        return {**os.environ, **self.env}
+
+    def run(self, command: str, timeout: float) -> tuple[int | None, str]:
+        """(exit status, or None when it timed out; its stdout and stderr)."""
+        try:
+            p = subprocess.run(command, shell=True, cwd=self.cwd, capture_output=True,
+                               timeout=timeout, stdin=subprocess.DEVNULL, env=self._env(),
+                               start_new_session=True)
+        except subprocess.TimeoutExpired:
+            return None, ""
+        return p.returncode, (p.stdout + p.stderr).decode("utf-8", "replace")
+
+    def files(self) -> list[tuple[str, int]]:
+        """(path, size) of every regular file of the restored copy."""
+        return [(str(p.relative_to(self.cwd)), p.stat().st_size) for p in self.cwd.rglob("*")
+                if p.is_file() and not p.is_symlink()]
+
+    def exists(self, rel: str) -> bool:
+        return os.path.lexists(self.cwd / rel)
+
+    @contextmanager
+    def serve(self, command: str) -> Iterator[Callable[[], tuple[int, str] | None]]:
+        """Run `command` for as long as the block lasts; yields a probe that returns
+        (exit status, last stderr lines) once it has exited. Stopped with everything it
+        started (its own process group)."""
+        # stderr to a file, not a pipe: a chatty server must never block on a full pipe
+        with tempfile.TemporaryFile() as err:
+            proc = subprocess.Popen(command, shell=True, cwd=self.cwd, env=self._env(),
+                                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                    stderr=err, start_new_session=True)
+
+            def exited() -> tuple[int, str] | None:
+                if proc.poll() is None:
+                    return None
+                err.seek(0)
+                tail = err.read().decode("utf-8", "replace").strip().splitlines()[-3:]
+                return proc.returncode, " | ".join(tail)
+
+            try:
+                yield exited
+            finally:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGTERM)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=5)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
 
     def _scratch_dir(self) -> Path:
         st = self.target.staging
