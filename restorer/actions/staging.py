@@ -11,9 +11,12 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import posixpath
+import secrets
 import shutil
 import signal
 import sqlite3
+import stat
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
@@ -30,8 +33,10 @@ from restorer.repo.snapshot import Snapshot
 from restorer.repo.tree import DIR, FILE
 from restorer.sources import mysql, postgres
 from restorer.sources.files_restore import FilesWriter
+from restorer.sources.remote import q, ssh_session
+from restorer.sources.sftp_restore import SFTPWriter
 from restorer.sources.sqlite import sqlite_restore
-from restorer.sources.stream import restore_stream
+from restorer.sources.stream import _Raw, restore_stream
 
 
 @dataclass
@@ -161,36 +166,185 @@ class DirectoryStage(Stage):
         return self.restored
 
     def manifest(self) -> tuple[bool, str]:
-        """Every restored file, re-read from disk and re-chunked, has exactly the snapshot's
-        chunk ids: the bytes on disk are the bytes that were backed up."""
-        failed = self.restored.failed
-        if failed:
-            return False, f"{len(failed)} file(s) could not be restored: " + ", ".join(
-                p for p, _ in failed[:10])
-        bad: list[str] = []
-        n = 0
-        repo = self.repo
-
-        def walk(tree_id: str, rel: Path) -> None:
-            nonlocal n
-            for node in repo.load_tree(tree_id):
-                p = rel / node["name"]
-                if node["type"] == DIR and node.get("subtree"):
-                    walk(node["subtree"], p)
-                elif node["type"] == FILE:
-                    n += 1
-                    if _chunk_ids(repo, self.dir / p) != list(node.get("content", ())):
-                        bad.append(str(p))
-
-        walk(self.snap.tree, Path())  # type: ignore[arg-type]
-        if bad:
-            return False, (f"{len(bad)} of {n} files differ from the snapshot: "
-                           + ", ".join(bad[:10]))
-        return True, f"{n} files match the snapshot"
+        return _compare_tree(self.repo, self.snap, self.restored,
+                             lambda rel: _chunk_ids(self.repo, self.dir / rel))
 
     def teardown(self) -> bool:
         shutil.rmtree(self.dir, ignore_errors=True)
         return not self.dir.exists()
+
+
+class RemoteDirectoryStage(Stage):
+    """files, ssh-files with `staging.host`: a fresh directory under `staging.path` (default
+    /tmp) on that host, written over SFTP; checks run there over SSH."""
+
+    def __init__(self, *a: Any) -> None:
+        super().__init__(*a)
+        from restorer.actions.backup import ssh_params
+
+        t = self.target
+        st = t.staging
+        parent = st.path or "/tmp"
+        if not posixpath.isabs(parent):
+            raise UsageError(f"target {t.name}: staging.path on a staging host must be an "
+                             f"absolute path, not '{parent}'")
+        self.params = ssh_params(self.lp, st.host, f"targets.{t.name}.staging.host")
+        self.dir = posixpath.join(parent, f"restorer-verify-{t.name}-{secrets.token_hex(6)}")
+        self.rcwd = self.dir
+        self.where = f"{self.params.user + '@' if self.params.user else ''}{self.params.host}"
+        self.location = f"{self.where}:{self.dir}"
+        self.what = f"verify of {t.name} on {self.where}"
+        self._stack = contextlib.ExitStack()
+        self._client: Any = None
+        self._sftp: Any = None
+
+    def _connect(self) -> Any:
+        if self._client is None:
+            self._client = self._stack.enter_context(ssh_session(self.params, self.what))
+            self._sftp = self._client.open_sftp()
+            self._stack.callback(self._sftp.close)
+        return self._client
+
+    def restore(self) -> Restored:
+        self._connect()
+        try:
+            st = SFTPWriter(self.repo, self._sftp, self.dir, where=self.where).restore(self.snap)
+        except OSError as e:
+            raise RestoreError(f"{self.what}: {e}") from None
+        self.restored = Restored(st.bytes_written, st.files, st.failed)
+        names = [posixpath.basename(p.rstrip("/")) for p in self.snap.paths]
+        if len(names) == 1 and self._isdir(posixpath.join(self.dir, names[0])):
+            self.rcwd = posixpath.join(self.dir, names[0])
+        self.env = {"RESTORER_STAGING": self.rcwd}
+        return self.restored
+
+    def _lstat(self, path: str) -> Any | None:
+        try:
+            return self._sftp.lstat(path)
+        except FileNotFoundError:
+            return None
+
+    def _isdir(self, path: str) -> bool:
+        st = self._lstat(path)
+        return st is not None and stat.S_ISDIR(st.st_mode or 0)
+
+    def manifest(self) -> tuple[bool, str]:
+        def ids(rel: Path) -> list[str]:
+            with self._sftp.open(posixpath.join(self.dir, str(rel)), "rb") as f:
+                f.prefetch()
+                return [self.repo.sealer.blob_id(c).hex()
+                        for c in self.repo.chunker.chunks(_Raw(f))]
+
+        return _compare_tree(self.repo, self.snap, self.restored, ids)
+
+    def _shell(self, command: str) -> str:
+        return (f"cd {q(self.rcwd)} && RESTORER_STAGING={q(self.rcwd)} && "
+                f"export RESTORER_STAGING && {command}")
+
+    def run(self, command: str, timeout: float) -> tuple[int | None, str]:
+        client = self._connect()
+        ch = client.get_transport().open_session()
+        ch.settimeout(timeout + 30)
+        # coreutils timeout ends it on the host, so nothing keeps running after we give up
+        ch.exec_command(self._shell(f"timeout -k 5 {timeout:g} sh -c {q(command)} "
+                                    "</dev/null 2>&1"))
+        out = []
+        try:
+            while data := ch.recv(1 << 16):
+                out.append(data)
+            code = ch.recv_exit_status()
+        except TimeoutError:
+            return None, ""
+        finally:
+            ch.close()
+        if code == 124:
+            return None, ""
+        return code, b"".join(out).decode("utf-8", "replace")
+
+    def files(self) -> list[tuple[str, int]]:
+        out: list[tuple[str, int]] = []
+
+        def walk(path: str, rel: str) -> None:
+            for a in self._sftp.listdir_attr(path):
+                mode = a.st_mode or 0
+                r = posixpath.join(rel, a.filename) if rel else a.filename
+                if stat.S_ISDIR(mode):
+                    walk(posixpath.join(path, a.filename), r)
+                elif stat.S_ISREG(mode):
+                    out.append((r, int(a.st_size or 0)))
+
+        walk(self.rcwd, "")
+        return out
+
+    def exists(self, rel: str) -> bool:
+        return self._lstat(posixpath.join(self.rcwd, rel)) is not None
+
+    @contextmanager
+    def serve(self, command: str) -> Iterator[Callable[[], tuple[int, str] | None]]:
+        """The command runs on the staging host in a session of its own (setsid), so the
+        whole group can be stopped; its exit status and stderr go to files beside staging."""
+        log, status = f"{self.dir}.serve.log", f"{self.dir}.serve.status"
+        wrapped = f"{command}\necho $? > {q(status)}"
+        started = self.run(f"setsid sh -c {q(wrapped)} </dev/null >/dev/null 2>{q(log)} & "
+                           "echo $!", 30)
+        pid = (started[1] or "").strip().splitlines()[-1:] if started[0] == 0 else []
+        if not pid or not pid[0].isdigit():
+            raise RestoreError(f"{self.what}: could not start `{command}`: {started[1]}")
+
+        def exited() -> tuple[int, str] | None:
+            if self._lstat(status) is None:
+                return None
+            with self._sftp.open(status) as f:
+                code = f.read().decode().strip()
+            with self._sftp.open(log) as f:
+                tail = f.read().decode("utf-8", "replace").strip().splitlines()[-3:]
+            return int(code) if code.lstrip("-").isdigit() else -1, " | ".join(tail)
+
+        try:
+            yield exited
+        finally:
+            g = pid[0]
+            # `kill -SIG -PGID`: the spelling dash, bash and busybox all accept
+            self.run(f"kill -TERM -{g} 2>/dev/null; for i in 1 2 3 4 5 6 7 8 9 10; do "
+                     f"kill -0 -{g} 2>/dev/null || exit 0; sleep 0.5; done; "
+                     f"kill -KILL -{g} 2>/dev/null; true", 30)
+
+    def teardown(self) -> bool:
+        try:
+            if self._client is None:
+                return True
+            d = self.dir
+            self.run(f"rm -rf -- {q(d)} {q(d + '.serve.log')} {q(d + '.serve.status')}", 300)
+            return self._lstat(self.dir) is None
+        finally:
+            self._stack.close()
+
+
+def _compare_tree(repo: Repository, snap: Snapshot, restored: Restored,
+                  chunk_ids: Callable[[Path], list[str]]) -> tuple[bool, str]:
+    """Every restored file, re-read and re-chunked, has exactly the snapshot's chunk ids:
+    the bytes in staging are the bytes that were backed up."""
+    if restored.failed:
+        return False, f"{len(restored.failed)} file(s) could not be restored: " + ", ".join(
+            p for p, _ in restored.failed[:10])
+    bad: list[str] = []
+    n = 0
+
+    def walk(tree_id: str, rel: Path) -> None:
+        nonlocal n
+        for node in repo.load_tree(tree_id):
+            p = rel / node["name"]
+            if node["type"] == DIR and node.get("subtree"):
+                walk(node["subtree"], p)
+            elif node["type"] == FILE:
+                n += 1
+                if chunk_ids(p) != list(node.get("content", ())):
+                    bad.append(str(p))
+
+    walk(snap.tree, Path())  # type: ignore[arg-type]
+    if bad:
+        return False, f"{len(bad)} of {n} files differ from the snapshot: " + ", ".join(bad[:10])
+    return True, f"{n} files match the snapshot"
 
 
 def _chunk_ids(repo: Repository, path: Path) -> list[str]:
@@ -318,6 +472,8 @@ STAGES: dict[str, type[Stage]] = {
 
 
 def stage_for(lp: LoadedPlan, repo: Repository, target: Any, snap: Snapshot) -> Stage:
+    if snap.kind in ("files", "ssh-files") and target.staging and target.staging.host:
+        return RemoteDirectoryStage(lp, repo, target, snap)
     cls = STAGES.get(snap.kind)
     if cls is None:
         raise UsageError(f"verifying {snap.kind} snapshots is not supported by this version yet")

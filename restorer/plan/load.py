@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import os
+import posixpath
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -301,6 +302,7 @@ def _semantic_problems(lp: LoadedPlan, shown: str) -> list[Problem]:
                     "use a command or files check here, or move the check to a postgres, "
                     "mysql or sqlite target"))
         out += _staging_is_source(lp, shown, i, t, None)
+        out += _remote_staging_overlaps(lp, shown, i, t)
         if isinstance(t, models.SQLiteTarget) and t.staging and t.staging.path:
             st = lp.resolve_path(t.staging.path).resolve()
             src = lp.resolve_path(t.path).resolve()
@@ -321,6 +323,35 @@ def _semantic_problems(lp: LoadedPlan, shown: str) -> list[Problem]:
                         "would overwrite production data",
                         lp.lines.get(key), "point staging at a scratch directory elsewhere",
                     ))
+    return out
+
+
+def _remote_staging_overlaps(lp: LoadedPlan, shown: str, i: int, t: Any) -> list[Problem]:
+    """A staging host that is the source's own machine, with staging.path overlapping the
+    source paths there."""
+    st = t.staging
+    if st is None or st.host is None or not isinstance(t, models.FilesTarget
+                                                       | models.SSHFilesTarget):
+        return []
+    if isinstance(t, models.SSHFilesTarget):
+        same = (st.host.host, st.host.port) == (t.host.host, t.host.port) or (
+            st.host.host in _LOOPBACK and t.host.host in _LOOPBACK)
+        sources = [posixpath.normpath(p) for p in t.paths]
+    else:
+        same = st.host.host in _LOOPBACK
+        sources = [str(lp.resolve_path(p).resolve()) for p in t.paths]
+    staging = posixpath.normpath(st.path or "/tmp")
+    if not same:
+        return []
+    out = []
+    for src in sources:
+        if staging == src or staging.startswith(src.rstrip("/") + "/") or \
+                src.startswith(staging.rstrip("/") + "/"):
+            key = f"targets[{i}].staging.path"
+            out.append(Problem(
+                shown, key, f"staging path {staging} on {st.host.host} overlaps the target's "
+                f"source {src} on the same host; a restore test would write into production "
+                "data", lp.lines.get(key), "point staging at a scratch directory elsewhere"))
     return out
 
 
