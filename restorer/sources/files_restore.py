@@ -50,6 +50,7 @@ class RestoreStats:
 class _Item:
     rel: tuple[str, ...]  # path below the destination
     node: Node
+    matched: bool = True  # selected by --include itself (or by an included ancestor)
 
     @property
     def path(self) -> str:
@@ -115,7 +116,7 @@ class FilesWriter:
                 if verdict == "no":
                     continue
                 if n["type"] == DIR:
-                    items.append(_Item(r, n))
+                    items.append(_Item(r, n, verdict == "yes"))
                     if n.get("subtree"):
                         walk(n["subtree"], r, verdict == "yes")
                 elif verdict == "yes":
@@ -126,7 +127,7 @@ class FilesWriter:
             # drop directories that only lead to nothing
             needed: set[tuple[str, ...]] = set()
             for it in items:
-                if it.node["type"] != DIR or self.include(it.path) == "yes":
+                if it.matched:
                     for i in range(1, len(it.rel) + 1):
                         needed.add(it.rel[:i])
             items = [it for it in items if it.rel in needed]

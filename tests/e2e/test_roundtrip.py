@@ -60,6 +60,7 @@ def test_restore_include_only_matching_paths(plan_dir: Path, cli) -> None:
     src = plan_dir / "src"
     (src / "keep").mkdir()
     (src / "keep" / "x.txt").write_text("x")
+    (src / "keep" / "empty" / "deeper").mkdir(parents=True)
     (src / "drop").mkdir()
     (src / "drop" / "y.txt").write_text("y")
     plan = plan_dir / "plan.yaml"
@@ -68,6 +69,8 @@ def test_restore_include_only_matching_paths(plan_dir: Path, cli) -> None:
     r = cli("restore", plan, "latest", "--to", dest, "--include", "src/keep")
     assert r.rc == 0, r.text
     assert (dest / "src" / "keep" / "x.txt").read_text() == "x"
+    # empty directories inside an included one come back too (regression)
+    assert (dest / "src" / "keep" / "empty" / "deeper").is_dir()
     assert not (dest / "src" / "drop").exists()
     r = cli("restore", plan, "latest", "--to", plan_dir / "o2", "--include", "nothing/here")
     assert r.rc == 1 and "matched nothing" in r.err
