@@ -146,6 +146,13 @@ def _recorded(run: RunRecorder | None, lp: LoadedPlan, repo: Repository,
     return r
 
 
+def backup_one(lp: LoadedPlan, repo: Repository, t: models.TargetBase,
+               snapshots: list[Snapshot], tags: tuple[str, ...]) -> TargetBackup:
+    """One target backed up, with its hooks, by a caller that holds the lock (rollback's
+    safety snapshots)."""
+    return _with_target_hooks(lp, repo, t, snapshots, tags, NoProgress())
+
+
 def _with_target_hooks(lp: LoadedPlan, repo: Repository, t: models.TargetBase,
                        snapshots: list[Snapshot], tags: tuple[str, ...],
                        progress: Progress) -> TargetBackup:

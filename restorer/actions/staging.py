@@ -166,8 +166,8 @@ class DirectoryStage(Stage):
         return self.restored
 
     def manifest(self) -> tuple[bool, str]:
-        return _compare_tree(self.repo, self.snap, self.restored,
-                             lambda rel: _chunk_ids(self.repo, self.dir / rel))
+        return compare_tree(self.repo, self.snap, self.restored,
+                             lambda rel: chunk_ids(self.repo, self.dir / rel))
 
     def teardown(self) -> bool:
         shutil.rmtree(self.dir, ignore_errors=True)
@@ -235,7 +235,7 @@ class RemoteDirectoryStage(Stage):
                 return [self.repo.sealer.blob_id(c).hex()
                         for c in self.repo.chunker.chunks(_Raw(f))]
 
-        return _compare_tree(self.repo, self.snap, self.restored, ids)
+        return compare_tree(self.repo, self.snap, self.restored, ids)
 
     def _shell(self, command: str) -> str:
         return (f"cd {q(self.rcwd)} && RESTORER_STAGING={q(self.rcwd)} && "
@@ -320,8 +320,8 @@ class RemoteDirectoryStage(Stage):
             self._stack.close()
 
 
-def _compare_tree(repo: Repository, snap: Snapshot, restored: Restored,
-                  chunk_ids: Callable[[Path], list[str]]) -> tuple[bool, str]:
+def compare_tree(repo: Repository, snap: Snapshot, restored: Restored,
+                 ids_of: Callable[[Path], list[str]]) -> tuple[bool, str]:
     """Every restored file, re-read and re-chunked, has exactly the snapshot's chunk ids:
     the bytes in staging are the bytes that were backed up."""
     if restored.failed:
@@ -338,7 +338,7 @@ def _compare_tree(repo: Repository, snap: Snapshot, restored: Restored,
                 walk(node["subtree"], p)
             elif node["type"] == FILE:
                 n += 1
-                if chunk_ids(p) != list(node.get("content", ())):
+                if ids_of(p) != list(node.get("content", ())):
                     bad.append(str(p))
 
     walk(snap.tree, Path())  # type: ignore[arg-type]
@@ -347,7 +347,7 @@ def _compare_tree(repo: Repository, snap: Snapshot, restored: Restored,
     return True, f"{n} files match the snapshot"
 
 
-def _chunk_ids(repo: Repository, path: Path) -> list[str]:
+def chunk_ids(repo: Repository, path: Path) -> list[str]:
     with open(path, "rb") as f:
         return [repo.sealer.blob_id(c).hex() for c in repo.chunker.chunks(f)]
 
@@ -373,7 +373,7 @@ class SQLiteStage(Stage):
         if not ok:
             return ok, detail
         node = self.repo.load_tree(self.snap.tree)[0]  # type: ignore[arg-type]
-        if _chunk_ids(self.repo, self.file) != list(node.get("content", ())):
+        if chunk_ids(self.repo, self.file) != list(node.get("content", ())):
             return False, "the restored database file differs from the snapshot"
         return True, (f"database file of {self.restored.bytes} bytes matches the snapshot; "
                       "PRAGMA integrity_check: ok")

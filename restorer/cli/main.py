@@ -17,7 +17,7 @@ import click
 from restorer import __version__
 from restorer.actions.ledger_run import recorded_run
 from restorer.cli.render import emit_json, human_bytes, local_time, table
-from restorer.errors import PartialError, RestorerError
+from restorer.errors import PartialError, RestorerError, UsageError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PARTIAL, EXIT_LOCKED = 0, 1, 2, 3, 4
 EXIT_CODES_HELP = (
@@ -441,6 +441,66 @@ def verify(plan: str, targets: tuple[str, ...], snapshot_ref: str, keep: bool,
                 if r.kept:
                     click.echo(f"{r.target}: staging kept at {r.staging}")
         if any(not r.ok for r in results):
+            sys.exit(EXIT_FAILED)
+
+
+@cli.command()
+@click.argument("plan", type=click.Path(dir_okay=False))
+@click.option("--target", "targets", multiple=True, metavar="NAME",
+              help="Roll back only this target (repeatable; default: rollback.targets, or all).")
+@click.option("--to", "to", default="latest-verified", show_default=True,
+              metavar="SNAPSHOT|latest-verified|latest",
+              help="The snapshot to go back to (an id or unique prefix rolls back its target).")
+@click.option("--allow-unverified", is_flag=True,
+              help="Take the newest snapshot when a target has no verified one.")
+@click.option("--dry-run", is_flag=True, help="Print what would happen; change nothing.")
+@click.option("--yes", is_flag=True, help="Do not ask (required when not on a terminal).")
+@click.option("--undo", is_flag=True,
+              help="Return the targets of the last rollback to its safety snapshots.")
+@click.option("--cleanup", is_flag=True,
+              help="Remove what earlier rollbacks kept (replaced databases and trees).")
+@json_option
+def rollback(plan: str, targets: tuple[str, ...], to: str, allow_unverified: bool,
+             dry_run: bool, yes: bool, undo: bool, cleanup: bool, as_json: bool) -> None:
+    """Put targets back to their newest verified snapshot, reversibly (safety snapshot
+    first, atomic swap, checks after)."""
+    from restorer.actions.rollback import cleanup as do_cleanup
+    from restorer.actions.rollback import run_rollback
+    from restorer.cli.rollback_render import render_plan, render_result
+
+    lp = _load(plan)
+    if cleanup:
+        removed = do_cleanup(lp)
+        if as_json:
+            emit_json({"removed": removed})
+        else:
+            for r in removed:
+                click.echo(f"removed {r}")
+            if not removed:
+                click.echo("nothing to clean up")
+        return
+    if not dry_run and not yes and not sys.stdin.isatty():
+        raise UsageError("rollback changes live data and needs confirmation; this is not a "
+                         "terminal, so nothing was changed",
+                         hint="pass --yes to roll back, or --dry-run to see what it would do")
+
+    def confirm(preview: Any) -> bool:
+        if yes:
+            return True
+        render_plan(preview, plan)
+        return click.confirm("Roll back now?", default=False)
+
+    command = "rollback" + (" --undo" if undo else "") + (" --dry-run" if dry_run else "")
+    with recorded_run(lp, command) as run:
+        res = run_rollback(lp, targets, to=to, allow_unverified=allow_unverified,
+                           dry_run=dry_run, undo=undo, confirm=confirm, run=run)
+        if as_json:
+            emit_json(res.to_json())
+        elif dry_run:
+            render_plan(res, plan)
+        else:
+            render_result(res, plan)
+        if not dry_run and not res.ok:
             sys.exit(EXIT_FAILED)
 
 

@@ -236,3 +236,62 @@ def _restore_cluster(chunks: Iterable[bytes], dsn: str, password: str | None,
         raise RestoreError(f"{what}: the cluster dump did not apply cleanly "
                            f"({len(errors)} error(s)):\n{shown}",
                            hint="restore a cluster dump into an empty server")
+
+
+def pg_database_exists(dsn: str, password: str | None, *, what: str) -> bool:
+    admin, name = split_dsn(dsn)
+    return _psql(admin, password, "SELECT 1 FROM pg_database WHERE datname = :'name';",
+                 what, name=name).strip() == "1"
+
+
+def pg_sessions(admin: str, password: str | None, name: str, what: str) -> int:
+    return int(_psql(admin, password, "SELECT count(*) FROM pg_stat_activity WHERE datname = "
+                     ":'name' AND pid <> pg_backend_pid();", what, name=name).strip() or 0)
+
+
+def pg_swap_databases(live_dsn: str, new_name: str, old_name: str, password: str | None, *,
+                      terminate: bool, what: str, wait: float = 15.0) -> None:
+    """Put database `new_name` in place of the live one, which is kept as `old_name`.
+
+    New connections to the live database are refused first; other sessions are ended only
+    when `terminate`, else the swap is refused while any remain. The two renames then happen
+    in one transaction: the live name always names one whole database.
+    """
+    import time
+
+    admin, live = split_dsn(live_dsn)
+    _psql(admin, password, 'ALTER DATABASE :"name" WITH ALLOW_CONNECTIONS false;', what,
+          name=live)
+    try:
+        busy = pg_sessions(admin, password, live, what)
+        if busy and not terminate:
+            raise RestoreError(
+                f"{what}: {busy} other session(s) are connected to database {live}; it cannot "
+                "be swapped while in use",
+                hint="stop the application in rollback.before, or set "
+                "rollback.terminate_connections: true in the plan")
+        deadline = time.monotonic() + wait
+        while busy:
+            _psql(admin, password, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                  "WHERE datname = :'name' AND pid <> pg_backend_pid();", what, name=live)
+            time.sleep(0.2)
+            busy = pg_sessions(admin, password, live, what)
+            if busy and time.monotonic() > deadline:
+                raise RestoreError(f"{what}: {busy} session(s) on {live} did not end within "
+                                   f"{wait:g}s")
+        owner = _psql(admin, password, "SELECT pg_get_userbyid(datdba) FROM pg_database "
+                      "WHERE datname = :'name';", what, name=live).strip()
+        _psql(admin, password, 'BEGIN; ALTER DATABASE :"new" OWNER TO :"owner"; '
+              'ALTER DATABASE :"live" RENAME TO :"old"; ALTER DATABASE :"new" RENAME TO '
+              ':"live"; COMMIT;', what, new=new_name, owner=owner, live=live, old=old_name)
+    except BaseException:
+        if pg_database_exists(urlunsplit(urlsplit(admin)._replace(path="/" + live)), password,
+                              what=what):
+            _psql(admin, password, 'ALTER DATABASE :"name" WITH ALLOW_CONNECTIONS true;',
+                  what, name=live)
+        raise
+
+
+def pg_drop_database(dsn: str, password: str | None, *, what: str) -> None:
+    admin, name = split_dsn(dsn)
+    _psql(admin, password, 'DROP DATABASE IF EXISTS :"name" WITH (FORCE);', what, name=name)

@@ -1,0 +1,621 @@
+"""rollback: put targets back to a known good snapshot in one step, reversibly.
+
+Order, chosen so the service is down for as short a time as possible and nothing written
+before the swap is lost:
+  decide        per target, the newest verified snapshot (or the one asked for)
+  restore       into a sibling of the live target (a directory next to it, a new database);
+                the service is still running and nothing live has changed
+  before hooks  rollback.before (stop the app)
+  safety        a backup of every target's current state, tagged pre-rollback; taken with
+                the app stopped, so it holds everything the swap replaces
+  swap          renameat2(RENAME_EXCHANGE) for directories, two renames in one transaction
+                for databases; a failed swap swaps back the targets already swapped
+  after hooks   rollback.after (start the app), always once before hooks ran
+  checks        the plan's checks against the live targets
+A failure before the swap leaves every target as it was; after it, every target is fully
+rolled back. Either way the result says which, and `--undo` returns to the safety snapshots.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from restorer.actions.backup import backup_one
+from restorer.actions.checks import check_name, run_check
+from restorer.actions.context import locked, open_repository
+from restorer.actions.hooks import hooks_around
+from restorer.actions.staging import Restored, Stage, chunk_ids, compare_tree
+from restorer.actions.verify import CheckResult, _verified_records
+from restorer.errors import RestoreError, RestorerError, SourceError, UsageError
+from restorer.ledger import RunRecorder
+from restorer.plan import models
+from restorer.plan.load import LoadedPlan
+from restorer.repo import blobs
+from restorer.repo.repository import Repository
+from restorer.repo.snapshot import Snapshot
+from restorer.repo.tree import DIR
+from restorer.sources import postgres
+from restorer.sources.files_restore import FilesWriter
+from restorer.sources.stream import restore_stream
+from restorer.sources.swap import exchange
+
+SUPPORTED = (models.FilesTarget, models.PostgresTarget)
+SAFETY_TAG = "pre-rollback"
+
+
+@dataclass
+class TargetRollback:
+    target: str
+    kind: str
+    live: str
+    snapshot: str
+    snapshot_time: str
+    verified_at: str | None
+    changes: dict[str, Any] = field(default_factory=dict)
+    safety_snapshot: str | None = None
+    state: str = "as before"  # "as before" | "rolled back" | "unknown"
+    kept: list[str] = field(default_factory=list)  # the replaced tree / database, by name
+    restore_s: float | None = None
+    swap_s: float | None = None
+    atomic: bool = True
+    error: str | None = None
+
+
+@dataclass
+class RollbackResult:
+    plan: str
+    run_id: str
+    dry_run: bool
+    undo_of: str | None
+    targets: list[TargetRollback]
+    before_hooks: list[str]
+    after_hooks: list[str]
+    unverified: bool = False
+    checks: list[dict[str, Any]] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return (self.error is None and not self.warnings
+                and all(t.state == "rolled back" for t in self.targets)
+                and all(c["passed"] for c in self.checks))
+
+    @property
+    def state(self) -> str:
+        states = {t.state for t in self.targets}
+        return states.pop() if len(states) == 1 else "mixed"
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.update(ok=self.ok, state=self.state)
+        return d
+
+
+# --- deciding -----------------------------------------------------------------------------
+
+
+def _records(repo: Repository, folder: str) -> list[dict[str, Any]]:
+    out = []
+    for obj in repo.backend.list(f"{folder}/"):
+        try:
+            out.append(json.loads(blobs.decode_file(repo.sealer, repo.backend.read(obj.name),
+                                                    obj.name)))
+        except Exception:
+            continue
+    return sorted(out, key=lambda r: r.get("time", ""))
+
+
+def _targets(lp: LoadedPlan, names: tuple[str, ...]) -> list[Any]:
+    if names:
+        targets = lp.targets(names)
+    elif lp.plan.rollback.targets:
+        targets = lp.targets(lp.plan.rollback.targets)
+    else:
+        targets = lp.targets()
+    for t in targets:
+        if not isinstance(t, SUPPORTED) or getattr(t, "via_ssh", None) is not None:
+            raise UsageError(
+                f"target {t.name}: rolling back {t.kind} targets"
+                + (" reached over via_ssh" if getattr(t, "via_ssh", None) else "")
+                + " is not supported by this version",
+                hint="name the targets to roll back with --target (files and postgres "
+                "targets), or list them in rollback.targets")
+    return targets
+
+
+def _choose(lp: LoadedPlan, repo: Repository, targets: list[Any], to: str,
+            allow_unverified: bool, snaps: list[Snapshot]
+            ) -> tuple[list[tuple[Any, Snapshot, str | None]], bool]:
+    """(target, snapshot, verified at) per target, and whether any is unverified."""
+    verified: dict[str, str] = {}
+    for sid, recs in _verified_records(repo).items():
+        good = sorted(r.get("time", "") for r in recs if r.get("passed"))
+        if good:
+            verified[sid] = good[-1]
+    mine = [s for s in snaps if s.plan == lp.name and SAFETY_TAG not in s.tags]
+    out: list[tuple[Any, Snapshot, str | None]] = []
+    unverified = False
+    if to not in ("latest-verified", "latest"):
+        snap = repo.find_snapshot(to, None, snapshots=[s for s in snaps if s.plan == lp.name])
+        chosen = [t for t in targets if t.name == snap.target]
+        if not chosen:
+            raise UsageError(f"snapshot {snap.short_id} is of target {snap.target}, which is "
+                             "not among the targets to roll back")
+        if snap.id not in verified and not allow_unverified:
+            raise UsageError(f"snapshot {snap.short_id} was never verified",
+                             hint="verify it first (`restorer verify PLAN --snapshot ID`), or "
+                             "pass --allow-unverified")
+        return [(chosen[0], snap, verified.get(snap.id))], snap.id not in verified
+    for t in targets:
+        ts = [s for s in mine if s.target == t.name]
+        good = [s for s in ts if s.id in verified]
+        if to == "latest-verified" and good:
+            out.append((t, good[-1], verified[good[-1].id]))
+        elif ts and (allow_unverified or (to == "latest" and ts[-1].id in verified)):
+            out.append((t, ts[-1], verified.get(ts[-1].id)))
+            unverified = unverified or ts[-1].id not in verified
+        elif not ts:
+            raise UsageError(f"target {t.name} has no snapshot to roll back to",
+                             hint="run `restorer backup PLAN` first")
+        else:
+            raise UsageError(f"target {t.name} has no verified snapshot",
+                             hint="run `restorer verify PLAN` to verify one, or pass "
+                             "--allow-unverified to take the newest snapshot unverified")
+    return out, unverified
+
+
+def _live_paths(lp: LoadedPlan, t: models.FilesTarget, snap: Snapshot) -> list[Path]:
+    paths = [Path(os.path.abspath(lp.resolve_path(p))) for p in t.paths]
+    if sorted(map(str, paths)) != sorted(snap.paths):
+        raise UsageError(f"target {t.name}: snapshot {snap.short_id} holds "
+                         f"{', '.join(snap.paths)}, but the plan now backs up "
+                         f"{', '.join(map(str, paths))}; it cannot be swapped in as is",
+                         hint="restore it with `restorer restore` and move it by hand")
+    return paths
+
+
+def _file_changes(repo: Repository, snap: Snapshot, paths: list[Path]) -> dict[str, Any]:
+    """What a swap would do to the live tree: entries the snapshot brings back (added),
+    ones it replaces (changed: type, size, mode or mtime differ), ones that go (removed)."""
+    want: dict[str, tuple] = {}
+
+    def walk(tree_id: str, rel: str) -> None:
+        for n in repo.load_tree(tree_id):
+            p = f"{rel}/{n['name']}" if rel else n["name"]
+            want[p] = (n["type"], n.get("size"), n.get("mode"), n.get("mtime_ns"))
+            if n["type"] == DIR and n.get("subtree"):
+                walk(n["subtree"], p)
+
+    walk(snap.tree, "")  # type: ignore[arg-type]
+    have: dict[str, tuple] = {}
+    for root in paths:
+        if not os.path.lexists(root):
+            continue
+        for cur, dirs, files in os.walk(root):
+            for name in dirs + files:
+                full = os.path.join(cur, name)
+                st = os.lstat(full)
+                rel = os.path.relpath(full, root.parent)
+                have[rel] = (st.st_mode, st.st_size, st.st_mtime_ns)
+        st = os.lstat(root)
+        have[root.name] = (st.st_mode, st.st_size, st.st_mtime_ns)
+    import stat as st_
+
+    def same(w: tuple, h: tuple) -> bool:
+        typ, size, mode, mtime = w
+        if typ == DIR:
+            return st_.S_ISDIR(h[0])
+        return (size is None or size == h[1]) and (mtime is None or mtime == h[2]) and (
+            mode is None or st_.S_IMODE(mode) == st_.S_IMODE(h[0]))
+
+    added = sorted(p for p in want if p not in have)
+    removed = sorted(p for p in have if p not in want)
+    changed = sorted(p for p in want if p in have and not same(want[p], have[p]))
+    return {"added": len(added), "changed": len(changed), "removed": len(removed),
+            "examples": {"added": added[:10], "changed": changed[:10],
+                         "removed": removed[:10]}}
+
+
+def _db_changes(t: models.PostgresTarget) -> dict[str, Any]:
+    _, name = postgres.split_dsn(t.dsn)
+    return {"database": name, "replaced": True}
+
+
+# --- acting -------------------------------------------------------------------------------
+
+
+class _Swap:
+    """One target's sibling copy and how to put it in place (and back)."""
+
+    def __init__(self, lp: LoadedPlan, repo: Repository, t: Any, snap: Snapshot,
+                 stamp: str, out: TargetRollback) -> None:
+        self.lp, self.repo, self.t, self.snap, self.out = lp, repo, t, snap, out
+        self.stamp = stamp
+        self.swapped = False
+
+    def restore(self) -> None:
+        raise NotImplementedError
+
+    def swap(self) -> None:
+        raise NotImplementedError
+
+    def swap_back(self) -> None:
+        raise NotImplementedError
+
+    def discard(self) -> None:
+        """Remove the sibling copy (before a swap) or the replaced data (after success)."""
+        raise NotImplementedError
+
+    def check_subject(self) -> Stage:
+        raise NotImplementedError
+
+
+class _FilesSwap(_Swap):
+    """Each live path P gets its copy at P.parent/.restorer-rollback-STAMP/P.name (same
+    filesystem, so the swap is a rename)."""
+
+    def __init__(self, *a: Any) -> None:
+        super().__init__(*a)
+        self.paths = _live_paths(self.lp, self.t, self.snap)
+        self.siblings = {p: p.parent / f".restorer-rollback-{self.stamp}" for p in self.paths}
+        self.done: list[Path] = []
+
+    def restore(self) -> None:
+        by_sibling: dict[Path, list[str]] = {}
+        for p, sib in self.siblings.items():
+            by_sibling.setdefault(sib, []).append(p.name)
+        for sib, names in by_sibling.items():
+            if os.path.lexists(sib):
+                raise RestoreError(f"{sib} is in the way of the rollback's sibling copy")
+            st = FilesWriter(self.repo, sib, include=names).restore(self.snap)
+            if st.failed:
+                raise RestoreError(
+                    f"target {self.t.name}: {len(st.failed)} file(s) of snapshot "
+                    f"{self.snap.short_id} could not be restored: "
+                    + ", ".join(f for f, _ in st.failed[:5]),
+                    hint="the snapshot is damaged; run `restorer check PLAN --read-data` and "
+                    "roll back to another snapshot with --to")
+
+    def swap(self) -> None:
+        for p, sib in self.siblings.items():
+            new = sib / p.name
+            if os.path.lexists(p):
+                self.out.atomic = exchange(new, p) and self.out.atomic
+            else:  # the live path is gone altogether: put the copy there
+                os.makedirs(p.parent, exist_ok=True)
+                os.rename(new, p)
+                os.makedirs(new)  # an empty stand-in, so swap_back can exchange
+            self.done.append(p)
+        self.swapped = True
+        self.out.kept = [str(s / p.name) for p, s in self.siblings.items()]
+
+    def swap_back(self) -> None:
+        for p in reversed(self.done):
+            exchange(self.siblings[p] / p.name, p)
+        self.done.clear()
+        self.swapped = False
+        self.out.kept = []
+
+    def discard(self) -> None:
+        for sib in set(self.siblings.values()):
+            shutil.rmtree(sib, ignore_errors=True)
+        self.out.kept = []
+
+    def check_subject(self) -> Stage:
+        stage = Stage(self.lp, self.repo, self.t, self.snap)
+        stage.cwd = self.paths[0] if len(self.paths) == 1 and self.paths[0].is_dir() \
+            else self.paths[0].parent
+        stage.env = {"RESTORER_STAGING": str(stage.cwd)}
+        parents = {p.name: p.parent for p in self.paths}
+        stage.manifest = lambda: compare_tree(  # type: ignore[method-assign]
+            self.repo, self.snap, Restored(),
+            lambda rel: chunk_ids(self.repo, parents[rel.parts[0]] / rel))
+        return stage
+
+
+class _PostgresSwap(_Swap):
+    def __init__(self, *a: Any) -> None:
+        super().__init__(*a)
+        t = self.t
+        self.password = self.lp.secret(t.password, f"targets.{t.name}.password")
+        admin, self.live = postgres.split_dsn(t.dsn)
+        base = self.live[:40]
+        self.new = f"{base}_rb_{self.stamp}"
+        self.old = f"{base}_pre_rb_{self.stamp}"
+        self.admin = admin
+        self.what = f"rollback of {t.name}"
+        self.created = False
+
+    def _dsn(self, name: str) -> str:
+        from urllib.parse import quote, urlsplit, urlunsplit
+
+        return urlunsplit(urlsplit(self.t.dsn)._replace(path="/" + quote(name)))
+
+    def restore(self) -> None:
+        chunks = restore_stream(self.repo, self.snap)
+        first = next(chunks, b"")
+        if postgres.is_cluster_dump(first):
+            raise UsageError(f"target {self.t.name}: a pg_dumpall snapshot cannot be swapped "
+                             "in as one database")
+        import itertools
+
+        self.created = True
+        try:
+            postgres.pg_restore_stream(itertools.chain([first], chunks), self._dsn(self.new),
+                                       self.password, overwrite=False, what=self.what)
+        except SourceError as e:
+            raise RestoreError(e.message, e.hint) from None
+
+    def swap(self) -> None:
+        postgres.pg_swap_databases(self._dsn(self.live), self.new, self.old, self.password,
+                                   terminate=self.lp.plan.rollback.terminate_connections,
+                                   what=self.what)
+        self.swapped = True
+        self.out.kept = [self.old]
+
+    def swap_back(self) -> None:
+        postgres.pg_swap_databases(self._dsn(self.live), self.old, self.new, self.password,
+                                   terminate=True, what=self.what)
+        self.swapped = False
+        self.out.kept = []
+
+    def discard(self) -> None:
+        if self.created and not self.swapped:
+            postgres.pg_drop_database(self._dsn(self.new), self.password, what=self.what)
+        # after a swap the replaced database is kept under its dated name until --cleanup
+
+    def check_subject(self) -> Stage:
+        stage = Stage(self.lp, self.repo, self.t, self.snap)
+        dsn, password = self._dsn(self.live), self.password
+        stage.env = {"RESTORER_STAGING_DSN": dsn, **({"PGPASSWORD": password} if password
+                                                     else {})}
+        stage.query = lambda sql, timeout: postgres.pg_query(  # type: ignore[method-assign]
+            dsn, password, sql, what=f"check of {self.t.name}", timeout=timeout)
+        stage.manifest = lambda: (True, "")  # type: ignore[method-assign]
+        return stage
+
+
+def _swapper(lp: LoadedPlan, repo: Repository, t: Any, snap: Snapshot, stamp: str,
+             out: TargetRollback) -> _Swap:
+    cls = _FilesSwap if isinstance(t, models.FilesTarget) else _PostgresSwap
+    return cls(lp, repo, t, snap, stamp, out)
+
+
+@contextmanager
+def _timed(result: RollbackResult, name: str, run: RunRecorder | None,
+           target: str | None = None) -> Iterator[Any]:
+    t0 = time.monotonic()
+    try:
+        if run:
+            with run.phase(name, target=target) as ph:
+                yield ph
+        else:
+            yield None
+    finally:
+        key = f"{name}_s"
+        result.timings[key] = result.timings.get(key, 0.0) + time.monotonic() - t0
+
+
+def run_rollback(lp: LoadedPlan, names: tuple[str, ...] = (), *, to: str = "latest-verified",
+                 allow_unverified: bool = False, dry_run: bool = False, undo: bool = False,
+                 confirm: Callable[[RollbackResult], bool] | None = None,
+                 run: RunRecorder | None = None) -> RollbackResult:
+    start = time.monotonic()
+    repo = open_repository(lp)
+    run_id = run.run_id if run else os.urandom(16).hex()
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    r = lp.plan.rollback
+    with locked(repo, exclusive=True) as lock:
+        if run:
+            run.record_phase("lock", lock.waited)
+        repo.load_index()
+        snaps = repo.list_snapshots()
+        result = RollbackResult(lp.name, run_id, dry_run, None, [], list(r.before),
+                                list(r.after))
+        with _timed(result, "decide", run):
+            chosen, result.unverified = _decide(lp, repo, names, to, allow_unverified, undo,
+                                                snaps, result)
+            swaps = []
+            for t, snap, verified_at in chosen:
+                live = postgres.safe_dsn(t.dsn) if isinstance(t, models.PostgresTarget) else \
+                    ", ".join(str(lp.resolve_path(p)) for p in t.paths)
+                out = TargetRollback(t.name, t.kind, live, snap.id, snap.time, verified_at)
+                sw = _swapper(lp, repo, t, snap, stamp, out)
+                out.changes = (_file_changes(repo, snap, sw.paths)
+                               if isinstance(sw, _FilesSwap) else _db_changes(t))
+                result.targets.append(out)
+                swaps.append(sw)
+        if dry_run:
+            result.timings["total_s"] = time.monotonic() - start
+            return result
+        if confirm is not None and not confirm(result):
+            result.error = "aborted at the confirmation prompt; nothing was changed"
+            return result
+        _act(lp, repo, result, swaps, snaps, run)
+    result.timings["total_s"] = time.monotonic() - start
+    return result
+
+
+def _decide(lp: LoadedPlan, repo: Repository, names: tuple[str, ...], to: str,
+            allow_unverified: bool, undo: bool, snaps: list[Snapshot],
+            result: RollbackResult) -> tuple[list[tuple[Any, Snapshot, str | None]], bool]:
+    if not undo:
+        return _choose(lp, repo, _targets(lp, names), to, allow_unverified, snaps)
+    recs = [x for x in _records(repo, "rollbacks") if x.get("plan") == lp.name
+            and x.get("safety")]
+    if not recs:
+        raise UsageError(f"plan {lp.name} has no rollback to undo")
+    last = recs[-1]
+    result.undo_of = last["run_id"]
+    by_id = {s.id: s for s in snaps}
+    out = []
+    for name, sid in last["safety"].items():
+        if names and name not in names:
+            continue
+        if sid not in by_id:
+            raise RestorerError(f"the safety snapshot {sid[:8]} of target {name} is gone from "
+                                "the repository; the rollback cannot be undone")
+        out.append((lp.targets([name])[0], by_id[sid], None))
+    return out, False
+
+
+def _write_record(repo: Repository, result: RollbackResult, status: str) -> None:
+    rec = {"run_id": result.run_id, "plan": result.plan, "status": status,
+           "time": datetime.now(UTC).isoformat(timespec="microseconds"),
+           "undo_of": result.undo_of,
+           "safety": {t.target: t.safety_snapshot for t in result.targets
+                      if t.safety_snapshot},
+           "targets": [asdict(t) for t in result.targets]}
+    repo.write_file("rollbacks", json.dumps(rec, sort_keys=True).encode())
+
+
+def _act(lp: LoadedPlan, repo: Repository, result: RollbackResult, swaps: list[_Swap],
+         snaps: list[Snapshot], run: RunRecorder | None) -> None:
+    # 1. restore every target beside its live copy; nothing live changes
+    try:
+        for sw in swaps:
+            t0 = time.monotonic()
+            with _timed(result, "restore", run, sw.t.name) as ph:
+                sw.restore()
+                if ph is not None:
+                    ph.detail.update(snapshot=sw.snap.id)
+            sw.out.restore_s = time.monotonic() - t0
+    except RestorerError as e:
+        result.error = f"restore failed, nothing was changed: {e.message}" + (
+            f"\nHint: {e.hint}" if e.hint else "")
+        _discard(swaps, result)
+        return
+    r = lp.plan.rollback
+    env = {"RESTORER_PLAN": lp.name, "RESTORER_ROLLBACK": result.run_id}
+    swapped = False
+    try:
+        with hooks_around(r.before, r.after, [], what=f"rollback of plan {lp.name}",
+                          timeout=lp.plan.hooks.timeout, env=env) as outcome:
+            # 2. the safety snapshots, with the app stopped
+            for sw in swaps:
+                with _timed(result, "safety_snapshot", run, sw.t.name) as ph:
+                    b = backup_one(lp, repo, sw.t, snaps,
+                                   (SAFETY_TAG, f"rollback-{result.run_id[:8]}"))
+                    if not b.ok:
+                        raise RestoreError(f"the safety snapshot failed: {b.error}", b.hint)
+                    sw.out.safety_snapshot = b.snapshot
+                    if ph is not None:
+                        ph.detail.update(snapshot=b.snapshot)
+            _write_record(repo, result, "prepared")
+            # 3. the swap: all targets or none
+            with _timed(result, "swap", run):
+                try:
+                    for sw in swaps:
+                        t0 = time.monotonic()
+                        sw.swap()
+                        sw.out.swap_s = time.monotonic() - t0
+                        sw.out.state = "rolled back"
+                except BaseException as e:
+                    _swap_back(swaps, result)
+                    if isinstance(e, OSError):
+                        raise RestoreError(f"the swap failed: {e}") from None
+                    raise
+            swapped = True
+    except RestorerError as e:
+        result.error = (f"{e.message}; " + ("every target is rolled back" if swapped else
+                                            "nothing was changed")
+                        + (f"\nHint: {e.hint}" if e.hint else ""))
+        if not swapped:
+            _discard(swaps, result)
+        _write_record(repo, result, "failed")
+        return
+    result.warnings += outcome.warnings
+    # 4. the plan's checks against the live targets
+    with _timed(result, "checks", run):
+        for sw in swaps:
+            result.checks += _check_live(sw, run)
+    if result.ok:
+        for sw in swaps:
+            if isinstance(sw, _FilesSwap):
+                sw.discard()  # the replaced trees are in the safety snapshots
+    _write_record(repo, result, "done" if result.ok else "failed")
+
+
+def _discard(swaps: list[_Swap], result: RollbackResult) -> None:
+    for sw in swaps:
+        try:
+            sw.discard()
+        except RestorerError as e:
+            result.warnings.append(f"target {sw.t.name}: could not remove the sibling copy: "
+                                   f"{e.message}")
+
+
+def _swap_back(swaps: list[_Swap], result: RollbackResult) -> None:
+    for sw in swaps:
+        if not sw.swapped and not getattr(sw, "done", None):
+            sw.out.state = "as before"
+            continue
+        try:
+            sw.swap_back()
+            sw.out.state = "as before"
+        except (RestorerError, OSError) as e:
+            sw.out.state = "unknown"
+            sw.out.error = (f"could not be swapped back: {getattr(e, 'message', e)}; run "
+                            "`restorer rollback PLAN --undo`")
+
+
+def _check_live(sw: _Swap, run: RunRecorder | None) -> list[dict[str, Any]]:
+    stage = sw.check_subject()
+    specs: list[tuple[str, Any]] = []
+    if isinstance(sw, _FilesSwap):
+        specs.append(("manifest", None))
+    specs += [(check_name(c), c) for c in sw.t.checks if not isinstance(c, models.ManifestCheck)]
+    out = []
+    for name, spec in specs:
+        c0 = time.monotonic()
+        try:
+            passed, detail = stage.manifest() if spec is None else run_check(spec, stage)
+        except RestorerError as e:
+            passed, detail = False, e.message
+        except Exception as e:
+            passed, detail = False, f"{type(e).__name__}: {e}"
+        cr = CheckResult(name, passed, time.monotonic() - c0, detail[:2000])
+        if run:
+            run.record_phase("check", cr.duration_s, target=sw.t.name, check=name,
+                             outcome="ok" if passed else "failed", detail=cr.detail)
+        out.append({"target": sw.t.name, **asdict(cr)})
+    return out
+
+
+def cleanup(lp: LoadedPlan) -> list[str]:
+    """Remove what finished rollbacks kept (replaced databases, replaced trees)."""
+    repo = open_repository(lp)
+    removed = []
+    with locked(repo, exclusive=True):
+        for rec in _records(repo, "rollbacks"):
+            if rec.get("plan") != lp.name:
+                continue
+            for t in rec.get("targets", []):
+                try:
+                    target = lp.targets([t["target"]])[0]
+                except RestorerError:
+                    continue
+                for kept in t.get("kept", []):
+                    if isinstance(target, models.PostgresTarget):
+                        from urllib.parse import quote, urlsplit, urlunsplit
+
+                        dsn = urlunsplit(urlsplit(target.dsn)._replace(path="/" + quote(kept)))
+                        pw = lp.secret(target.password, f"targets.{target.name}.password")
+                        if postgres.pg_database_exists(dsn, pw, what="rollback cleanup"):
+                            postgres.pg_drop_database(dsn, pw, what="rollback cleanup")
+                            removed.append(f"{target.name}: database {kept}")
+                    elif os.path.lexists(kept) and ".restorer-rollback-" in kept:
+                        shutil.rmtree(Path(kept).parent, ignore_errors=True)
+                        removed.append(f"{target.name}: {kept}")
+    return removed

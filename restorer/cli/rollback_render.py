@@ -1,0 +1,99 @@
+"""What rollback prints: the plan before it acts (--dry-run, the confirmation prompt), and a
+summary afterwards that a responder can paste into the incident channel."""
+
+from __future__ import annotations
+
+import shlex
+import time
+from datetime import datetime
+
+import click
+
+from restorer.actions.rollback import RollbackResult, TargetRollback
+from restorer.cli.render import local_time
+from restorer.plan.durations import format_duration as fd
+
+
+def _age(iso: str) -> str:
+    return fd(max(0.0, time.time() - datetime.fromisoformat(iso).timestamp()))
+
+
+def _snapshot_line(t: TargetRollback) -> str:
+    verified = (f"verified {local_time(t.verified_at)}" if t.verified_at
+                else "NOT VERIFIED")
+    return (f"snapshot {t.snapshot[:8]} of {local_time(t.snapshot_time)} "
+            f"({_age(t.snapshot_time)} old; {verified})")
+
+
+def _changes(t: TargetRollback) -> str:
+    c = t.changes
+    if "database" in c:
+        return (f"database {c['database']} is replaced by a restore of the snapshot; the "
+                "current one is kept under a dated name until `rollback --cleanup`")
+    text = f"{c['added']} added, {c['changed']} changed, {c['removed']} removed"
+    for kind in ("added", "changed", "removed"):
+        ex = c["examples"][kind]
+        if ex:
+            text += f"\n      {kind}: " + ", ".join(ex[:5]) + (" ..." if c[kind] > 5 else "")
+    return text
+
+
+def _warn_unverified(res: RollbackResult) -> None:
+    if res.unverified:
+        click.secho("WARNING: at least one target goes back to a snapshot that was never "
+                    "verified (--allow-unverified)", fg="red", bold=True, err=True)
+
+
+def render_plan(res: RollbackResult, plan: str) -> None:
+    what = "undo of rollback " + res.undo_of[:8] if res.undo_of else "rollback"
+    click.echo(f"{what} of plan {res.plan}" + (" (dry run: nothing is changed)"
+                                               if res.dry_run else ""))
+    _warn_unverified(res)
+    for t in res.targets:
+        click.echo(f"  {t.target} ({t.kind}) at {t.live}")
+        click.echo(f"    to   {_snapshot_line(t)}")
+        click.echo(f"    does {_changes(t)}")
+        click.echo("    first a safety snapshot of its current state, tagged pre-rollback")
+    click.echo("  rollback.before hooks: " + ("; ".join(res.before_hooks) or "none"))
+    click.echo("  rollback.after hooks:  " + ("; ".join(res.after_hooks) or "none"))
+    click.echo(f"  then the plan's checks against the live targets; undo with: "
+               f"restorer rollback {shlex.quote(plan)} --undo --yes")
+
+
+def render_result(res: RollbackResult, plan: str) -> None:
+    _warn_unverified(res)
+    tm = res.timings
+    steps = ", ".join(f"{label} {fd(tm[k])}" for k, label in (
+        ("decide_s", "decide"), ("restore_s", "restore"),
+        ("safety_snapshot_s", "safety snapshot"), ("swap_s", "swap"), ("checks_s", "checks"))
+        if k in tm)
+    what = f"Undo of rollback {res.undo_of[:8]}" if res.undo_of else "Rollback"
+    if res.ok:
+        head = f"{what} of plan {res.plan}: done in {fd(tm.get('total_s', 0))} ({steps})"
+    else:
+        head = (f"{what} of plan {res.plan}: FAILED after {fd(tm.get('total_s', 0))} "
+                f"({steps}); targets: {res.state}")
+    click.echo(head)
+    for t in res.targets:
+        click.echo(f"- {t.target}: {t.live} -> {_snapshot_line(t)}: {t.state.upper()}"
+                   + ("" if t.atomic else " (swapped with two renames: the filesystem "
+                      "has no atomic exchange)"))
+        if t.kept:
+            click.echo(f"  replaced data kept at {', '.join(t.kept)}")
+        if t.error:
+            click.echo(f"  {t.error}")
+    if res.checks:
+        passed = sum(c["passed"] for c in res.checks)
+        click.echo(f"Checks after the swap: {passed}/{len(res.checks)} passed")
+        for c in res.checks:
+            if not c["passed"]:
+                click.echo(f"  FAILED {c['target']} {c['name']}: {c['detail']}")
+    safety = ", ".join(f"{t.target} {t.safety_snapshot[:8]}" for t in res.targets
+                       if t.safety_snapshot)
+    if safety:
+        click.echo(f"Safety snapshots (pre-rollback): {safety}")
+        click.echo(f"Undo: restorer rollback {shlex.quote(plan)} --undo --yes")
+    if res.error:
+        click.echo(f"restorer: error: {res.error}", err=True)
+    for w in res.warnings:
+        click.echo(f"restorer: warning: {w}", err=True)
