@@ -33,9 +33,16 @@ from restorer.actions.backup import backup_one
 from restorer.actions.checks import check_name, run_check
 from restorer.actions.context import locked, open_repository
 from restorer.actions.hooks import hooks_around
-from restorer.actions.staging import Restored, Stage, chunk_ids, compare_tree
-from restorer.actions.verify import CheckResult, _verified_records
-from restorer.errors import RestoreError, RestorerError, SourceError, UsageError
+from restorer.actions.rollback_swaps import (
+    FilesSwap,
+    Swap,
+    TargetRollback,
+    db_name,
+    swapper,
+    with_db,
+)
+from restorer.actions.verify import CheckResult, verified_records
+from restorer.errors import RestoreError, RestorerError, UsageError
 from restorer.ledger import RunRecorder
 from restorer.plan import models
 from restorer.plan.load import LoadedPlan
@@ -43,31 +50,10 @@ from restorer.repo import blobs
 from restorer.repo.repository import Repository
 from restorer.repo.snapshot import Snapshot
 from restorer.repo.tree import DIR
-from restorer.sources import postgres
-from restorer.sources.files_restore import FilesWriter
-from restorer.sources.stream import restore_stream
-from restorer.sources.swap import exchange
+from restorer.sources import mysql, postgres
 
-SUPPORTED = (models.FilesTarget, models.PostgresTarget)
+SUPPORTED = (models.FilesTarget, models.PostgresTarget, models.MySQLTarget)
 SAFETY_TAG = "pre-rollback"
-
-
-@dataclass
-class TargetRollback:
-    target: str
-    kind: str
-    live: str
-    snapshot: str
-    snapshot_time: str
-    verified_at: str | None
-    changes: dict[str, Any] = field(default_factory=dict)
-    safety_snapshot: str | None = None
-    state: str = "as before"  # "as before" | "rolled back" | "unknown"
-    kept: list[str] = field(default_factory=list)  # the replaced tree / database, by name
-    restore_s: float | None = None
-    swap_s: float | None = None
-    atomic: bool = True
-    error: str | None = None
 
 
 @dataclass
@@ -139,7 +125,7 @@ def _choose(lp: LoadedPlan, repo: Repository, targets: list[Any], to: str,
             ) -> tuple[list[tuple[Any, Snapshot, str | None]], bool]:
     """(target, snapshot, verified at) per target, and whether any is unverified."""
     verified: dict[str, str] = {}
-    for sid, recs in _verified_records(repo).items():
+    for sid, recs in verified_records(repo).items():
         good = sorted(r.get("time", "") for r in recs if r.get("passed"))
         if good:
             verified[sid] = good[-1]
@@ -173,16 +159,6 @@ def _choose(lp: LoadedPlan, repo: Repository, targets: list[Any], to: str,
                              hint="run `restorer verify PLAN` to verify one, or pass "
                              "--allow-unverified to take the newest snapshot unverified")
     return out, unverified
-
-
-def _live_paths(lp: LoadedPlan, t: models.FilesTarget, snap: Snapshot) -> list[Path]:
-    paths = [Path(os.path.abspath(lp.resolve_path(p))) for p in t.paths]
-    if sorted(map(str, paths)) != sorted(snap.paths):
-        raise UsageError(f"target {t.name}: snapshot {snap.short_id} holds "
-                         f"{', '.join(snap.paths)}, but the plan now backs up "
-                         f"{', '.join(map(str, paths))}; it cannot be swapped in as is",
-                         hint="restore it with `restorer restore` and move it by hand")
-    return paths
 
 
 def _file_changes(repo: Repository, snap: Snapshot, paths: list[Path]) -> dict[str, Any]:
@@ -227,169 +203,12 @@ def _file_changes(repo: Repository, snap: Snapshot, paths: list[Path]) -> dict[s
                          "removed": removed[:10]}}
 
 
-def _db_changes(t: models.PostgresTarget) -> dict[str, Any]:
-    _, name = postgres.split_dsn(t.dsn)
+def _db_changes(t: models.PostgresTarget | models.MySQLTarget) -> dict[str, Any]:
+    name = db_name(t)
     return {"database": name, "replaced": True}
 
 
 # --- acting -------------------------------------------------------------------------------
-
-
-class _Swap:
-    """One target's sibling copy and how to put it in place (and back)."""
-
-    def __init__(self, lp: LoadedPlan, repo: Repository, t: Any, snap: Snapshot,
-                 stamp: str, out: TargetRollback) -> None:
-        self.lp, self.repo, self.t, self.snap, self.out = lp, repo, t, snap, out
-        self.stamp = stamp
-        self.swapped = False
-
-    def restore(self) -> None:
-        raise NotImplementedError
-
-    def swap(self) -> None:
-        raise NotImplementedError
-
-    def swap_back(self) -> None:
-        raise NotImplementedError
-
-    def discard(self) -> None:
-        """Remove the sibling copy (before a swap) or the replaced data (after success)."""
-        raise NotImplementedError
-
-    def check_subject(self) -> Stage:
-        raise NotImplementedError
-
-
-class _FilesSwap(_Swap):
-    """Each live path P gets its copy at P.parent/.restorer-rollback-STAMP/P.name (same
-    filesystem, so the swap is a rename)."""
-
-    def __init__(self, *a: Any) -> None:
-        super().__init__(*a)
-        self.paths = _live_paths(self.lp, self.t, self.snap)
-        self.siblings = {p: p.parent / f".restorer-rollback-{self.stamp}" for p in self.paths}
-        self.done: list[Path] = []
-
-    def restore(self) -> None:
-        by_sibling: dict[Path, list[str]] = {}
-        for p, sib in self.siblings.items():
-            by_sibling.setdefault(sib, []).append(p.name)
-        for sib, names in by_sibling.items():
-            if os.path.lexists(sib):
-                raise RestoreError(f"{sib} is in the way of the rollback's sibling copy")
-            st = FilesWriter(self.repo, sib, include=names).restore(self.snap)
-            if st.failed:
-                raise RestoreError(
-                    f"target {self.t.name}: {len(st.failed)} file(s) of snapshot "
-                    f"{self.snap.short_id} could not be restored: "
-                    + ", ".join(f for f, _ in st.failed[:5]),
-                    hint="the snapshot is damaged; run `restorer check PLAN --read-data` and "
-                    "roll back to another snapshot with --to")
-
-    def swap(self) -> None:
-        for p, sib in self.siblings.items():
-            new = sib / p.name
-            if os.path.lexists(p):
-                self.out.atomic = exchange(new, p) and self.out.atomic
-            else:  # the live path is gone altogether: put the copy there
-                os.makedirs(p.parent, exist_ok=True)
-                os.rename(new, p)
-                os.makedirs(new)  # an empty stand-in, so swap_back can exchange
-            self.done.append(p)
-        self.swapped = True
-        self.out.kept = [str(s / p.name) for p, s in self.siblings.items()]
-
-    def swap_back(self) -> None:
-        for p in reversed(self.done):
-            exchange(self.siblings[p] / p.name, p)
-        self.done.clear()
-        self.swapped = False
-        self.out.kept = []
-
-    def discard(self) -> None:
-        for sib in set(self.siblings.values()):
-            shutil.rmtree(sib, ignore_errors=True)
-        self.out.kept = []
-
-    def check_subject(self) -> Stage:
-        stage = Stage(self.lp, self.repo, self.t, self.snap)
-        stage.cwd = self.paths[0] if len(self.paths) == 1 and self.paths[0].is_dir() \
-            else self.paths[0].parent
-        stage.env = {"RESTORER_STAGING": str(stage.cwd)}
-        parents = {p.name: p.parent for p in self.paths}
-        stage.manifest = lambda: compare_tree(  # type: ignore[method-assign]
-            self.repo, self.snap, Restored(),
-            lambda rel: chunk_ids(self.repo, parents[rel.parts[0]] / rel))
-        return stage
-
-
-class _PostgresSwap(_Swap):
-    def __init__(self, *a: Any) -> None:
-        super().__init__(*a)
-        t = self.t
-        self.password = self.lp.secret(t.password, f"targets.{t.name}.password")
-        admin, self.live = postgres.split_dsn(t.dsn)
-        base = self.live[:40]
-        self.new = f"{base}_rb_{self.stamp}"
-        self.old = f"{base}_pre_rb_{self.stamp}"
-        self.admin = admin
-        self.what = f"rollback of {t.name}"
-        self.created = False
-
-    def _dsn(self, name: str) -> str:
-        from urllib.parse import quote, urlsplit, urlunsplit
-
-        return urlunsplit(urlsplit(self.t.dsn)._replace(path="/" + quote(name)))
-
-    def restore(self) -> None:
-        chunks = restore_stream(self.repo, self.snap)
-        first = next(chunks, b"")
-        if postgres.is_cluster_dump(first):
-            raise UsageError(f"target {self.t.name}: a pg_dumpall snapshot cannot be swapped "
-                             "in as one database")
-        import itertools
-
-        self.created = True
-        try:
-            postgres.pg_restore_stream(itertools.chain([first], chunks), self._dsn(self.new),
-                                       self.password, overwrite=False, what=self.what)
-        except SourceError as e:
-            raise RestoreError(e.message, e.hint) from None
-
-    def swap(self) -> None:
-        postgres.pg_swap_databases(self._dsn(self.live), self.new, self.old, self.password,
-                                   terminate=self.lp.plan.rollback.terminate_connections,
-                                   what=self.what)
-        self.swapped = True
-        self.out.kept = [self.old]
-
-    def swap_back(self) -> None:
-        postgres.pg_swap_databases(self._dsn(self.live), self.old, self.new, self.password,
-                                   terminate=True, what=self.what)
-        self.swapped = False
-        self.out.kept = []
-
-    def discard(self) -> None:
-        if self.created and not self.swapped:
-            postgres.pg_drop_database(self._dsn(self.new), self.password, what=self.what)
-        # after a swap the replaced database is kept under its dated name until --cleanup
-
-    def check_subject(self) -> Stage:
-        stage = Stage(self.lp, self.repo, self.t, self.snap)
-        dsn, password = self._dsn(self.live), self.password
-        stage.env = {"RESTORER_STAGING_DSN": dsn, **({"PGPASSWORD": password} if password
-                                                     else {})}
-        stage.query = lambda sql, timeout: postgres.pg_query(  # type: ignore[method-assign]
-            dsn, password, sql, what=f"check of {self.t.name}", timeout=timeout)
-        stage.manifest = lambda: (True, "")  # type: ignore[method-assign]
-        return stage
-
-
-def _swapper(lp: LoadedPlan, repo: Repository, t: Any, snap: Snapshot, stamp: str,
-             out: TargetRollback) -> _Swap:
-    cls = _FilesSwap if isinstance(t, models.FilesTarget) else _PostgresSwap
-    return cls(lp, repo, t, snap, stamp, out)
 
 
 @contextmanager
@@ -414,7 +233,8 @@ def run_rollback(lp: LoadedPlan, names: tuple[str, ...] = (), *, to: str = "late
     start = time.monotonic()
     repo = open_repository(lp)
     run_id = run.run_id if run else os.urandom(16).hex()
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    # unique per run: two rollbacks within one second must never share a database name
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "_" + run_id[:6]
     r = lp.plan.rollback
     with locked(repo, exclusive=True) as lock:
         if run:
@@ -428,12 +248,12 @@ def run_rollback(lp: LoadedPlan, names: tuple[str, ...] = (), *, to: str = "late
                                                 snaps, result)
             swaps = []
             for t, snap, verified_at in chosen:
-                live = postgres.safe_dsn(t.dsn) if isinstance(t, models.PostgresTarget) else \
-                    ", ".join(str(lp.resolve_path(p)) for p in t.paths)
+                live = (", ".join(str(lp.resolve_path(p)) for p in t.paths)
+                        if isinstance(t, models.FilesTarget) else postgres.safe_dsn(t.dsn))
                 out = TargetRollback(t.name, t.kind, live, snap.id, snap.time, verified_at)
-                sw = _swapper(lp, repo, t, snap, stamp, out)
+                sw = swapper(lp, repo, t, snap, stamp, out)
                 out.changes = (_file_changes(repo, snap, sw.paths)
-                               if isinstance(sw, _FilesSwap) else _db_changes(t))
+                               if isinstance(sw, FilesSwap) else _db_changes(t))
                 result.targets.append(out)
                 swaps.append(sw)
         if dry_run:
@@ -480,7 +300,7 @@ def _write_record(repo: Repository, result: RollbackResult, status: str) -> None
     repo.write_file("rollbacks", json.dumps(rec, sort_keys=True).encode())
 
 
-def _act(lp: LoadedPlan, repo: Repository, result: RollbackResult, swaps: list[_Swap],
+def _act(lp: LoadedPlan, repo: Repository, result: RollbackResult, swaps: list[Swap],
          snaps: list[Snapshot], run: RunRecorder | None) -> None:
     # 1. restore every target beside its live copy; nothing live changes
     try:
@@ -542,12 +362,12 @@ def _act(lp: LoadedPlan, repo: Repository, result: RollbackResult, swaps: list[_
             result.checks += _check_live(sw, run)
     if result.ok:
         for sw in swaps:
-            if isinstance(sw, _FilesSwap):
+            if isinstance(sw, FilesSwap):
                 sw.discard()  # the replaced trees are in the safety snapshots
     _write_record(repo, result, "done" if result.ok else "failed")
 
 
-def _discard(swaps: list[_Swap], result: RollbackResult) -> None:
+def _discard(swaps: list[Swap], result: RollbackResult) -> None:
     for sw in swaps:
         try:
             sw.discard()
@@ -556,7 +376,7 @@ def _discard(swaps: list[_Swap], result: RollbackResult) -> None:
                                    f"{e.message}")
 
 
-def _swap_back(swaps: list[_Swap], result: RollbackResult) -> None:
+def _swap_back(swaps: list[Swap], result: RollbackResult) -> None:
     for sw in swaps:
         if not sw.swapped and not getattr(sw, "done", None):
             sw.out.state = "as before"
@@ -570,10 +390,10 @@ def _swap_back(swaps: list[_Swap], result: RollbackResult) -> None:
                             "`restorer rollback PLAN --undo`")
 
 
-def _check_live(sw: _Swap, run: RunRecorder | None) -> list[dict[str, Any]]:
+def _check_live(sw: Swap, run: RunRecorder | None) -> list[dict[str, Any]]:
     stage = sw.check_subject()
     specs: list[tuple[str, Any]] = []
-    if isinstance(sw, _FilesSwap):
+    if isinstance(sw, FilesSwap):
         specs.append(("manifest", None))
     specs += [(check_name(c), c) for c in sw.t.checks if not isinstance(c, models.ManifestCheck)]
     out = []
@@ -607,13 +427,15 @@ def cleanup(lp: LoadedPlan) -> list[str]:
                 except RestorerError:
                     continue
                 for kept in t.get("kept", []):
-                    if isinstance(target, models.PostgresTarget):
-                        from urllib.parse import quote, urlsplit, urlunsplit
-
-                        dsn = urlunsplit(urlsplit(target.dsn)._replace(path="/" + quote(kept)))
+                    if isinstance(target, models.PostgresTarget | models.MySQLTarget):
                         pw = lp.secret(target.password, f"targets.{target.name}.password")
-                        if postgres.pg_database_exists(dsn, pw, what="rollback cleanup"):
-                            postgres.pg_drop_database(dsn, pw, what="rollback cleanup")
+                        dsn = with_db(target.dsn, kept)
+                        db = mysql if isinstance(target, models.MySQLTarget) else None
+                        exists = (mysql.mysql_database_exists if db else
+                                  postgres.pg_database_exists)(dsn, pw, what="rollback cleanup")
+                        if exists:
+                            (mysql.mysql_drop_database if db else postgres.pg_drop_database)(
+                                dsn, pw, what="rollback cleanup")
                             removed.append(f"{target.name}: database {kept}")
                     elif os.path.lexists(kept) and ".restorer-rollback-" in kept:
                         shutil.rmtree(Path(kept).parent, ignore_errors=True)

@@ -62,7 +62,7 @@ class TargetVerification:
         return d
 
 
-def _verified_records(repo: Repository) -> dict[str, list[dict]]:
+def verified_records(repo: Repository) -> dict[str, list[dict]]:
     out: dict[str, list[dict]] = {}
     for obj in repo.backend.list("verifications/"):
         try:
@@ -75,7 +75,7 @@ def _verified_records(repo: Repository) -> dict[str, list[dict]]:
 
 
 def newest_verified(repo: Repository, target: str, snaps: list[Snapshot]) -> Snapshot | None:
-    records = _verified_records(repo)
+    records = verified_records(repo)
     for s in reversed(snaps):
         if s.target == target and any(r.get("passed") for r in records.get(s.id, ())):
             return s
@@ -219,7 +219,7 @@ def plan_status(lp: LoadedPlan) -> list[TargetStatus]:
     """Per target: the latest backup, the newest verified snapshot, and both objectives."""
     repo = open_repository(lp)
     snaps = repo.list_snapshots()
-    records = _verified_records(repo)
+    records = verified_records(repo)
     now = time.time()
     out = []
     for t in lp.plan.targets:

@@ -222,3 +222,82 @@ def mysql_dump_remote(client: Any, dsn: str, password: str | None, *,
             "--hex-blob", db))
         with remote_output(client, cmd, what=what, secrets=[password]) as out:
             yield out
+
+
+def _schema_objects(conn: list[str], extra: list[str], db: str, what: str,
+                    password: str | None) -> dict[str, int]:
+    lit = _lit(db)
+    out = _sql(conn, extra, (
+        "SELECT (SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = "
+        f"{lit} AND table_type = 'BASE TABLE'), (SELECT COUNT(*) FROM "
+        f"information_schema.views WHERE table_schema = {lit}), (SELECT COUNT(*) FROM "
+        f"information_schema.triggers WHERE trigger_schema = {lit}), (SELECT COUNT(*) FROM "
+        f"information_schema.routines WHERE routine_schema = {lit}), (SELECT COUNT(*) FROM "
+        f"information_schema.events WHERE event_schema = {lit});"), what, password)
+    n = [int(x) for x in out.split()] if out.strip() else [0] * 5
+    return dict(zip(("tables", "views", "triggers", "routines", "events"), n, strict=True))
+
+
+def mysql_swap_blockers(dsn: str, password: str | None, *, what: str) -> list[str]:
+    """Why this database cannot be swapped table by table (empty when it can): views,
+    triggers, routines and events belong to the database and do not move with RENAME TABLE."""
+    conn, db = parse_dsn(dsn)
+    with _options_file(password) as extra:
+        objs = _schema_objects(conn, extra, db, what, password)
+    return [f"{n} {k}" for k, n in objs.items() if k != "tables" and n]
+
+
+def mysql_swap_databases(live_dsn: str, new_db: str, old_db: str, password: str | None, *,
+                         terminate: bool, what: str) -> None:
+    """Put the tables of `new_db` in place of the live database's, which move to `old_db`,
+    with one RENAME TABLE statement (atomic: all tables move or none)."""
+    conn, live = parse_dsn(live_dsn)
+    with _options_file(password) as extra:
+        for db in (live, new_db):
+            objs = _schema_objects(conn, extra, db, what, password)
+            blockers = [f"{n} {k}" for k, n in objs.items() if k != "tables" and n]
+            if blockers:
+                raise RestoreError(f"{what}: database {db} has {', '.join(blockers)}, which "
+                                   "cannot be swapped table by table")
+        busy = _sql(conn, extra, "SELECT id FROM information_schema.processlist WHERE db = "
+                    f"{_lit(live)} AND id <> CONNECTION_ID();", what, password).split()
+        if busy and not terminate:
+            raise RestoreError(
+                f"{what}: {len(busy)} other session(s) are connected to database {live}; it "
+                "cannot be swapped while in use",
+                hint="stop the application in rollback.before, or set "
+                "rollback.terminate_connections: true in the plan")
+        for pid in busy:
+            with contextlib.suppress(SourceError):  # it may have gone by itself
+                _sql(conn, extra, f"KILL {int(pid)};", what, password)
+
+        def tables(db: str) -> list[str]:
+            return _sql(conn, extra, "SELECT table_name FROM information_schema.tables WHERE "
+                        f"table_schema = {_lit(db)} AND table_type = 'BASE TABLE';", what,
+                        password).split("\n")
+
+        if any(tables(old_db)):
+            raise RestoreError(f"{what}: database {old_db} already exists and holds tables; "
+                               "refusing to mix them with the replaced ones")
+        _sql(conn, extra, f"CREATE DATABASE IF NOT EXISTS {_quote(old_db)};", what, password)
+        moves = [f"{_quote(live)}.{_quote(t)} TO {_quote(old_db)}.{_quote(t)}"
+                 for t in tables(live) if t]
+        moves += [f"{_quote(new_db)}.{_quote(t)} TO {_quote(live)}.{_quote(t)}"
+                  for t in tables(new_db) if t]
+        if moves:
+            # a session holding a table lock makes this wait; give up after 30 s instead
+            _sql(conn, extra, "SET SESSION lock_wait_timeout = 30; RENAME TABLE "
+                 + ", ".join(moves) + ";", what, password)
+
+
+def mysql_drop_database(dsn: str, password: str | None, *, what: str) -> None:
+    conn, db = parse_dsn(dsn)
+    with _options_file(password) as extra:
+        _sql(conn, extra, f"DROP DATABASE IF EXISTS {_quote(db)};", what, password)
+
+
+def mysql_database_exists(dsn: str, password: str | None, *, what: str) -> bool:
+    conn, db = parse_dsn(dsn)
+    with _options_file(password) as extra:
+        return _sql(conn, extra, "SELECT COUNT(*) FROM information_schema.schemata WHERE "
+                    f"schema_name = {_lit(db)};", what, password).strip() == "1"

@@ -170,6 +170,7 @@ def test_failures_half_way_leave_targets_consistent(tmp_path: Path, cli, pg_serv
     assert _db_state(dsn) != broken[1] and tree_digest(site) != broken[0]
     r = cli("rollback", plan, "--undo", "--yes")
     assert r.rc == 1  # the failing check runs after the undo too, but the data is back
+    assert "ROLLED BACK" in r.out and "targets: rolled back" in r.out, r.text
     assert (tree_digest(site), _db_state(dsn)) == broken
 
     # the restore source is damaged: nothing changes (the trees the failed runs above
@@ -238,3 +239,49 @@ def test_unverified_needs_consent_and_two_rollbacks_collide(tmp_path: Path, cli,
     assert first.returncode == 0, err
     assert b"NOT VERIFIED" in out
     assert b"never verified" in err
+
+
+def test_mariadb_rollback_and_undo(tmp_path: Path, cli, mariadb_server) -> None:
+    from tests.e2e.test_dumps import _my
+
+    db = unique_name("rbmy").replace("-", "_")
+    _my(mariadb_server, f"CREATE DATABASE {db}")
+    try:
+        _my(mariadb_server, "CREATE TABLE c (id INT PRIMARY KEY, name VARCHAR(30)) "
+            "ENGINE=InnoDB; CREATE TABLE o (id INT PRIMARY KEY, c INT, amount INT, "
+            "FOREIGN KEY (c) REFERENCES c(id)) ENGINE=InnoDB; "
+            "INSERT INTO c SELECT seq, CONCAT('c', seq) FROM seq_1_to_200; "
+            "INSERT INTO o SELECT seq, 1 + seq % 200, seq FROM seq_1_to_1000;", db)
+
+        def state() -> str:
+            return _my(mariadb_server, "SELECT (SELECT COUNT(*) FROM c), (SELECT SUM(amount) "
+                       "FROM o), (SELECT GROUP_CONCAT(table_name ORDER BY table_name) FROM "
+                       f"information_schema.tables WHERE table_schema = '{db}' "
+                       "AND table_type = 'BASE TABLE')", db)
+
+        plan = write_plan(tmp_path / "plan.yaml", ledger="sqlite:///ledger.db", targets=[{
+            "name": "db", "kind": "mysql", "dsn": f"{mariadb_server}/{db}",
+            "staging": {"dsn": f"{mariadb_server}/{db}_verify"},
+            "checks": [{"sql": {"query": "SELECT COUNT(*) FROM o", "equals": 1000}}]}])
+        _verified_backup(cli, plan)
+        good = state()
+        _my(mariadb_server, "DELETE FROM o WHERE id > 500; CREATE TABLE junk (x INT);", db)
+        bad = state()
+        r = cli("rollback", plan, "--yes")
+        assert r.rc == 0, r.text
+        assert state() == good and "Checks after the swap: 1/1 passed" in r.out
+        r = cli("rollback", plan, "--undo", "--yes")
+        assert r.rc == 1  # the data is back, and the check says it is not the good state
+        assert "ROLLED BACK" in r.out, r.text
+        assert state() == bad and "expected 1000" in r.out
+        # a database with a view cannot be swapped table by table: refused, nothing changed
+        _my(mariadb_server, "CREATE VIEW big AS SELECT * FROM o WHERE amount > 100", db)
+        r = cli("rollback", plan, "--yes")
+        assert r.rc == 2 and "1 views" in r.err and "restorer restore" in r.err
+        assert state() == bad
+        assert cli("rollback", plan, "--cleanup").rc == 0
+        left = _my(mariadb_server, f"SHOW DATABASES LIKE '{db}%'").split()
+        assert left == [db], left
+    finally:
+        for name in _my(mariadb_server, f"SHOW DATABASES LIKE '{db}%'").split():
+            _my(mariadb_server, f"DROP DATABASE IF EXISTS {name}")
