@@ -11,10 +11,9 @@ import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, BinaryIO
 
-from restorer import __version__
+from restorer import __version__, clock
 from restorer.actions.context import init_repository, locked, open_repository
 from restorer.actions.hooks import hooks_around, remote_runner
 from restorer.actions.progress import NoProgress, Progress
@@ -226,7 +225,7 @@ def _backup_target(lp: LoadedPlan, repo: Repository, t: models.TargetBase,
             writer.flush()
             st = reader.stats
             snap = Snapshot(
-                time=datetime.now(UTC).isoformat(timespec="microseconds"),
+                time=clock.iso(),
                 plan=lp.name, target=t.name, kind=t.kind,
                 hostname=socket.gethostname(), username=getpass.getuser(),
                 paths=abs_paths, tree=tree, parent=parent.id if parent else None,
@@ -331,7 +330,7 @@ def _backup_stream_target(lp: LoadedPlan, repo: Repository, t: models.TargetBase
             writer.flush()
             duration = time.monotonic() - start
             snap = Snapshot(
-                time=datetime.now(UTC).isoformat(timespec="microseconds"),
+                time=clock.iso(),
                 plan=lp.name, target=t.name, kind=t.kind,  # type: ignore[attr-defined]
                 hostname=socket.gethostname(), username=getpass.getuser(),
                 paths=[], tree=tree, parent=parent.id if parent else None,
@@ -373,7 +372,7 @@ def _backup_ssh_files_target(lp: LoadedPlan, repo: Repository, t: models.SSHFile
             st = reader.stats
             duration = time.monotonic() - start
             snap = Snapshot(
-                time=datetime.now(UTC).isoformat(timespec="microseconds"),
+                time=clock.iso(),
                 plan=lp.name, target=t.name, kind=t.kind, hostname=where,
                 username=t.host.user or getpass.getuser(), paths=list(t.paths), tree=tree,
                 parent=parent.id if parent else None, tags=sorted(set(t.tags) | set(tags)),

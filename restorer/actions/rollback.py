@@ -25,10 +25,10 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from restorer import clock
 from restorer.actions.backup import backup_one
 from restorer.actions.checks import check_name, run_check
 from restorer.actions.context import locked, open_repository
@@ -234,7 +234,7 @@ def run_rollback(lp: LoadedPlan, names: tuple[str, ...] = (), *, to: str = "late
     repo = open_repository(lp)
     run_id = run.run_id if run else os.urandom(16).hex()
     # unique per run: two rollbacks within one second must never share a database name
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "_" + run_id[:6]
+    stamp = clock.now().strftime("%Y%m%dT%H%M%S") + "_" + run_id[:6]
     r = lp.plan.rollback
     with locked(repo, exclusive=True) as lock:
         if run:
@@ -292,7 +292,7 @@ def _decide(lp: LoadedPlan, repo: Repository, names: tuple[str, ...], to: str,
 
 def _write_record(repo: Repository, result: RollbackResult, status: str) -> None:
     rec = {"run_id": result.run_id, "plan": result.plan, "status": status,
-           "time": datetime.now(UTC).isoformat(timespec="microseconds"),
+           "time": clock.iso(),
            "undo_of": result.undo_of,
            "safety": {t.target: t.safety_snapshot for t in result.targets
                       if t.safety_snapshot},

@@ -11,10 +11,9 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
-from restorer import __version__
+from restorer import __version__, clock
 from restorer.actions.checks import check_name, run_check
 from restorer.actions.context import locked, open_repository
 from restorer.actions.staging import Stage, stage_for
@@ -179,7 +178,7 @@ def _restore_and_check(stage: Stage, res: TargetVerification, t: Any, snap: Snap
 
 def _record(repo: Repository, res: TargetVerification, snap: Snapshot) -> None:
     rec = {"snapshot": snap.id, "target": res.target, "passed": res.passed,
-           "time": datetime.now(UTC).isoformat(timespec="microseconds"),
+           "time": clock.iso(),
            "restore_s": res.restore_s, "checks": [asdict(c) for c in res.checks],
            "program_version": __version__}
     repo.write_file("verifications", json.dumps(rec, sort_keys=True).encode())
@@ -189,7 +188,7 @@ def _rpo(res: TargetVerification, repo: Repository, target: str, snaps: list[Sna
          rpo: float | None) -> None:
     s = newest_verified(repo, target, snaps)
     if s is not None:
-        res.data_age_s = time.time() - s.datetime.timestamp()
+        res.data_age_s = clock.timestamp() - s.datetime.timestamp()
     if rpo is not None and (res.data_age_s is None or res.data_age_s > rpo):
         res.rpo_breached = True
 
@@ -220,7 +219,7 @@ def plan_status(lp: LoadedPlan) -> list[TargetStatus]:
     repo = open_repository(lp)
     snaps = repo.list_snapshots()
     records = verified_records(repo)
-    now = time.time()
+    now = clock.timestamp()
     out = []
     for t in lp.plan.targets:
         obj = t.objectives or lp.plan.objectives

@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from restorer import __version__
+from restorer import __version__, clock
 from restorer.actions.ledger_run import recorded_run
 from restorer.cli.render import emit_json, human_bytes, local_time, table
 from restorer.errors import PartialError, RestorerError, UsageError
@@ -505,6 +505,42 @@ def rollback(plan: str, targets: tuple[str, ...], to: str, allow_unverified: boo
 
 
 @cli.command()
+@click.argument("plan", type=click.Path(dir_okay=False))
+@click.option("--dry-run", is_flag=True,
+              help="List what would be forgotten and the bytes freed; change nothing.")
+@lock_wait_option
+@json_option
+def prune(plan: str, dry_run: bool, lock_wait: str, as_json: bool) -> None:
+    """Forget snapshots the retention policy does not keep; remove data only they needed."""
+    from restorer.actions.prune import run_prune
+
+    lp = _load(plan)
+    with recorded_run(lp, "prune --dry-run" if dry_run else "prune") as run:
+        res = run_prune(lp, dry_run=dry_run, lock_wait=_duration(lock_wait), run=run)
+    if as_json:
+        emit_json(res.to_json())
+        return
+    rows = []
+    for target, ds in res.decisions.items():
+        for d in ds:
+            rows.append([target, d.snapshot.id[:8], local_time(d.snapshot.time),
+                         "keep" if d.keep else "FORGET", ", ".join(d.reasons)])
+    if rows:
+        table(["TARGET", "SNAPSHOT", "TIME", "", "WHY KEPT"], rows)
+    r = res.repo
+    assert r is not None
+    verb = "would forget" if dry_run else "forgot"
+    click.echo(f"{verb} {len(res.forgotten)} snapshot(s); "
+               f"{'would delete' if dry_run else 'deleted'} "
+               f"{len(r.delete_packs) + len(r.orphan_packs)} pack(s), "
+               f"{'would repack' if dry_run else 'repacked'} {len(r.repack_packs)}; "
+               f"{human_bytes(r.bytes_freed)} {'would be ' if dry_run else ''}freed")
+    if res.untouched:
+        click.echo(f"{len(res.untouched)} snapshot(s) of targets no longer in the plan were "
+                   "left alone")
+
+
+@cli.command()
 @click.argument("plans", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @json_option
 def status(plans: tuple[str, ...], as_json: bool) -> None:
@@ -546,7 +582,6 @@ def status(plans: tuple[str, ...], as_json: bool) -> None:
 @json_option
 def history(plan: str, since: str | None, verify_chain: bool, as_json: bool) -> None:
     """The plan's runs with their phases and timings, newest first."""
-    import time as _time
 
     from restorer.actions.ledger_run import open_ledger, runs
 
@@ -570,7 +605,7 @@ def history(plan: str, since: str | None, verify_chain: bool, as_json: bool) -> 
                                 hint="the ledger was edited outside restorer; keep a copy "
                                 "for the investigation")
         return
-    cutoff = _time.time() - _duration(since) if since else None
+    cutoff = clock.timestamp() - _duration(since) if since else None
     rs = runs(lp, cutoff)
     if as_json:
         emit_json([r.to_json() for r in rs])

@@ -4,18 +4,18 @@ summary afterwards that a responder can paste into the incident channel."""
 from __future__ import annotations
 
 import shlex
-import time
 from datetime import datetime
 
 import click
 
+from restorer import clock
 from restorer.actions.rollback import RollbackResult, TargetRollback
 from restorer.cli.render import local_time
 from restorer.plan.durations import format_duration as fd
 
 
 def _age(iso: str) -> str:
-    return fd(max(0.0, time.time() - datetime.fromisoformat(iso).timestamp()))
+    return fd(max(0.0, clock.timestamp() - datetime.fromisoformat(iso).timestamp()))
 
 
 def _snapshot_line(t: TargetRollback) -> str:

@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from restorer import __version__
+from restorer import __version__, clock
 from restorer.errors import RestorerError, UsageError
 
 log = logging.getLogger("restorer.ledger")
@@ -99,7 +99,7 @@ class Ledger:
     def append(self, run_id: str, kind: str, data: dict[str, Any]) -> int:
         payload = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
         with self._guard("append a row"), self._writing() as execute:
-            t = datetime.now(UTC).isoformat(timespec="microseconds")
+            t = clock.iso()
             last = execute(f"SELECT seq, hash FROM {self.table} ORDER BY seq DESC LIMIT 1")
             seq, prev = (last[0][0] + 1, last[0][1]) if last else (1, GENESIS)
             h = row_hash(prev, seq, t, run_id, kind, payload)
@@ -221,7 +221,7 @@ class RunRecorder:
     def phase(self, name: str, target: str | None = None) -> Iterator[Phase]:
         ph = Phase(name, target)
         t0 = time.monotonic()
-        started = datetime.now(UTC).isoformat(timespec="microseconds")
+        started = clock.iso()
         outcome, error = "ok", None
         try:
             yield ph

@@ -388,6 +388,7 @@ class BlobWriter:
         self._uploads: deque[Future[None]] = deque()
         self._unindexed: dict[str, list[PackEntry]] = {}
         self._lock = threading.Lock()
+        self.written_packs: set[str] = set()
 
     def has(self, blob_id: bytes) -> bool:
         return blob_id in self.repo.index or blob_id in self._seen
@@ -403,6 +404,16 @@ class BlobWriter:
         self._pending_bytes += len(plain)
         self._drain(block=self._pending_bytes > self._max_inflight)
         return bid
+
+    def copy(self, type_: int, plain: bytes, blob_id: bytes) -> None:
+        """Store a blob the index already has (prune moving it out of a garbage pack)."""
+        if blob_id in self._seen:
+            return
+        self._seen.add(blob_id)
+        fut = self._encode.submit(blobs.encode_blob, self.repo.sealer, blob_id, plain)
+        self._pending.append((type_, blob_id, len(plain), fut, False))
+        self._pending_bytes += len(plain)
+        self._drain(block=self._pending_bytes > self._max_inflight)
 
     def add_async(self, plain: bytes) -> Future[list[Any]]:
         """Queue a data blob whose id a worker computes; the future's result()[0] is the id.
@@ -459,6 +470,7 @@ class BlobWriter:
     def _store_pack(self, pid: str, data: bytes, entries: list[PackEntry]) -> None:
         self.repo.write_named(pack_name(pid), data)
         with self._lock:
+            self.written_packs.add(pid)
             self._unindexed[pid] = entries
             self.repo.index.add(pid, entries)
             self.stats.packs += 1

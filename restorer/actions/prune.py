@@ -1,0 +1,116 @@
+"""prune: forget the snapshots the retention policy does not keep, then remove the data only
+they needed. Under the repository's exclusive lock: backups wait (--lock-wait) or exit 4."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from restorer.actions.context import locked, open_repository
+from restorer.actions.retention import Decision, decide
+from restorer.actions.verify import verified_records
+from restorer.ledger import RunRecorder
+from restorer.plan.load import LoadedPlan
+from restorer.repo import blobs
+from restorer.repo.prune import PrunePlan, execute, plan_prune
+from restorer.repo.repository import Repository
+from restorer.repo.snapshot import Snapshot
+
+
+@dataclass
+class PruneResult:
+    plan: str
+    dry_run: bool
+    decisions: dict[str, list[Decision]] = field(default_factory=dict)
+    untouched: list[str] = field(default_factory=list)  # snapshots of targets not in the plan
+    repo: PrunePlan | None = None
+    duration_s: float = 0.0
+
+    @property
+    def forgotten(self) -> list[Snapshot]:
+        return [d.snapshot for ds in self.decisions.values() for d in ds if not d.keep]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "plan": self.plan, "dry_run": self.dry_run, "duration_s": round(self.duration_s, 3),
+            "targets": {t: [{"snapshot": d.snapshot.id, "time": d.snapshot.time,
+                             "keep": d.keep, "reasons": d.reasons} for d in ds]
+                        for t, ds in self.decisions.items()},
+            "untouched": self.untouched,
+            "repository": self.repo.to_json() if self.repo else None,
+        }
+
+
+def _last_rollback_safety(repo: Repository, plan: str) -> set[str]:
+    recs = []
+    for obj in repo.backend.list("rollbacks/"):
+        try:
+            recs.append(json.loads(blobs.decode_file(repo.sealer, repo.backend.read(obj.name),
+                                                     obj.name)))
+        except Exception:
+            continue
+    mine = sorted((r for r in recs if r.get("plan") == plan and r.get("safety")),
+                  key=lambda r: r.get("time", ""))
+    return set(mine[-1]["safety"].values()) if mine else set()
+
+
+def run_prune(lp: LoadedPlan, *, dry_run: bool = False, lock_wait: float = 0.0,
+              run: RunRecorder | None = None) -> PruneResult:
+    start = time.monotonic()
+    repo = open_repository(lp)
+    res = PruneResult(lp.name, dry_run)
+    with locked(repo, exclusive=True, wait=lock_wait) as lock:
+        if run:
+            run.record_phase("lock", lock.waited)
+        repo.load_index()
+        snaps = repo.list_snapshots()
+        records = verified_records(repo)
+        verified = {sid for sid, rs in records.items() if any(r.get("passed") for r in rs)}
+        protected = _last_rollback_safety(repo, lp.name)
+        targets = {t.name: t for t in lp.plan.targets}
+        t0 = time.monotonic()
+        for name in sorted({s.target for s in snaps if s.plan == lp.name}):
+            mine = [s for s in snaps if s.plan == lp.name and s.target == name]
+            t = targets.get(name)
+            if t is None:
+                res.untouched += [s.id for s in mine]
+                continue
+            policy = t.retention or lp.plan.retention
+            res.decisions[name] = decide(mine, policy, verified, protected,
+                                         lp.plan.schedule.timezone)
+        forget = res.forgotten
+        gone = {s.id for s in forget}
+        keep = [s for s in snaps if s.id not in gone]
+        res.repo = plan_prune(repo, keep, forget)
+        if run:
+            run.record_phase("decide", time.monotonic() - t0, forget=len(forget),
+                             keep=len(keep), bytes_freed=res.repo.bytes_freed,
+                             dry_run=dry_run)
+        if not dry_run:
+            if run:
+                with run.phase("prune") as ph:
+                    execute(repo, res.repo)
+                    ph.bytes = res.repo.bytes_freed
+                    ph.detail.update(snapshots_forgotten=len(forget),
+                                     packs_deleted=len(res.repo.delete_packs)
+                                     + len(res.repo.orphan_packs),
+                                     packs_repacked=len(res.repo.repack_packs))
+            else:
+                execute(repo, res.repo)
+            _drop_verdicts(repo, gone)
+    res.duration_s = time.monotonic() - start
+    return res
+
+
+def _drop_verdicts(repo: Repository, gone: set[str]) -> None:
+    """Verification records of forgotten snapshots go with them."""
+    for obj in repo.backend.list("verifications/"):
+        try:
+            rec = json.loads(blobs.decode_file(repo.sealer, repo.backend.read(obj.name),
+                                               obj.name))
+        except Exception:
+            continue
+        if rec.get("snapshot") in gone:
+            repo.backend.delete(obj.name)

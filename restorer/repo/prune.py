@@ -1,0 +1,141 @@
+"""Removing what no snapshot needs any more, in an order that keeps the repository valid at
+every step (a crash anywhere leaves every kept snapshot restorable):
+
+  1. repack: the blobs still needed from packs that are mostly garbage are written into new
+     packs (with their own index files), read and verified on the way;
+  2. the forgotten snapshots' files are deleted;
+  3. one new index file is written for every pack that stays;
+  4. the index files read at the start are deleted (from here on only the new ones count);
+  5. packs nothing indexes any more are deleted: garbage, repacked, and packs an earlier
+     crash left without an index.
+
+A blob is needed when a kept snapshot (of any plan in the repository) reaches it. A blob
+stored twice (two runs uploaded it) is needed in one pack only, so prune also drops copies.
+The caller holds the repository's exclusive lock: no backup writes while this runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from restorer.errors import IntegrityError
+from restorer.repo.index import Index
+from restorer.repo.packs import PackEntry
+from restorer.repo.repository import BlobWriter, Repository, pack_name
+from restorer.repo.snapshot import Snapshot
+from restorer.repo.tree import DIR, FILE
+
+# a pack is rewritten when more than this share of its bytes is garbage
+REPACK_GARBAGE = 0.25
+
+
+@dataclass
+class PrunePlan:
+    forget: list[Snapshot]
+    delete_packs: list[str] = field(default_factory=list)
+    repack_packs: list[str] = field(default_factory=list)
+    orphan_packs: list[str] = field(default_factory=list)
+    keep_packs: list[str] = field(default_factory=list)
+    index_files: list[str] = field(default_factory=list)
+    entries: dict[str, list[PackEntry]] = field(default_factory=dict)
+    needed_in: dict[str, list[PackEntry]] = field(default_factory=dict)
+    pack_sizes: dict[str, int] = field(default_factory=dict)
+    bytes_freed: int = 0
+    bytes_repacked: int = 0
+
+    def to_json(self) -> dict:
+        return {"snapshots_forgotten": len(self.forget),
+                "packs_deleted": len(self.delete_packs) + len(self.orphan_packs),
+                "packs_repacked": len(self.repack_packs), "packs_kept": len(self.keep_packs),
+                "bytes_freed": self.bytes_freed, "bytes_repacked": self.bytes_repacked}
+
+
+def reachable(repo: Repository, snaps: Iterable[Snapshot]) -> set[bytes]:
+    """Every blob id (trees and file contents) the snapshots reach."""
+    seen: set[bytes] = set()
+
+    def walk(tree_id: str) -> None:
+        bid = bytes.fromhex(tree_id)
+        if bid in seen:
+            return  # an unchanged directory shared with another snapshot
+        seen.add(bid)
+        for n in repo.load_tree(tree_id):
+            if n["type"] == DIR and n.get("subtree"):
+                walk(n["subtree"])
+            elif n["type"] == FILE:
+                seen.update(bytes.fromhex(c) for c in n.get("content", ()))
+
+    for s in snaps:
+        if s.tree:
+            walk(s.tree)
+    return seen
+
+
+def plan_prune(repo: Repository, keep: list[Snapshot], forget: list[Snapshot]) -> PrunePlan:
+    plan = PrunePlan(forget)
+    plan.index_files = [o.name for o in repo.backend.list("index/")]
+    for name in plan.index_files:
+        for pack, entries in repo.read_index_file(name).items():
+            plan.entries.setdefault(pack, []).extend(entries)
+    plan.pack_sizes = {o.name.rsplit("/", 1)[-1]: o.size for o in repo.backend.list("data/")}
+    needed = reachable(repo, keep)
+    missing = [b for b in needed if b not in repo.index]
+    if missing:
+        raise IntegrityError(
+            f"{len(missing)} blob(s) that kept snapshots need are in no index (first: "
+            f"{missing[0].hex()[:16]}); prune stops before removing anything",
+            hint="run `restorer check PLAN --read-data` to see which snapshots are damaged")
+    placed: set[bytes] = set()
+    for pack, entries in plan.entries.items():
+        mine = []
+        for e in entries:
+            # a blob stored more than once is needed where the index looks first
+            if e.id in needed and e.id not in placed and repo.index.blobs[e.id][0] == pack:
+                mine.append(e)
+                placed.add(e.id)
+        plan.needed_in[pack] = mine
+        size = plan.pack_sizes.get(pack, sum(e.length for e in entries))
+        used = sum(e.length for e in mine)
+        if not mine:
+            plan.delete_packs.append(pack)
+            plan.bytes_freed += size
+        elif size and (size - used) / size > REPACK_GARBAGE:
+            plan.repack_packs.append(pack)
+            plan.bytes_freed += size - used
+            plan.bytes_repacked += used
+        else:
+            plan.keep_packs.append(pack)
+    indexed = set(plan.entries)
+    plan.orphan_packs = sorted(p for p in plan.pack_sizes if p not in indexed)
+    plan.bytes_freed += sum(plan.pack_sizes[p] for p in plan.orphan_packs)
+    return plan
+
+
+def execute(repo: Repository, plan: PrunePlan) -> None:
+    # 1. repack what is still needed from mostly-garbage packs
+    written: set[str] = set()
+    if plan.repack_packs:
+        with BlobWriter(repo) as w:
+            for pack in plan.repack_packs:
+                for e in plan.needed_in[pack]:
+                    w.copy(e.type, repo.load_blob(e.id), e.id)
+            w.flush()
+            # a new pack can be byte for byte an old one (the same blobs stored twice
+            # before): its name is then in the delete list, and must not be deleted
+            written = w.written_packs
+    # 2. the forgotten snapshots
+    for s in plan.forget:
+        repo.backend.delete(f"snapshots/{s.id}")
+    # 3. one index for every pack that stays (repacked blobs are in the writer's index files)
+    kept = {p: plan.entries[p] for p in plan.keep_packs}
+    if kept:
+        repo.write_file("index", Index.serialize(kept))
+    # 4. the old index files
+    for name in plan.index_files:
+        repo.backend.delete(name)
+    # 5. packs nothing indexes any more
+    for pack in plan.delete_packs + plan.repack_packs + plan.orphan_packs:
+        if pack not in written:
+            repo.backend.delete(pack_name(pack))
+
