@@ -237,7 +237,7 @@ def _backup_target(lp: LoadedPlan, repo: Repository, t: models.TargetBase,
             snap.summary = _summary(st, writer, repo, duration)
             repo.save_snapshot(snap)
     except SourceError as e:
-        return TargetBackup(t.name, False, error=f"target '{t.name}': {e.message}", hint=e.hint,
+        return TargetBackup(t.name, False, error=_prefixed(t.name, e.message), hint=e.hint,
                             duration=time.monotonic() - start)
     except RestorerError:
         raise
@@ -245,6 +245,12 @@ def _backup_target(lp: LoadedPlan, repo: Repository, t: models.TargetBase,
     return TargetBackup(t.name, True, snapshot=snap.id, parent=snap.parent,
                         duration=time.monotonic() - start, summary=snap.summary,
                         warnings=st.warnings)
+
+
+def _prefixed(name: str, message: str) -> str:
+    """`target 'NAME': message`, once, whether or not the source already said which target."""
+    prefix = f"target '{name}': "
+    return message if message.startswith(prefix) else prefix + message
 
 
 STREAM_KINDS = (models.SQLiteTarget, models.CommandTarget, models.PostgresTarget,
@@ -341,7 +347,7 @@ def _backup_stream_target(lp: LoadedPlan, repo: Repository, t: models.TargetBase
             )
             repo.save_snapshot(snap)
     except SourceError as e:
-        return TargetBackup(t.name, False, error=f"target '{t.name}': {e.message}", hint=e.hint,
+        return TargetBackup(t.name, False, error=_prefixed(t.name, e.message), hint=e.hint,
                             duration=time.monotonic() - start)
     snapshots.append(snap)
     return TargetBackup(t.name, True, snapshot=snap.id, parent=snap.parent,
@@ -381,7 +387,7 @@ def _backup_ssh_files_target(lp: LoadedPlan, repo: Repository, t: models.SSHFile
             )
             repo.save_snapshot(snap)
     except SourceError as e:
-        return TargetBackup(t.name, False, error=f"target '{t.name}': {e.message}", hint=e.hint,
+        return TargetBackup(t.name, False, error=_prefixed(t.name, e.message), hint=e.hint,
                             duration=time.monotonic() - start)
     snapshots.append(snap)
     return TargetBackup(t.name, True, snapshot=snap.id, parent=snap.parent,

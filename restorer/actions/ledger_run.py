@@ -39,7 +39,7 @@ def recorded_run(lp: LoadedPlan, command: str) -> Iterator[RunRecorder]:
         rec.end({0: "ok", 3: "partial", 4: "locked"}.get(code, "failed"), code)
         raise
     except RestorerError as e:
-        rec.end("locked" if e.exit_code == 4 else "failed", e.exit_code, e.message)
+        rec.end({4: "locked", 3: "partial"}.get(e.exit_code, "failed"), e.exit_code, e.message)
         raise
     except BaseException as e:
         rec.end("failed", 1, f"{type(e).__name__}: {e}")

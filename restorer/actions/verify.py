@@ -209,6 +209,7 @@ class TargetStatus:
     rto_s: float | None
     rpo_breached: bool
     rto_breached: bool
+    snapshots: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -240,5 +241,6 @@ def plan_status(lp: LoadedPlan) -> list[TargetStatus]:
             verified.id if verified else None, verified.time if verified else None, age,
             last_restore, obj.rpo, obj.rto,
             obj.rpo is not None and (age is None or age > obj.rpo),
-            obj.rto is not None and last_restore is not None and last_restore > obj.rto))
+            obj.rto is not None and last_restore is not None and last_restore > obj.rto,
+            len(mine)))
     return out

@@ -504,6 +504,49 @@ def rollback(plan: str, targets: tuple[str, ...], to: str, allow_unverified: boo
             sys.exit(EXIT_FAILED)
 
 
+@cli.command("run")
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("--due", "only_due", is_flag=True,
+              help="Run only the jobs whose schedule slot has come since their last success.")
+@click.option("--metrics-file", type=click.Path(dir_okay=False), default=None,
+              help="Write Prometheus metrics (textfile collector format) here after the run.")
+@json_option
+@click.pass_context
+def run_cmd(ctx: click.Context, paths: tuple[str, ...], only_due: bool,
+            metrics_file: str | None, as_json: bool) -> None:
+    """Run the jobs of plans (files, or folders of *.yaml): backup, prune, verify, check.
+
+    One crontab line serves every plan: */5 * * * * restorer run --due /etc/restorer/plans
+    """
+    from restorer.actions.run_due import run_paths
+
+    structured = ctx.find_root().params.get("log_format") == "json"
+
+    def show(lp: Any, r: Any) -> None:
+        if as_json:
+            return
+        if structured:
+            click.echo(json.dumps(r.to_json(), sort_keys=True, default=str))
+        else:
+            extra = f": {r.error}" if r.error else ""
+            click.echo(f"{r.time} plan {r.plan}: {r.job} {r.outcome} in {r.duration_s:.1f}s"
+                       f"{extra}")
+
+    results = run_paths(paths, only_due=only_due, on_result=show)
+    if metrics_file:
+        from restorer.actions.metrics import write_metrics
+
+        write_metrics(metrics_file, paths)
+    if as_json:
+        emit_json([r.to_json() for r in results])
+    elif not any(r.outcome not in ("not due",) for r in results) and not structured:
+        click.echo("nothing due")
+    if any(r.outcome == "failed" for r in results):
+        sys.exit(EXIT_FAILED)
+    if any(r.outcome == "partial" for r in results):
+        sys.exit(EXIT_PARTIAL)
+
+
 @cli.command()
 @click.argument("plan", type=click.Path(dir_okay=False))
 @click.option("--dry-run", is_flag=True,
