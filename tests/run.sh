@@ -9,6 +9,8 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)
     # a real OpenSSH server for the SFTP tests (started per session on a loopback port)
     [ -x /usr/sbin/sshd ] || need+=(openssh-server)
+    # the crontab program, for `schedule --install` (tested on a throwaway user's crontab)
+    command -v crontab >/dev/null || need+=(cron)
     # PostgreSQL client tools (and a server to start when none runs on 127.0.0.1:5432)
     command -v pg_dump >/dev/null || need+=(postgresql postgresql-client)
     command -v mariadb-dump >/dev/null || command -v mysqldump >/dev/null \

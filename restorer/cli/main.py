@@ -504,6 +504,47 @@ def rollback(plan: str, targets: tuple[str, ...], to: str, allow_unverified: boo
             sys.exit(EXIT_FAILED)
 
 
+@cli.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("--install", is_flag=True,
+              help="Put the block into the crontab (between marker comments; idempotent).")
+@click.option("--user", default=None, help="With --install: this user's crontab (root only).")
+@click.option("--systemd", "systemd_dir", default=None, type=click.Path(file_okay=False),
+              help="Write restorer-run.service and restorer-run.timer into this folder.")
+@click.option("--log-file", default=None, type=click.Path(dir_okay=False),
+              help="Where the cron entry appends its output (default: STATE_DIR/run.log).")
+def schedule(paths: tuple[str, ...], install: bool, user: str | None,
+             systemd_dir: str | None, log_file: str | None) -> None:
+    """Print (or install) the cron entry or systemd timer that runs the plans' due jobs."""
+    from pathlib import Path as _Path
+
+    from restorer.actions.run_due import plan_files
+    from restorer.actions.schedule import (
+        crontab_block,
+        install_crontab,
+        systemd_units,
+        write_units,
+    )
+
+    absolute = [_Path(p).resolve() for p in paths]
+    plan_files(tuple(map(str, absolute)))  # every path is a plan or a folder of plans
+    if install and systemd_dir:
+        raise UsageError("give --install or --systemd, not both")
+    if systemd_dir:
+        for p in write_units(systemd_units(absolute), _Path(systemd_dir)):
+            click.echo(f"wrote {p}")
+        click.echo("enable with: systemctl daemon-reload && systemctl enable --now "
+                   "restorer-run.timer")
+        return
+    block = crontab_block(absolute, _Path(log_file).resolve() if log_file else None)
+    if not install:
+        click.echo(block, nl=False)
+        return
+    before, after = install_crontab(block, user)
+    click.echo("crontab unchanged (already installed)" if before == after
+               else f"crontab {'of ' + user + ' ' if user else ''}updated")
+
+
 @cli.command("run")
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @click.option("--due", "only_due", is_flag=True,
