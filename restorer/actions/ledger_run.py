@@ -31,24 +31,51 @@ def recorded_run(lp: LoadedPlan, command: str) -> Iterator[RunRecorder]:
         log.error("%s; this run is not recorded", e.message)
         ledger = None
     rec = RunRecorder(ledger, lp.name, command, lp.digest)
+    notifying = bool(lp.plan.notify) and command in NOTIFY_COMMANDS
+    previous = _previous_outcome(lp, command) if notifying else None
     rec.begin()
+    if notifying:
+        from restorer.actions.notify import ping_start
+
+        ping_start(lp, rec)
+
+    def end(outcome: str, code: int, error: str | None = None) -> None:
+        if notifying:
+            from restorer.actions.notify import send
+
+            send(lp, rec, outcome, error, previous)
+        rec.end(outcome, code, error)
+
     try:
         yield rec
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else 1
-        rec.end({0: "ok", 3: "partial", 4: "locked"}.get(code, "failed"), code)
+        end({0: "ok", 3: "partial", 4: "locked"}.get(code, "failed"), code)
         raise
     except RestorerError as e:
-        rec.end({4: "locked", 3: "partial"}.get(e.exit_code, "failed"), e.exit_code, e.message)
+        end({4: "locked", 3: "partial"}.get(e.exit_code, "failed"), e.exit_code, e.message)
         raise
     except BaseException as e:
-        rec.end("failed", 1, f"{type(e).__name__}: {e}")
+        end("failed", 1, f"{type(e).__name__}: {e}")
         raise
     else:
-        rec.end("ok", 0)
+        end("ok", 0)
     finally:
         if ledger is not None:
             ledger.close()
+
+
+# what runs unattended, and so must be heard about (a restore or a dry run has a person
+# watching)
+NOTIFY_COMMANDS = ("backup", "verify", "prune", "check", "rollback", "rollback --undo")
+
+
+def _previous_outcome(lp: LoadedPlan, command: str) -> str | None:
+    try:
+        mine = [r for r in runs(lp) if r.command == command]
+    except (LedgerError, PlanError):
+        return None
+    return mine[0].outcome if mine else None
 
 
 @dataclass

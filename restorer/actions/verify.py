@@ -92,6 +92,18 @@ def run_verify(lp: LoadedPlan, target_names: tuple[str, ...] = (), *,
         snaps = repo.list_snapshots()
         for t in targets:
             results.append(_verify_target(lp, repo, t, snaps, snapshot_ref, keep, run))
+    if run:
+        for r in results:
+            from restorer.plan.durations import format_duration as fd
+
+            if r.rto_breached and r.restore_s is not None and r.rto_s is not None:
+                run.events.append(("objective_breach", r.target,
+                                   f"restore took {fd(r.restore_s)}, RTO is {fd(r.rto_s)}"))
+            if r.rpo_breached and r.rpo_s is not None:
+                age = "no verified snapshot" if r.data_age_s is None else \
+                    f"newest verified snapshot is {fd(r.data_age_s)} old"
+                run.events.append(("objective_breach", r.target,
+                                   f"{age}, RPO is {fd(r.rpo_s)}"))
     return results
 
 

@@ -202,8 +202,14 @@ class RunRecorder:
         self.command = command
         self.plan_digest = plan_digest
         self.start = time.monotonic()
+        # what notifications need without reading the ledger back: each phase's target and
+        # outcome, and events actions raise (an objective breach: (kind, target, message))
+        self.phases: list[dict[str, Any]] = []
+        self.events: list[tuple[str, str | None, str]] = []
 
     def _append(self, kind: str, data: dict[str, Any]) -> None:
+        if kind == "phase":
+            self.phases.append(data)
         if self.ledger is None:
             return
         try:
