@@ -98,7 +98,9 @@ def run_backup(
         initialized = True
     results: list[TargetBackup] = []
     h = lp.plan.hooks
-    with locked(repo, exclusive=True, wait=lock_wait) as lock:
+    # shared: backups only add write-once, content-named files, so several may run at once
+    # (of one plan or of plans sharing a repository); prune and rollback take it exclusively
+    with locked(repo, exclusive=False, wait=lock_wait) as lock:
         if run:
             run.record_phase("lock", lock.waited)
         repo.load_index()

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 
 
-def _write_lock(repo: Path, pid: int, age: float = 0.0) -> Path:
+def _write_lock(repo: Path, pid: int, age: float = 0.0, exclusive: bool = True) -> Path:
     (repo / "locks").mkdir(exist_ok=True)
     p = repo / "locks" / ("f" * 32)
-    p.write_text(json.dumps({"host": socket.gethostname(), "pid": pid, "exclusive": True,
+    p.write_text(json.dumps({"host": socket.gethostname(), "pid": pid, "exclusive": exclusive,
                              "time": time.time() - age, "command": "restorer backup other.yaml"}))
     return p
 
@@ -101,3 +101,21 @@ def test_concurrent_backups_without_wait_never_both_write_unsafely(ready) -> Non
         if p.returncode == 4:
             assert "is locked" in err and "pid" in err
     assert len(os.listdir(plan_dir / "repo" / "snapshots")) == codes.count(0)
+
+
+def test_backups_share_the_lock_and_prune_waits_for_them(ready, cli) -> None:
+    plan_dir, plan = ready
+    holder = subprocess.Popen(["sleep", "60"])
+    try:
+        _write_lock(plan_dir / "repo", holder.pid, exclusive=False)  # a backup running
+        r = cli("backup", plan)
+        assert r.rc == 0, r.text  # another backup may run beside it
+        r = cli("prune", plan)
+        assert r.rc == 4 and f"pid {holder.pid}" in r.err  # prune may not
+        runs = json.loads(cli("history", plan, "--json").out)
+        assert runs[0]["command"] == "prune" and runs[0]["outcome"] == "locked"
+    finally:
+        holder.kill()
+        holder.wait()
+    r = cli("prune", plan)  # the holder is dead: its lock is stale and taken over
+    assert r.rc == 0 and "stale lock" in r.err
