@@ -11,6 +11,8 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     [ -x /usr/sbin/sshd ] || need+=(openssh-server)
     # the crontab program, for `schedule --install` (tested on a throwaway user's crontab)
     command -v crontab >/dev/null || need+=(cron)
+    # a real headless browser for the HTML report test (driven by Playwright, no download)
+    command -v chromium >/dev/null || need+=(chromium fonts-dejavu-core)
     # PostgreSQL client tools (and a server to start when none runs on 127.0.0.1:5432)
     command -v pg_dump >/dev/null || need+=(postgresql postgresql-client)
     command -v mariadb-dump >/dev/null || command -v mysqldump >/dev/null \

@@ -115,6 +115,8 @@ def _verify_target(lp: LoadedPlan, repo: Repository, t: Any, snaps: list[Snapsho
     except UsageError as e:
         res = TargetVerification(t.name, None, None, False, error=e.message,
                                  rto_s=obj.rto, rpo_s=obj.rpo)
+        if run:  # a target that cannot even be restored is a failed restore test
+            run.record_phase("restore", 0.0, target=t.name, outcome="failed", error=e.message)
         _rpo(res, repo, t.name, snaps, obj.rpo)
         return res
     res = TargetVerification(t.name, snap.id, snap.time, False, rto_s=obj.rto, rpo_s=obj.rpo)
@@ -122,6 +124,9 @@ def _verify_target(lp: LoadedPlan, repo: Repository, t: Any, snaps: list[Snapsho
         stage = stage_for(lp, repo, t, snap)
     except RestorerError as e:
         res.error = e.message + (f" (hint: {e.hint})" if e.hint else "")
+        if run:
+            run.record_phase("restore", 0.0, target=t.name, outcome="failed",
+                             error=res.error, snapshot=snap.id, snapshot_time=snap.time)
         _rpo(res, repo, t.name, snaps, obj.rpo)
         return res
     res.staging = stage.location
@@ -159,10 +164,11 @@ def _restore_and_check(stage: Stage, res: TargetVerification, t: Any, snap: Snap
     try:
         if run:
             with run.phase("restore", target=t.name) as ph:
+                ph.detail.update(snapshot=snap.id, snapshot_time=snap.time,
+                                 staging=stage.location)
                 st = stage.restore()
                 ph.bytes, ph.files = st.bytes, st.files
-                ph.detail.update(snapshot=snap.id, staging=stage.location,
-                                 outcome="ok" if not st.failed else "failed")
+                ph.detail.update(outcome="ok" if not st.failed else "failed")
         else:
             stage.restore()
     except RestorerError as e:

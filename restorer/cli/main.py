@@ -505,6 +505,69 @@ def rollback(plan: str, targets: tuple[str, ...], to: str, allow_unverified: boo
 
 
 @cli.command()
+@click.argument("plans", nargs=-1, type=click.Path(dir_okay=False))
+@click.option("--since", default=None, metavar="DURATION",
+              help="The period ending now (default 90d).")
+@click.option("--from", "from_", default=None, metavar="DATE", help="Start (YYYY-MM-DD or ISO).")
+@click.option("--to", "to", default=None, metavar="DATE",
+              help="End (YYYY-MM-DD: the end of that day; default now).")
+@click.option("--format", "fmt", type=click.Choice(["html", "json", "junit", "md"]),
+              default="html", show_default=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
+              help="Write here instead of stdout.")
+@click.option("--verify", "verify_file", type=click.Path(exists=True, dir_okay=False),
+              default=None, help="Check a report against the ledger; exit 1 if it differs.")
+def report(plans: tuple[str, ...], since: str | None, from_: str | None, to: str | None,
+           fmt: str, output: str | None, verify_file: str | None) -> None:
+    """Restore-test report for auditors, from the ledger: coverage, tests, RTO, RPO,
+    rollbacks, failures, and evidence that it was not edited."""
+    from datetime import UTC, datetime, timedelta
+    from pathlib import Path as _Path
+
+    from restorer import clock
+    from restorer.actions.report import Period, build
+    from restorer.actions.report import verify_file as check_file
+    from restorer.report import render
+
+    if verify_file:
+        problems = check_file(_Path(verify_file).read_text())
+        for p in problems:
+            click.echo(f"{verify_file}: {p}", err=True)
+        if problems:
+            sys.exit(EXIT_FAILED)
+        click.echo(f"{verify_file}: matches the ledger; its hash chain is intact")
+        return
+    if not plans:
+        raise UsageError("name at least one plan (or --verify FILE)")
+    if since and (from_ or to):
+        raise UsageError("give --since, or --from/--to, not both")
+
+    def when(text: str, end: bool) -> datetime:
+        try:
+            t = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            raise UsageError(f"'{text}' is not a date (YYYY-MM-DD) or ISO time") from None
+        if t.tzinfo is None:
+            t = t.replace(tzinfo=UTC)
+        if end and len(text) == 10:
+            t += timedelta(days=1, microseconds=-1)
+        return t
+
+    now = clock.now()
+    if from_ or to:
+        start = when(from_, False) if from_ else now - timedelta(days=90)
+        end = when(to, True) if to else now
+    else:
+        end, start = now, now - timedelta(seconds=_duration(since or "90d"))
+    text = render(build(list(plans), Period(start, end)), fmt)
+    if output:
+        _Path(output).write_text(text)
+        click.echo(f"wrote {output}", err=True)
+    else:
+        click.echo(text, nl=False)
+
+
+@cli.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
 @click.option("--install", is_flag=True,
               help="Put the block into the crontab (between marker comments; idempotent).")

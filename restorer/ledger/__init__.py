@@ -123,6 +123,11 @@ class Ledger:
             prev, expected_seq = h, seq + 1
         return n, None, "intact"
 
+    def row_hash_of(self, seq: int) -> str | None:
+        with self._guard("read"):
+            r = self._rows(f"SELECT hash FROM {self.table} WHERE seq = ?", (seq,))
+        return r[0][0] if r else None
+
     def last_hash(self) -> str:
         with self._guard("read"):
             r = self._rows(f"SELECT hash FROM {self.table} ORDER BY seq DESC LIMIT 1")

@@ -1,0 +1,258 @@
+"""report: the evidence auditors ask for, computed from the ledger alone.
+
+Only ledger rows are read (never the repository, which prune changes), so the same plans,
+period and ledger always give the same data: `report --verify` recomputes it and compares
+digests, and checks the ledger's hash chain, so an edited report or an edited ledger row is
+found. The data is the JSON format itself (schema `restorer-report/1`, documented in the
+README); HTML, JUnit and Markdown are renderings of it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import statistics
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from restorer import __version__, clock
+from restorer.actions.ledger_run import Run, open_ledger, runs
+from restorer.errors import RestorerError, UsageError
+from restorer.plan.load import LoadedPlan, load_plan
+from restorer.sources.postgres import safe_dsn
+
+SCHEMA = "restorer-report/1"
+
+
+@dataclass
+class Period:
+    start: datetime
+    end: datetime
+
+    def __contains__(self, t: datetime) -> bool:
+        return self.start <= t <= self.end
+
+
+def _t(iso: str) -> datetime:
+    t = datetime.fromisoformat(iso)
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
+def _iso(t: datetime) -> str:
+    return t.astimezone(UTC).isoformat(timespec="seconds")
+
+
+def _mask(text: str | None) -> str | None:
+    """DSN passwords out of details and errors (a check's detail may quote a DSN)."""
+    return safe_dsn(text) if text else text
+
+
+def _tests(run: Run, plan_digest: str) -> dict[str, dict[str, Any]]:
+    """One verify run's restore test per target."""
+    out: dict[str, dict[str, Any]] = {}
+    for ph in run.phases:
+        t = ph.get("target")
+        if not t:
+            continue
+        test = out.setdefault(t, {
+            "run_id": run.run_id, "time": _iso(_t(run.started)), "snapshot": None,
+            "snapshot_time": None, "snapshot_age_s": None, "host": run.host, "user": run.user,
+            "version": run.version, "plan_digest": run.plan_digest or plan_digest,
+            "restored": False, "passed": False, "restore_s": None, "checks": [],
+            "teardown": "unknown", "error": None})
+        if ph["phase"] == "restore":
+            test["snapshot"] = ph.get("snapshot")
+            test["snapshot_time"] = ph.get("snapshot_time")
+            test["restored"] = ph.get("outcome") == "ok"
+            test["restore_s"] = ph.get("duration_s") if test["restored"] else None
+            test["error"] = _mask(ph.get("error"))
+            if test["snapshot_time"]:
+                test["snapshot_age_s"] = round(
+                    (_t(run.started) - _t(test["snapshot_time"])).total_seconds(), 3)
+        elif ph["phase"] == "check":
+            test["checks"].append({"name": ph.get("check"), "passed": ph.get("outcome") == "ok",
+                                   "duration_s": ph.get("duration_s"),
+                                   "detail": _mask(ph.get("detail"))})
+        elif ph["phase"] == "teardown":
+            test["teardown"] = ("kept" if ph.get("kept") else
+                                "removed" if ph.get("removed") else "failed")
+    for test in out.values():
+        test["passed"] = bool(test["restored"] and test["checks"]
+                              and all(c["passed"] for c in test["checks"]))
+    return out
+
+
+def _rpo(tests: list[dict[str, Any]], rpo: float | None, period: Period) -> dict[str, Any]:
+    """Age of the newest verified snapshot over the period, and when it exceeded the RPO.
+    A verified snapshot counts from the moment its verification passed."""
+    passes = sorted((_t(x["time"]), _t(x["snapshot_time"])) for x in tests
+                    if x["passed"] and x["snapshot_time"])
+    newest: datetime | None = None
+    for when, snap in passes:
+        if when < period.start:
+            newest = snap if newest is None or snap > newest else newest
+    points = [(when, snap) for when, snap in passes if when in period]
+    breaches: list[list[datetime]] = []
+    worst = 0.0
+    edges = [period.start] + [w for w, _ in points] + [period.end]
+    for i in range(len(edges) - 1):
+        a, b = edges[i], edges[i + 1]
+        if i > 0:
+            snap = points[i - 1][1]
+            newest = snap if newest is None or snap > newest else newest
+        if newest is not None:
+            worst = max(worst, (b - newest).total_seconds())
+        if rpo is None:
+            continue
+        start = a if newest is None else max(a, datetime.fromtimestamp(
+            newest.timestamp() + rpo, UTC))
+        if start < b:
+            if breaches and breaches[-1][1] >= start:
+                breaches[-1][1] = b
+            else:
+                breaches.append([start, b])
+    return {
+        "objective_s": rpo,
+        "age_at_end_s": None if newest is None else round(
+            (period.end - newest).total_seconds(), 3),
+        "worst_age_s": round(worst, 3) if newest is not None else None,
+        "breaches": [{"start": _iso(a), "end": _iso(b), "ongoing": b == period.end,
+                      "duration_s": round((b - a).total_seconds(), 3)} for a, b in breaches],
+    }
+
+
+def _rto(tests: list[dict[str, Any]], rto: float | None) -> dict[str, Any]:
+    series = [{"time": x["time"], "restore_s": x["restore_s"]} for x in tests
+              if x["restore_s"] is not None]
+    values = [s["restore_s"] for s in series]
+    return {"objective_s": rto, "series": series,
+            "worst_s": max(values) if values else None,
+            "median_s": statistics.median(values) if values else None,
+            "latest_s": values[-1] if values else None,
+            "breaches": sum(1 for v in values if rto is not None and v > rto)}
+
+
+def plan_report(lp: LoadedPlan, period: Period) -> dict[str, Any]:
+    history = sorted(runs(lp), key=lambda r: r.started)  # oldest first
+    in_period = [r for r in history if _t(r.started) in period]
+    verify_runs = [r for r in history if r.command == "verify" and _t(r.started) <= period.end]
+    targets = []
+    for t in lp.plan.targets:
+        obj = t.objectives or lp.plan.objectives
+        every = [x for r in verify_runs for name, x in _tests(r, lp.digest).items()
+                 if name == t.name]
+        mine = [x for x in every if _t(x["time"]) in period]
+        passed = sum(x["passed"] for x in mine)
+        targets.append({
+            "name": t.name, "kind": t.kind, "covered": passed > 0,
+            "restore_tests": {"total": len(mine), "passed": passed,
+                              "failed": len(mine) - passed},
+            "tests": mine, "rto": _rto(mine, obj.rto),
+            "rpo": _rpo(every, obj.rpo, period),
+        })
+    rollbacks = [{
+        "run_id": r.run_id, "time": _iso(_t(r.started)), "command": r.command,
+        "outcome": r.outcome, "duration_s": r.duration_s, "host": r.host, "user": r.user,
+        "error": _mask(r.error),
+        "steps": {p["phase"] + (f" {p['target']}" if p.get("target") else ""):
+                  p.get("duration_s") for p in r.phases
+                  if p["phase"] in ("decide", "restore", "safety_snapshot", "swap", "checks")},
+    } for r in in_period if r.command.startswith("rollback") and "--dry-run" not in r.command]
+    failures = []
+    for i, r in enumerate(history):
+        if _t(r.started) not in period or r.outcome not in ("failed", "partial", "interrupted"):
+            continue
+        nxt = next((s for s in history[i + 1:] if s.command == r.command and s.outcome == "ok"),
+                   None)
+        failures.append({
+            "run_id": r.run_id, "time": _iso(_t(r.started)), "command": r.command,
+            "outcome": r.outcome, "error": _mask(r.error),
+            "recovered_at": _iso(_t(nxt.started)) if nxt else None,
+            "time_to_recover_s": round((_t(nxt.started) - _t(r.started)).total_seconds(), 3)
+            if nxt else None})
+    return {"name": lp.name, "file": str(lp.path), "digest": lp.digest,
+            "targets": targets, "rollbacks": rollbacks, "failures": failures}
+
+
+def _digest(data: dict[str, Any]) -> str:
+    body = {k: v for k, v in data.items() if k not in ("generated_at", "evidence")}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":"),
+                                     default=str).encode()).hexdigest()
+
+
+def _evidence(plans: list[LoadedPlan], period: Period) -> dict[str, Any]:
+    """The ledger's chain checked, and its last row in the period named by its hash."""
+    out = []
+    for lp in plans:
+        ledger = open_ledger(lp)
+        try:
+            n, broken, what = ledger.verify_chain()
+            rows = [e for e in ledger.entries() if _t(e[1]) <= period.end]
+            last = rows[-1][0] if rows else None
+            last_hash = ledger.row_hash_of(last) if last else None
+        finally:
+            ledger.close()
+        out.append({"plan": lp.name, "ledger": ledger.where, "rows": n,
+                    "chain_intact": broken is None,
+                    "problem": None if broken is None else what,
+                    "last_seq": last, "last_hash": last_hash})
+    return {"ledgers": out}
+
+
+def build(plan_paths: list[str], period: Period,
+          generated_at: str | None = None) -> dict[str, Any]:
+    # whole seconds, as the report shows them: rebuilding it from its own text gives the same
+    period = Period(period.start.replace(microsecond=0), period.end.replace(microsecond=0))
+    if period.end <= period.start:
+        raise UsageError("the report period ends before it starts")
+    plans = [load_plan(p) for p in plan_paths]
+    data: dict[str, Any] = {
+        "schema": SCHEMA, "tool_version": __version__,
+        "generated_at": generated_at or _iso(clock.now()),
+        "period": {"from": _iso(period.start), "to": _iso(period.end)},
+        "plan_files": [str(Path(p).resolve()) for p in plan_paths],
+        "plans": [plan_report(lp, period) for lp in plans],
+    }
+    data["findings"] = [
+        {"plan": p["name"], "target": t["name"],
+         "finding": "no passing restore test in the period" if t["restore_tests"]["total"]
+         else "never restore-tested in the period"}
+        for p in data["plans"] for t in p["targets"] if not t["covered"]]
+    data["evidence"] = {**_evidence(plans, period), "data_digest": _digest(data)}
+    return data
+
+
+def verify_file(text: str) -> list[str]:
+    """Problems found when building the report in `text` again from the ledger (empty: it
+    holds). The file must be byte for byte what the same parameters give today."""
+    from restorer.report import find_params, render
+
+    params = find_params(text)
+    if params is None:
+        return ["the file holds no restorer report parameters (not a restorer report, or "
+                "they were removed)"]
+    try:
+        period = Period(_t(params["period"]["from"]), _t(params["period"]["to"]))
+        again = build(params["plan_files"], period, params["generated_at"])
+    except (KeyError, ValueError, TypeError) as e:
+        return [f"the report's parameters cannot be read ({e})"]
+    except RestorerError as e:
+        return [f"the report cannot be built again: {e.message}"]
+    problems = []
+    for led in again["evidence"]["ledgers"]:
+        if not led["chain_intact"]:
+            problems.append(f"ledger of plan {led['plan']} ({led['ledger']}): the hash chain "
+                            f"is broken: {led['problem']}")
+    expected = render(again, params["format"])
+    if expected != text:
+        mine, theirs = text.splitlines(), expected.splitlines()
+        n = next((i for i, (a, b) in enumerate(zip(mine, theirs, strict=False)) if a != b),
+                 min(len(mine), len(theirs)))
+        shown = (mine[n][:160] if n < len(mine) else "(end of file)",
+                 theirs[n][:160] if n < len(theirs) else "(end of report)")
+        problems.append("the file differs from the report the ledger gives for the same plans "
+                        f"and period (the file or the ledger was edited); first at line {n + 1}: "
+                        f"the file has {shown[0]!r}, the ledger gives {shown[1]!r}")
+    return problems
