@@ -90,6 +90,9 @@ class FaultPlan:
     #: called with (method, path, request number); returns None to forward, or a fault:
     #: ("status", code, s3_error_code) or ("delay", seconds)
     decide: Callable[[str, str, int], tuple | None] = lambda m, p, n: None
+    #: consulted when `decide` forwards: sees the request body (AWS query APIs name the
+    #: operation there, e.g. b"Action=CopySnapshot")
+    decide_body: Callable[[bytes], tuple | None] = lambda body: None
     requests: int = 0
     faults: int = 0
     log: list[tuple[str, str, str]] = field(default_factory=list)
@@ -115,7 +118,8 @@ class FaultProxy:
                 with threading.Lock():
                     proxy.plan.requests += 1
                     n = proxy.plan.requests
-                fault = proxy.plan.decide(self.command, self.path, n)
+                fault = proxy.plan.decide(self.command, self.path, n) or \
+                    proxy.plan.decide_body(body)
                 if fault is not None and fault[0] == "delay":
                     proxy.plan.faults += 1
                     proxy.plan.log.append((self.command, self.path, "delay"))

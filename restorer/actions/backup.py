@@ -190,6 +190,8 @@ def _backup_target(lp: LoadedPlan, repo: Repository, t: models.TargetBase,
                    snapshots: list[Snapshot], tags: tuple[str, ...],
                    progress: Progress) -> TargetBackup:
     start = time.monotonic()
+    if isinstance(t, models.EBSTarget | models.RDSTarget):
+        return _backup_cloud_target(lp, repo, t, snapshots, tags)
     if isinstance(t, STREAM_KINDS) and (getattr(t, "via_ssh", None) is None
                                         or isinstance(t, REMOTE_KINDS)):
         return _backup_stream_target(lp, repo, t, snapshots, tags, progress)
@@ -247,6 +249,20 @@ def _backup_target(lp: LoadedPlan, repo: Repository, t: models.TargetBase,
     return TargetBackup(t.name, True, snapshot=snap.id, parent=snap.parent,
                         duration=time.monotonic() - start, summary=snap.summary,
                         warnings=st.warnings)
+
+
+def _backup_cloud_target(lp: LoadedPlan, repo: Repository, t: models.TargetBase,
+                         snapshots: list[Snapshot], tags: tuple[str, ...]) -> TargetBackup:
+    from restorer.actions.cloud import backup_cloud
+
+    start = time.monotonic()
+    try:
+        snap = backup_cloud(lp, repo, t, snapshots, tags, os.urandom(8).hex())
+    except SourceError as e:
+        return TargetBackup(t.name, False, error=_prefixed(t.name, e.message), hint=e.hint,
+                            duration=time.monotonic() - start)
+    return TargetBackup(t.name, True, snapshot=snap.id, duration=time.monotonic() - start,
+                        summary=snap.summary)
 
 
 def _prefixed(name: str, message: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from restorer.actions.context import locked, open_repository
 from restorer.actions.progress import NoProgress, Progress
+from restorer.errors import UsageError
 from restorer.ledger import RunRecorder
 from restorer.plan.load import LoadedPlan
 from restorer.repo.checker import Checker, CheckResult
@@ -24,6 +25,10 @@ def diff_snapshots(lp: LoadedPlan, a: str, b: str) -> tuple[Snapshot, Snapshot, 
     repo.load_index()
     snaps = repo.list_snapshots()
     sa, sb = repo.find_snapshot(a, snapshots=snaps), repo.find_snapshot(b, snapshots=snaps)
+    for s in (sa, sb):
+        if s.cloud:
+            raise UsageError(f"snapshot {s.short_id} is an {s.kind} snapshot in AWS; it holds "
+                             "no files to compare")
     return sa, sb, list(diff_trees(repo, sa.tree, sb.tree))
 
 

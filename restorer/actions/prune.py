@@ -4,6 +4,7 @@ they needed. Under the repository's exclusive lock: backups wait (--lock-wait) o
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +19,8 @@ from restorer.repo.prune import PrunePlan, execute, plan_prune
 from restorer.repo.repository import Repository
 from restorer.repo.snapshot import Snapshot
 
+log = logging.getLogger("restorer.prune")
+
 
 @dataclass
 class PruneResult:
@@ -25,6 +28,7 @@ class PruneResult:
     dry_run: bool
     decisions: dict[str, list[Decision]] = field(default_factory=dict)
     untouched: list[str] = field(default_factory=list)  # snapshots of targets not in the plan
+    kept_after_error: list[str] = field(default_factory=list)
     repo: PrunePlan | None = None
     duration_s: float = 0.0
 
@@ -81,6 +85,8 @@ def run_prune(lp: LoadedPlan, *, dry_run: bool = False, lock_wait: float = 0.0,
             res.decisions[name] = decide(mine, policy, verified, protected,
                                          lp.plan.schedule.timezone)
         forget = res.forgotten
+        if not dry_run:
+            forget = _delete_cloud(lp, res, forget)
         gone = {s.id for s in forget}
         keep = [s for s in snaps if s.id not in gone]
         res.repo = plan_prune(repo, keep, forget)
@@ -102,6 +108,28 @@ def run_prune(lp: LoadedPlan, *, dry_run: bool = False, lock_wait: float = 0.0,
             _drop_verdicts(repo, gone)
     res.duration_s = time.monotonic() - start
     return res
+
+
+def _delete_cloud(lp: LoadedPlan, res: PruneResult, forget: list[Snapshot]) -> list[Snapshot]:
+    """The AWS snapshots (every region) of forgotten ebs/rds manifests go first; a manifest
+    whose AWS snapshots could not all be deleted is kept, so the next prune tries again."""
+    from restorer.actions.cloud import delete_cloud
+    from restorer.errors import SourceError
+
+    out = []
+    for s in forget:
+        if s.cloud:
+            try:
+                delete_cloud(lp, s)
+            except SourceError as e:
+                log.error("snapshot %s of %s is kept: %s", s.short_id, s.target, e.message)
+                res.kept_after_error.append(s.id)
+                for d in res.decisions.get(s.target, []):
+                    if d.snapshot.id == s.id:
+                        d.reasons.append("AWS delete failed")
+                continue
+        out.append(s)
+    return out
 
 
 def _drop_verdicts(repo: Repository, gone: set[str]) -> None:

@@ -172,6 +172,13 @@ def _restore_stream(lp: LoadedPlan, repo: Repository, snap: Snapshot, dest: str,
             else:
                 env = {**os.environ, "RESTORER_TO": dest}
                 feed(t.restore, counted(), what=what, env=env, timeout=t.timeout)
+        elif snap.kind in ("ebs", "rds"):
+            where = ", ".join(f"{r} {i}" for r, i in
+                              (snap.cloud or {}).get("snapshots", {}).items())
+            raise RestoreError(f"snapshot {snap.short_id} is an {snap.kind} snapshot kept in "
+                               f"AWS ({where})",
+                               hint="`restorer verify` restores it into staging; `restorer "
+                               "rollback` puts it in place of the live volume or instance")
         else:
             raise RestoreError(f"snapshots of kind '{snap.kind}' cannot be restored by this "
                                "version of restorer")

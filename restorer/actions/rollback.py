@@ -52,7 +52,8 @@ from restorer.repo.snapshot import Snapshot
 from restorer.repo.tree import DIR
 from restorer.sources import mysql, postgres
 
-SUPPORTED = (models.FilesTarget, models.PostgresTarget, models.MySQLTarget)
+SUPPORTED = (models.FilesTarget, models.PostgresTarget, models.MySQLTarget, models.EBSTarget,
+             models.RDSTarget)
 SAFETY_TAG = "pre-rollback"
 
 
@@ -203,6 +204,16 @@ def _file_changes(repo: Repository, snap: Snapshot, paths: list[Path]) -> dict[s
                          "removed": removed[:10]}}
 
 
+def _live(lp: LoadedPlan, t: Any) -> str:
+    if isinstance(t, models.FilesTarget):
+        return ", ".join(str(lp.resolve_path(p)) for p in t.paths)
+    if isinstance(t, models.EBSTarget):
+        return f"{t.volume_id} at {t.device} of {t.instance_id} ({t.region})"
+    if isinstance(t, models.RDSTarget):
+        return f"RDS instance {t.db_instance} ({t.region})"
+    return postgres.safe_dsn(t.dsn)
+
+
 def _db_changes(t: models.PostgresTarget | models.MySQLTarget) -> dict[str, Any]:
     name = db_name(t)
     return {"database": name, "replaced": True}
@@ -248,12 +259,13 @@ def run_rollback(lp: LoadedPlan, names: tuple[str, ...] = (), *, to: str = "late
                                                 snaps, result)
             swaps = []
             for t, snap, verified_at in chosen:
-                live = (", ".join(str(lp.resolve_path(p)) for p in t.paths)
-                        if isinstance(t, models.FilesTarget) else postgres.safe_dsn(t.dsn))
-                out = TargetRollback(t.name, t.kind, live, snap.id, snap.time, verified_at)
+                out = TargetRollback(t.name, t.kind, _live(lp, t), snap.id, snap.time,
+                                     verified_at)
                 sw = swapper(lp, repo, t, snap, stamp, out)
-                out.changes = (_file_changes(repo, snap, sw.paths)
-                               if isinstance(sw, FilesSwap) else _db_changes(t))
+                if isinstance(sw, FilesSwap):
+                    out.changes = _file_changes(repo, snap, sw.paths)
+                elif not out.changes:  # cloud swaps list the AWS calls they will make
+                    out.changes = _db_changes(t)
                 result.targets.append(out)
                 swaps.append(sw)
         if dry_run:
@@ -427,7 +439,13 @@ def cleanup(lp: LoadedPlan) -> list[str]:
                 except RestorerError:
                     continue
                 for kept in t.get("kept", []):
-                    if isinstance(target, models.PostgresTarget | models.MySQLTarget):
+                    if isinstance(target, models.EBSTarget | models.RDSTarget):
+                        from restorer.actions.rollback_cloud import cleanup_kept
+
+                        gone = cleanup_kept(lp, target, kept)
+                        if gone:
+                            removed.append(f"{target.name}: {gone}")
+                    elif isinstance(target, models.PostgresTarget | models.MySQLTarget):
                         pw = lp.secret(target.password, f"targets.{target.name}.password")
                         dsn = with_db(target.dsn, kept)
                         db = mysql if isinstance(target, models.MySQLTarget) else None

@@ -277,6 +277,11 @@ class MySQLSwap(Swap):
 
 def swapper(lp: LoadedPlan, repo: Repository, t: Any, snap: Snapshot, stamp: str,
              out: TargetRollback) -> Swap:
+    if isinstance(t, models.EBSTarget | models.RDSTarget):
+        from restorer.actions.rollback_cloud import EBSSwap, RDSSwap
+
+        cloud: type[Swap] = EBSSwap if isinstance(t, models.EBSTarget) else RDSSwap
+        return cloud(lp, repo, t, snap, stamp, out)
     cls: type[Swap] = (FilesSwap if isinstance(t, models.FilesTarget) else
-                        MySQLSwap if isinstance(t, models.MySQLTarget) else PostgresSwap)
+                       MySQLSwap if isinstance(t, models.MySQLTarget) else PostgresSwap)
     return cls(lp, repo, t, snap, stamp, out)

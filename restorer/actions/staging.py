@@ -474,6 +474,10 @@ STAGES: dict[str, type[Stage]] = {
 def stage_for(lp: LoadedPlan, repo: Repository, target: Any, snap: Snapshot) -> Stage:
     if snap.kind in ("files", "ssh-files") and target.staging and target.staging.host:
         return RemoteDirectoryStage(lp, repo, target, snap)
+    if snap.kind in ("ebs", "rds"):
+        from restorer.actions.cloud import EBSStage, RDSStage
+
+        return (EBSStage if snap.kind == "ebs" else RDSStage)(lp, repo, target, snap)
     cls = STAGES.get(snap.kind)
     if cls is None:
         raise UsageError(f"verifying {snap.kind} snapshots is not supported by this version yet")

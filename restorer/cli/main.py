@@ -207,6 +207,12 @@ def _backup(ctx: click.Context, lp: Any, targets: tuple[str, ...], tags: tuple[s
             s = t.summary
             parent = f" (parent {t.parent[:8]})" if t.parent else ""
             click.echo(f"target {t.target}: snapshot {t.snapshot[:8]} saved{parent}")  # type: ignore[index]
+            if "snapshots" in s:  # ebs, rds: the AWS snapshot and its copies
+                click.echo("  AWS snapshots: " + ", ".join(
+                    f"{region} {sid}" for region, sid in s["snapshots"].items())
+                    + (" (adopted from an interrupted run)" if s.get("adopted") else "")
+                    + f" in {t.duration:.1f}s")
+                continue
             click.echo(
                 f"  files: {s['files_new']} new, {s['files_changed']} changed, "
                 f"{s['files_unmodified']} unmodified; {human_bytes(s['bytes_read'])} read of "

@@ -27,6 +27,8 @@ def _snapshot_line(t: TargetRollback) -> str:
 
 def _changes(t: TargetRollback) -> str:
     c = t.changes
+    if "aws_calls" in c:
+        return "these AWS calls:\n      " + "\n      ".join(c["aws_calls"])
     if "database" in c:
         return (f"database {c['database']} is replaced by a restore of the snapshot; the "
                 "current one is kept under a dated name until `rollback --cleanup`")

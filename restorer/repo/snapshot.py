@@ -25,11 +25,14 @@ class Snapshot:
     program_version: str = ""
     uid: int | None = None
     gid: int | None = None
+    cloud: dict[str, Any] | None = None  # ebs/rds: the manifest of the AWS snapshot and copies
     id: str = ""  # not stored: the file name
 
     def to_json(self) -> bytes:
         d = asdict(self)
         d.pop("id")
+        if d["cloud"] is None:
+            d.pop("cloud")  # file-like snapshots keep exactly their earlier shape
         return json.dumps(d, sort_keys=True, separators=(",", ":")).encode()
 
     @classmethod
