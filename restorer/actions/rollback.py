@@ -67,6 +67,9 @@ class RollbackResult:
     before_hooks: list[str]
     after_hooks: list[str]
     unverified: bool = False
+    # --undo of cloud targets: what the undone rollback kept (the old volume or instance),
+    # put back as it was instead of restoring the safety snapshot
+    undo_kept: dict[str, list[str]] = field(default_factory=dict)
     checks: list[dict[str, Any]] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     error: str | None = None
@@ -261,7 +264,8 @@ def run_rollback(lp: LoadedPlan, names: tuple[str, ...] = (), *, to: str = "late
             for t, snap, verified_at in chosen:
                 out = TargetRollback(t.name, t.kind, _live(lp, t), snap.id, snap.time,
                                      verified_at)
-                sw = swapper(lp, repo, t, snap, stamp, out)
+                sw = swapper(lp, repo, t, snap, stamp, out,
+                             reuse=(result.undo_kept.get(t.name) or [None])[0])
                 if isinstance(sw, FilesSwap):
                     out.changes = _file_changes(repo, snap, sw.paths)
                 elif not out.changes:  # cloud swaps list the AWS calls they will make
@@ -290,6 +294,8 @@ def _decide(lp: LoadedPlan, repo: Repository, names: tuple[str, ...], to: str,
         raise UsageError(f"plan {lp.name} has no rollback to undo")
     last = recs[-1]
     result.undo_of = last["run_id"]
+    result.undo_kept = {t["target"]: t.get("kept", []) for t in last.get("targets", [])
+                        if t.get("kind") in ("ebs", "rds") and t.get("state") == "rolled back"}
     by_id = {s.id: s for s in snaps}
     out = []
     for name, sid in last["safety"].items():

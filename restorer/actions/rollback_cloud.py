@@ -185,6 +185,61 @@ class RDSSwap(Swap):
         return stage
 
 
+def still_there(lp: Any, t: Any, kept: str) -> bool:
+    aws = aws_for(lp, f"undo of {t.name}")
+    if isinstance(t, models.EBSTarget):
+        return ebs.volume_tags(aws, t.region, kept).get(ebs.ROLE) == "rollback-old" \
+            if kept.startswith("vol-") and _volume_exists(aws, t.region, kept) else False
+    return rds.instance_state(aws, t.region, kept) == "available"
+
+
+def _volume_exists(aws: Any, region: str, vid: str) -> bool:
+    return ebs._volume_state(aws, region, vid) not in ("deleted", "deleting")
+
+
+class EBSPutBack(EBSSwap):
+    """--undo: the volume the rollback detached goes back to its device (nothing restored)."""
+
+    def __init__(self, *a: Any) -> None:
+        *rest, kept = a
+        super().__init__(*rest)
+        self.new = kept
+        self.out.changes = {"aws_calls": [
+            f"ec2 StopInstances {self.t.instance_id} (if running)",
+            f"ec2 DetachVolume of the volume at {self.t.device}",
+            f"ec2 AttachVolume {kept} (the volume the rollback replaced) at {self.t.device}",
+            f"ec2 StartInstances {self.t.instance_id} (if it was running)"]}
+
+    def restore(self) -> None:
+        pass  # the old volume is there already
+
+    def swap(self) -> None:
+        super().swap()
+        # it is the live volume again: no longer something --cleanup may delete
+        ebs.tag_volume(self.aws, self.region, self.new or "", {ebs.ROLE: "live"})
+
+    def discard(self) -> None:
+        pass  # never delete the volume we put back
+
+
+class RDSPutBack(RDSSwap):
+    """--undo: the instance the rollback renamed aside gets its name back."""
+
+    def __init__(self, *a: Any) -> None:
+        *rest, kept = a
+        super().__init__(*rest)
+        self.old, self.new = self.new.replace("-rb-", "-undone-", 1)[:63], kept
+        self.out.changes = {"aws_calls": [
+            f"rds ModifyDBInstance {self.t.db_instance} -> {self.old} (rename, applied now)",
+            f"rds ModifyDBInstance {kept} -> {self.t.db_instance} (rename, applied now)"]}
+
+    def restore(self) -> None:
+        pass
+
+    def discard(self) -> None:
+        pass
+
+
 def cleanup_kept(lp: Any, t: Any, kept: str) -> str | None:
     """Remove what a cloud rollback kept; a description of what went, or None."""
     aws = aws_for(lp, f"rollback cleanup of {t.name}")

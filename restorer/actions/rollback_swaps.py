@@ -276,11 +276,17 @@ class MySQLSwap(Swap):
 
 
 def swapper(lp: LoadedPlan, repo: Repository, t: Any, snap: Snapshot, stamp: str,
-             out: TargetRollback) -> Swap:
+             out: TargetRollback, reuse: str | None = None) -> Swap:
+    """How to put `snap` in place of target `t`; `reuse` names a volume or instance an
+    earlier rollback kept, to be put back as it is (--undo of a cloud target)."""
     if isinstance(t, models.EBSTarget | models.RDSTarget):
-        from restorer.actions.rollback_cloud import EBSSwap, RDSSwap
+        from restorer.actions import rollback_cloud as rc
 
-        cloud: type[Swap] = EBSSwap if isinstance(t, models.EBSTarget) else RDSSwap
+        if reuse and rc.still_there(lp, t, reuse):
+            back: type[Swap] = rc.EBSPutBack if isinstance(t, models.EBSTarget) else \
+                rc.RDSPutBack
+            return back(lp, repo, t, snap, stamp, out, reuse)  # type: ignore[call-arg]
+        cloud: type[Swap] = rc.EBSSwap if isinstance(t, models.EBSTarget) else rc.RDSSwap
         return cloud(lp, repo, t, snap, stamp, out)
     cls: type[Swap] = (FilesSwap if isinstance(t, models.FilesTarget) else
                        MySQLSwap if isinstance(t, models.MySQLTarget) else PostgresSwap)

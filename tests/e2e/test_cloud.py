@@ -202,6 +202,8 @@ def test_rollback_and_undo_ebs_and_rds(aws, world, tmp_path: Path) -> None:
         return next(m["Ebs"]["VolumeId"] for m in inst["BlockDeviceMappings"]
                     if m["DeviceName"] == "/dev/sdf")
 
+    original_db = str(aws("rds").describe_db_instances(DBInstanceIdentifier=world["db"])[
+        "DBInstances"][0]["InstanceCreateTime"])
     r = run_cli("rollback", plan, "--dry-run", env=env)
     assert r.rc == 0 and "ec2 DetachVolume" in r.out and "rds ModifyDBInstance" in r.out
     assert at_device() == world["volume"]
@@ -215,16 +217,23 @@ def test_rollback_and_undo_ebs_and_rds(aws, world, tmp_path: Path) -> None:
     state = ec2.describe_instances(InstanceIds=[world["instance"]])["Reservations"][0][
         "Instances"][0]["State"]["Name"]
     assert state == "running"
-    names = {d["DBInstanceIdentifier"] for d in aws("rds").describe_db_instances()["DBInstances"]}
+    rds_ = aws("rds")
+
+    def by_name() -> dict[str, str]:
+        return {d["DBInstanceIdentifier"]: str(d["InstanceCreateTime"])
+                for d in rds_.describe_db_instances()["DBInstances"]}
+
+    names = by_name()
     kept_db = next(n for n in names if n.startswith(world["db"] + "-pre-rb-"))
-    assert world["db"] in names  # the name now points at the restored instance
+    assert names[world["db"]] != original_db  # the name now points at the restored instance
+    assert names[kept_db] == original_db
     r = run_cli("rollback", plan, "--undo", "--yes", env=env)
     assert r.rc == 0, r.text
-    assert at_device() != new  # a volume made from the safety snapshot of the old one
-    undo_vol = ec2.describe_volumes(VolumeIds=[at_device()])["Volumes"][0]
-    safety = [s for s in json.loads(run_cli("snapshots", plan, "--json").out)
-              if "pre-rollback" in s["tags"] and s["target"] == "data"]
-    assert undo_vol["SnapshotId"] in {s["summary"]["snapshots"][SRC] for s in safety}
-    assert run_cli("rollback", plan, "--cleanup", env=env).rc == 0
-    names = {d["DBInstanceIdentifier"] for d in aws("rds").describe_db_instances()["DBInstances"]}
-    assert kept_db not in names and world["db"] in names
+    assert at_device() == world["volume"]  # the old volume is back at its device
+    assert by_name()[world["db"]] == original_db  # and the original instance has its name
+    assert kept_db not in by_name()
+    r = run_cli("rollback", plan, "--cleanup", env=env)
+    assert r.rc == 0, r.text
+    vols = {v["VolumeId"] for v in ec2.describe_volumes()["Volumes"]}
+    assert new not in vols and world["volume"] in vols  # the replaced one went, not ours
+    assert set(by_name()) & {n for n in names if n.startswith(world["db"] + "-")} == set()
