@@ -111,12 +111,16 @@ class AWS:
             from botocore.exceptions import BotoCoreError, ClientError
 
             if isinstance(e, ClientError | BotoCoreError):
+                from botocore.exceptions import NoCredentialsError
+
                 code = error_code(e)
+                hint = _hint(code) or (
+                    "give AWS credentials the standard way (AWS_PROFILE, environment, "
+                    "instance role)" if isinstance(e, NoCredentialsError) else None)
                 raise SourceError(
                     f"{self.what}: AWS {service} {op} in {region} failed"
                     + (f" after {attempt['n']} attempts" if attempt["n"] > 1 else "")
-                    + f": {code + ': ' if code else ''}{_message(e)}",
-                    hint=_hint(code)) from None
+                    + f": {code + ': ' if code else ''}{_message(e)}", hint=hint) from None
             raise
         raise AssertionError("unreachable")
 

@@ -77,13 +77,13 @@ def test_partly_done_backup_exits_3(tmp_path: Path, cli) -> None:
     (tmp_path / "a" / "f").write_text("a")
     plan = write_plan(tmp_path / "plan.yaml", targets=[
         {"name": "a", "kind": "files", "paths": ["a"]},
-        {"name": "vol", "kind": "ebs", "volume_id": "vol-0123456789abcdef0",
-         "region": "eu-west-1"}])
+        {"name": "vol", "kind": "command", "backup": "echo disk on fire >&2; exit 2",
+         "restore": "cat >/dev/null"}])
     r = cli("backup", "--init", plan, "--json")
     assert r.rc == 3, r.text
     res = {t["target"]: t for t in json.loads(r.out)["targets"]}
     assert res["a"]["ok"] and not res["vol"]["ok"]
-    assert "kind 'ebs'" in res["vol"]["error"]
+    assert "disk on fire" in res["vol"]["error"]
     r = cli("backup", plan, "--target", "vol")
     assert r.rc == 1 and "target vol: FAILED" in r.err
 
