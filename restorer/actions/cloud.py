@@ -70,6 +70,16 @@ def delete_cloud(lp: LoadedPlan, snap: Snapshot) -> None:
     (ebs if snap.cloud["resource"] == "ebs" else rds).delete_snapshots(aws, snap.cloud)
 
 
+def _source(snap: Snapshot, t: Any, what: str) -> tuple[str, str]:
+    """(region, id) of the AWS snapshot a manifest names in the target's own region."""
+    m = snap.cloud or {}
+    region = m.get("region", t.region)
+    source = m.get("snapshots", {}).get(region)
+    if not source:
+        raise RestoreError(f"snapshot {snap.short_id} names no {what} in {region}")
+    return region, source
+
+
 def _tags(lp: LoadedPlan, t: Any, role: str) -> dict[str, str]:
     return {ebs.PLAN: lp.name, ebs.TARGET: t.name, ebs.ROLE: role}
 
@@ -82,12 +92,7 @@ class EBSStage(Stage):
         super().__init__(*a)
         t, st = self.target, self.target.staging or models.Staging()
         self.aws = aws_for(self.lp, f"verify of {t.name}")
-        m = self.snap.cloud or {}
-        self.region = m.get("region", t.region)
-        self.source = m.get("snapshots", {}).get(self.region)
-        if not self.source:
-            raise RestoreError(f"snapshot {self.snap.short_id} names no EBS snapshot in "
-                               f"{self.region}")
+        self.region, self.source = _source(self.snap, t, "EBS snapshot")
         self.zone = st.availability_zone or f"{self.region}a"
         self.instance, self.device = st.instance_id, st.device or "/dev/sdz"
         self.volume: str | None = None
@@ -153,12 +158,7 @@ class RDSStage(Stage):
         super().__init__(*a)
         t, st = self.target, self.target.staging or models.Staging()
         self.aws = aws_for(self.lp, f"verify of {t.name}")
-        m = self.snap.cloud or {}
-        self.region = m.get("region", t.region)
-        self.source = m.get("snapshots", {}).get(self.region)
-        if not self.source:
-            raise RestoreError(f"snapshot {self.snap.short_id} names no DB snapshot in "
-                               f"{self.region}")
+        self.region, self.source = _source(self.snap, t, "DB snapshot")
         self.pfx = f"{t.db_instance}-verify-"[:55]
         self.ident = self.pfx + secrets.token_hex(3)
         self.instance_class, self.subnet_group = st.instance_class, st.subnet_group

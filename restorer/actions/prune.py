@@ -3,7 +3,6 @@ they needed. Under the repository's exclusive lock: backups wait (--lock-wait) o
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -14,7 +13,6 @@ from restorer.actions.retention import Decision, decide
 from restorer.actions.verify import verified_records
 from restorer.ledger import RunRecorder
 from restorer.plan.load import LoadedPlan
-from restorer.repo import blobs
 from restorer.repo.prune import PrunePlan, execute, plan_prune
 from restorer.repo.repository import Repository
 from restorer.repo.snapshot import Snapshot
@@ -48,15 +46,8 @@ class PruneResult:
 
 
 def _last_rollback_safety(repo: Repository, plan: str) -> set[str]:
-    recs = []
-    for obj in repo.backend.list("rollbacks/"):
-        try:
-            recs.append(json.loads(blobs.decode_file(repo.sealer, repo.backend.read(obj.name),
-                                                     obj.name)))
-        except Exception:
-            continue
-    mine = sorted((r for r in recs if r.get("plan") == plan and r.get("safety")),
-                  key=lambda r: r.get("time", ""))
+    mine = [r for _name, r in repo.read_records("rollbacks")
+            if r.get("plan") == plan and r.get("safety")]
     return set(mine[-1]["safety"].values()) if mine else set()
 
 
@@ -134,11 +125,6 @@ def _delete_cloud(lp: LoadedPlan, res: PruneResult, forget: list[Snapshot]) -> l
 
 def _drop_verdicts(repo: Repository, gone: set[str]) -> None:
     """Verification records of forgotten snapshots go with them."""
-    for obj in repo.backend.list("verifications/"):
-        try:
-            rec = json.loads(blobs.decode_file(repo.sealer, repo.backend.read(obj.name),
-                                               obj.name))
-        except Exception:
-            continue
+    for name, rec in repo.read_records("verifications"):
         if rec.get("snapshot") in gone:
-            repo.backend.delete(obj.name)
+            repo.backend.delete(name)

@@ -46,7 +46,6 @@ from restorer.errors import RestoreError, RestorerError, UsageError
 from restorer.ledger import RunRecorder
 from restorer.plan import models
 from restorer.plan.load import LoadedPlan
-from restorer.repo import blobs
 from restorer.repo.repository import Repository
 from restorer.repo.snapshot import Snapshot
 from restorer.repo.tree import DIR
@@ -96,14 +95,7 @@ class RollbackResult:
 
 
 def _records(repo: Repository, folder: str) -> list[dict[str, Any]]:
-    out = []
-    for obj in repo.backend.list(f"{folder}/"):
-        try:
-            out.append(json.loads(blobs.decode_file(repo.sealer, repo.backend.read(obj.name),
-                                                    obj.name)))
-        except Exception:
-            continue
-    return sorted(out, key=lambda r: r.get("time", ""))
+    return [rec for _name, rec in repo.read_records(folder)]
 
 
 def _targets(lp: LoadedPlan, names: tuple[str, ...]) -> list[Any]:

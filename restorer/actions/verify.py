@@ -21,7 +21,6 @@ from restorer.errors import RestorerError, UsageError
 from restorer.ledger import RunRecorder
 from restorer.plan import models
 from restorer.plan.load import LoadedPlan
-from restorer.repo import blobs
 from restorer.repo.repository import Repository
 from restorer.repo.snapshot import Snapshot
 
@@ -63,13 +62,8 @@ class TargetVerification:
 
 def verified_records(repo: Repository) -> dict[str, list[dict]]:
     out: dict[str, list[dict]] = {}
-    for obj in repo.backend.list("verifications/"):
-        try:
-            rec = json.loads(blobs.decode_file(repo.sealer, repo.backend.read(obj.name),
-                                               obj.name))
-        except Exception:
-            continue
-        out.setdefault(rec["snapshot"], []).append(rec)
+    for _name, rec in repo.read_records("verifications"):
+        out.setdefault(str(rec.get("snapshot")), []).append(rec)
     return out
 
 

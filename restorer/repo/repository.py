@@ -171,6 +171,22 @@ class Repository:
         self.write_named(f"{folder}/{fid}", stored)
         return fid
 
+    def read_records(self, folder: str) -> list[tuple[str, dict[str, Any]]]:
+        """(file name, content) of the small JSON records in `folder` (verifications,
+        rollbacks), oldest first by their `time`; one that cannot be read is skipped: a record
+        is a note about the repository, never needed to restore from it."""
+        out = []
+        for obj in self.backend.list(f"{folder}/"):
+            try:
+                rec = json.loads(blobs.decode_file(self.sealer, self.backend.read(obj.name),
+                                                   obj.name))
+            except Exception as e:
+                log.warning("record %s cannot be read (%s); ignoring it", obj.name, e)
+                continue
+            if isinstance(rec, dict):
+                out.append((obj.name, rec))
+        return sorted(out, key=lambda nr: str(nr[1].get("time", "")))
+
     def write_named(self, name: str, data: bytes) -> None:
         """Write a content-addressed file. If it exists already (left by an interrupted run
         that produced the very same bytes), the name proves the content: keep it."""
