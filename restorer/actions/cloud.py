@@ -165,6 +165,7 @@ class RDSStage(Stage):
         self.dsn_template = self.lp.secret(st.dsn, f"targets.{t.name}.staging.dsn") \
             if st.dsn else None
         self.password = self.lp.secret(st.password, f"targets.{t.name}.staging.password")
+        self.secrets = [self.password]
         self.cwd = Path(tempfile.gettempdir())
         self.location = f"scratch instance {self.ident} from {self.source}"
         self.created = False

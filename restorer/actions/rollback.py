@@ -415,7 +415,7 @@ def _check_live(sw: Swap, run: RunRecorder | None) -> list[dict[str, Any]]:
             passed, detail = False, e.message
         except Exception as e:
             passed, detail = False, f"{type(e).__name__}: {e}"
-        cr = CheckResult(name, passed, time.monotonic() - c0, detail[:2000])
+        cr = CheckResult(name, passed, time.monotonic() - c0, stage.clean(detail))
         if run:
             run.record_phase("check", cr.duration_s, target=sw.t.name, check=name,
                              outcome="ok" if passed else "failed", detail=cr.detail)

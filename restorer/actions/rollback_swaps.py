@@ -200,6 +200,7 @@ class PostgresSwap(Swap):
     def check_subject(self) -> Stage:
         stage = Stage(self.lp, self.repo, self.t, self.snap)
         dsn, password = self._dsn(self.live), self.password
+        stage.secrets = [password]
         stage.env = {"RESTORER_STAGING_DSN": dsn, **({"PGPASSWORD": password} if password
                                                      else {})}
         stage.query = lambda sql, timeout: postgres.pg_query(  # type: ignore[method-assign]
@@ -268,6 +269,7 @@ class MySQLSwap(Swap):
     def check_subject(self) -> Stage:
         stage = Stage(self.lp, self.repo, self.t, self.snap)
         dsn, password = self.t.dsn, self.password
+        stage.secrets = [password]
         stage.env = {"RESTORER_STAGING_DSN": dsn, **({"MYSQL_PWD": password} if password
                                                      else {})}
         stage.query = lambda sql, timeout: mysql.mysql_query(  # type: ignore[method-assign]

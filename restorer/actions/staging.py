@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from restorer.errors import RestoreError, SourceError, UsageError
 from restorer.plan import models
@@ -33,6 +34,7 @@ from restorer.repo.snapshot import Snapshot
 from restorer.repo.tree import DIR, FILE
 from restorer.sources import mysql, postgres
 from restorer.sources.files_restore import FilesWriter
+from restorer.sources.process import mask
 from restorer.sources.remote import q, ssh_session
 from restorer.sources.sftp_restore import SFTPWriter
 from restorer.sources.sqlite import sqlite_restore
@@ -56,6 +58,12 @@ class Stage:
         self.lp, self.repo, self.target, self.snap = lp, repo, target, snap
         self.env: dict[str, str] = {}
         self.restored = Restored()
+        self.secrets: list[str | None] = []  # masked out of every check's detail
+
+    def clean(self, detail: str) -> str:
+        """A check's detail as the ledger and reports may keep it: secrets and DSN
+        passwords masked (a command check may well print its connection string)."""
+        return postgres.safe_dsn(mask(detail, self.secrets))[:2000]
 
     def restore(self) -> Restored:
         raise NotImplementedError
@@ -405,6 +413,7 @@ class DatabaseStage(Stage):
                 "that database, restores into it and drops it")
         self.dsn = self.lp.secret(st.dsn, f"targets.{t.name}.staging.dsn") or ""
         self.password = self.lp.secret(st.password, f"targets.{t.name}.staging.password")
+        self.secrets = [self.password, urlsplit(self.dsn).password]
         self.what = f"verify of {t.name}"
         self.location = postgres.safe_dsn(self.dsn)
         self.cwd = Path(tempfile.gettempdir())

@@ -180,7 +180,7 @@ def _restore_and_check(stage: Stage, res: TargetVerification, t: Any, snap: Snap
             passed, detail = False, e.message
         except Exception as e:
             passed, detail = False, f"{type(e).__name__}: {e}"
-        cr = CheckResult(name, passed, time.monotonic() - c0, detail[:2000])
+        cr = CheckResult(name, passed, time.monotonic() - c0, stage.clean(detail))
         res.checks.append(cr)
         if run:
             run.record_phase("check", cr.duration_s, target=t.name, check=name,

@@ -230,3 +230,21 @@ def test_staging_equal_to_source_is_rejected_at_validation(tmp_path: Path, cli) 
         "checks": [{"sql": {"query": "select 1"}}]}])
     r = cli("validate", plan)
     assert r.rc == 2 and "targets[0].checks[0].sql" in r.err and "database target" in r.err
+
+
+def test_staging_password_never_reaches_check_details(tmp_path: Path, cli, pg_server,
+                                                      pg_db) -> None:
+    staging = unique_name("vstage").replace("-", "_")
+    plan = write_plan(tmp_path / "plan.yaml", ledger="sqlite:///ledger.db", targets=[{
+        "name": "db", "kind": "postgres", "dsn": f"{pg_server}/{pg_db}",
+        "staging": {"dsn": f"{pg_server}/{staging}", "password": "${env:STG_PW}"},
+        "checks": [{"command": {"run": 'echo "connecting with $PGPASSWORD to '
+                                       'postgresql://u:$PGPASSWORD@h/db"'}}]}])
+    env = {"STG_PW": "stg-s3cret-pw"}
+    assert cli("backup", "--init", plan, env=env).rc == 0
+    r = cli("verify", plan, "--json", env=env)
+    assert r.rc == 0, r.text
+    detail = json.loads(r.out)[0]["checks"][1]["detail"]
+    assert "connecting with *** to postgresql://u:***@h/db" in detail
+    assert "stg-s3cret-pw" not in r.text
+    assert b"stg-s3cret-pw" not in (tmp_path / "ledger.db").read_bytes()
