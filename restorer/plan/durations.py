@@ -37,7 +37,9 @@ def parse_duration(text: str | int | float) -> float:
 
 
 def format_duration(seconds: float) -> str:
-    """A short human form: 0.42s, 12.3s, 4m05s, 2h10m, 3d04h."""
+    """A short human form: 4ms, 0.42s, 12.3s, 4m05s, 2h10m, 3d04h."""
+    if seconds < 0.1:  # restores and checks of small targets: 0.00s would say nothing
+        return f"{seconds * 1000:.0f}ms" if seconds >= 0.0005 else "<1ms"
     if seconds < 60:
         return f"{seconds:.2f}s" if seconds < 10 else f"{seconds:.1f}s"
     m, s = divmod(round(seconds), 60)
