@@ -95,6 +95,7 @@ class EBSStage(Stage):
         self.region, self.source = _source(self.snap, t, "EBS snapshot")
         self.zone = st.availability_zone or f"{self.region}a"
         self.instance, self.device = st.instance_id, st.device or "/dev/sdz"
+        self.host = st.host  # the staging instance, reached over SSH for command checks
         self.volume: str | None = None
         self.cwd = Path(tempfile.gettempdir())
         self.location = f"scratch volume from {self.source} in {self.zone}"
@@ -132,6 +133,18 @@ class EBSStage(Stage):
                     "RESTORER_STAGING_DEVICE": self.device if self.instance else ""}
         self.restored.files = 1
         return self.restored
+
+    def run(self, command: str, timeout: float) -> tuple[int | None, str]:
+        """Command checks run on the staging instance when staging.host says how to reach
+        it (where the volume is attached), else here."""
+        if self.host is None:
+            return super().run(command, timeout)
+        from restorer.actions.backup import ssh_params
+        from restorer.sources.remote import remote_run, ssh_session
+
+        params = ssh_params(self.lp, self.host, f"targets.{self.target.name}.staging.host")
+        with ssh_session(params, f"check of {self.target.name}") as client:
+            return remote_run(client, command, timeout, env=self.env)
 
     def manifest(self) -> tuple[bool, str]:
         v = self.aws.call("ec2", self.region, "describe_volumes",

@@ -35,7 +35,7 @@ from restorer.repo.tree import DIR, FILE
 from restorer.sources import mysql, postgres
 from restorer.sources.files_restore import FilesWriter
 from restorer.sources.process import mask
-from restorer.sources.remote import q, ssh_session
+from restorer.sources.remote import q, remote_run, ssh_session
 from restorer.sources.sftp_restore import SFTPWriter
 from restorer.sources.sqlite import sqlite_restore
 from restorer.sources.stream import _Raw, restore_stream
@@ -245,29 +245,8 @@ class RemoteDirectoryStage(Stage):
 
         return compare_tree(self.repo, self.snap, self.restored, ids)
 
-    def _shell(self, command: str) -> str:
-        return (f"cd {q(self.rcwd)} && RESTORER_STAGING={q(self.rcwd)} && "
-                f"export RESTORER_STAGING && {command}")
-
     def run(self, command: str, timeout: float) -> tuple[int | None, str]:
-        client = self._connect()
-        ch = client.get_transport().open_session()
-        ch.settimeout(timeout + 30)
-        # coreutils timeout ends it on the host, so nothing keeps running after we give up
-        ch.exec_command(self._shell(f"timeout -k 5 {timeout:g} sh -c {q(command)} "
-                                    "</dev/null 2>&1"))
-        out = []
-        try:
-            while data := ch.recv(1 << 16):
-                out.append(data)
-            code = ch.recv_exit_status()
-        except TimeoutError:
-            return None, ""
-        finally:
-            ch.close()
-        if code == 124:
-            return None, ""
-        return code, b"".join(out).decode("utf-8", "replace")
+        return remote_run(self._connect(), command, timeout, cwd=self.rcwd, env=self.env)
 
     def files(self) -> list[tuple[str, int]]:
         out: list[tuple[str, int]] = []

@@ -169,6 +169,7 @@ def _restore_and_check(stage: Stage, res: TargetVerification, t: Any, snap: Snap
         res.error = f"restore into staging failed: {e.message}"
         return
     res.restore_s = time.monotonic() - t0
+    res.staging = stage.location  # now naming what was made (a volume id, an instance)
     checks: list[tuple[str, Any]] = [("manifest", None)]
     checks += [(check_name(c), c) for c in t.checks
                if not isinstance(c, models.ManifestCheck)]

@@ -125,3 +125,28 @@ def _finish(ch: Any, what: str, secrets: list[str | None]) -> None:
 
 def q(*args: str) -> str:
     return " ".join(shlex.quote(a) for a in args)
+
+
+def remote_run(client: Any, command: str, timeout: float, *, cwd: str | None = None,
+               env: dict[str, str] | None = None) -> tuple[int | None, str]:
+    """(exit status, or None when it timed out; stdout and stderr together) of a shell
+    command on the remote host. coreutils `timeout` ends it there, so nothing keeps running
+    after we give up on it."""
+    exports = "".join(f"{k}={q(v)}; export {k}; " for k, v in (env or {}).items())
+    where = f"cd {q(cwd)} && " if cwd else ""
+    ch = client.get_transport().open_session()
+    ch.settimeout(timeout + 30)
+    ch.exec_command(f"{where}{exports}timeout -k 5 {timeout:g} sh -c {q(command)} "
+                    "</dev/null 2>&1")
+    out = []
+    try:
+        while data := ch.recv(1 << 16):
+            out.append(data)
+        code = ch.recv_exit_status()
+    except TimeoutError:
+        return None, ""
+    finally:
+        ch.close()
+    if code == 124:
+        return None, ""
+    return code, b"".join(out).decode("utf-8", "replace")

@@ -237,3 +237,27 @@ def test_rollback_and_undo_ebs_and_rds(aws, world, tmp_path: Path) -> None:
     vols = {v["VolumeId"] for v in ec2.describe_volumes()["Volumes"]}
     assert new not in vols and world["volume"] in vols  # the replaced one went, not ours
     assert set(by_name()) & {n for n in names if n.startswith(world["db"] + "-")} == set()
+
+
+def test_ebs_checks_run_on_the_staging_host_over_ssh(aws, world, tmp_path: Path,
+                                                     sshd) -> None:
+    host = {"host": "127.0.0.1", "port": sshd.port, "user": sshd.user,
+            "key_file": str(sshd.key_file), "known_hosts": str(sshd.known_hosts)}
+    plan = _plan(tmp_path, world, data={
+        "staging": {"availability_zone": f"{SRC}a", "instance_id": world["instance"],
+                    "device": "/dev/sdg", "host": host},
+        "checks": [{"command": {"run": 'echo "on $SSH_CONNECTION: $RESTORER_STAGING_VOLUME '
+                                       'at $RESTORER_STAGING_DEVICE"; '
+                                       'test -n "$SSH_CONNECTION"'}}]})
+    env = world["env"]
+    assert run_cli("backup", "--init", plan, "--target", "data", env=env).rc == 0
+    r = run_cli("verify", plan, "--target", "data", "--json", env=env)
+    assert r.rc == 0, r.text
+    (v,) = json.loads(r.out)
+    detail = v["checks"][1]["detail"]
+    assert "on 127.0.0.1" in detail and "vol-" in detail and "at /dev/sdg" in detail
+    assert f"on {world['instance']} at /dev/sdg" in v["staging"]
+    attached = aws("ec2").describe_volumes(Filters=[
+        {"Name": "attachment.instance-id", "Values": [world["instance"]]}])["Volumes"]
+    devices = {a["Device"] for v_ in attached for a in v_["Attachments"]}
+    assert "/dev/sdg" not in devices and "/dev/sdf" in devices  # detached again
