@@ -270,6 +270,7 @@ def run_rollback(lp: LoadedPlan, names: tuple[str, ...] = (), *, to: str = "late
         if confirm is not None and not confirm(result):
             result.error = "aborted at the confirmation prompt; nothing was changed"
             return result
+        _write_record(repo, result, "started")  # names what it will make, for --cleanup
         _act(lp, repo, result, swaps, snaps, run)
     result.timings["total_s"] = time.monotonic() - start
     return result
@@ -424,9 +425,10 @@ def _check_live(sw: Swap, run: RunRecorder | None) -> list[dict[str, Any]]:
 
 
 def cleanup(lp: LoadedPlan) -> list[str]:
-    """Remove what finished rollbacks kept (replaced databases, replaced trees)."""
+    """Remove what rollbacks kept (replaced databases, volumes, instances, trees of failed
+    runs) and what killed ones left half made (sibling folders, new databases)."""
     repo = open_repository(lp)
-    removed = []
+    removed: list[str] = []
     with locked(repo, exclusive=True):
         for rec in _records(repo, "rollbacks"):
             if rec.get("plan") != lp.name:
@@ -436,24 +438,33 @@ def cleanup(lp: LoadedPlan) -> list[str]:
                     target = lp.targets([t["target"]])[0]
                 except RestorerError:
                     continue
-                for kept in t.get("kept", []):
-                    if isinstance(target, models.EBSTarget | models.RDSTarget):
-                        from restorer.actions.rollback_cloud import cleanup_kept
-
-                        gone = cleanup_kept(lp, target, kept)
-                        if gone:
-                            removed.append(f"{target.name}: {gone}")
-                    elif isinstance(target, models.PostgresTarget | models.MySQLTarget):
-                        pw = lp.secret(target.password, f"targets.{target.name}.password")
-                        dsn = with_db(target.dsn, kept)
-                        db = mysql if isinstance(target, models.MySQLTarget) else None
-                        exists = (mysql.mysql_database_exists if db else
-                                  postgres.pg_database_exists)(dsn, pw, what="rollback cleanup")
-                        if exists:
-                            (mysql.mysql_drop_database if db else postgres.pg_drop_database)(
-                                dsn, pw, what="rollback cleanup")
-                            removed.append(f"{target.name}: database {kept}")
-                    elif os.path.lexists(kept) and ".restorer-rollback-" in kept:
-                        shutil.rmtree(Path(kept).parent, ignore_errors=True)
-                        removed.append(f"{target.name}: {kept}")
+                for name in [*t.get("kept", []), *t.get("scratch", [])]:
+                    gone = _remove(lp, target, name)
+                    if gone and f"{target.name}: {gone}" not in removed:
+                        removed.append(f"{target.name}: {gone}")
     return removed
+
+
+def _remove(lp: LoadedPlan, target: Any, name: str) -> str | None:
+    if isinstance(target, models.EBSTarget | models.RDSTarget):
+        from restorer.actions.rollback_cloud import cleanup_kept
+
+        return cleanup_kept(lp, target, name)
+    if isinstance(target, models.PostgresTarget | models.MySQLTarget):
+        if name == db_name(target):
+            return None  # never the live database
+        pw = lp.secret(target.password, f"targets.{target.name}.password")
+        dsn = with_db(target.dsn, name)
+        my = isinstance(target, models.MySQLTarget)
+        if not (mysql.mysql_database_exists if my else postgres.pg_database_exists)(
+                dsn, pw, what="rollback cleanup"):
+            return None
+        (mysql.mysql_drop_database if my else postgres.pg_drop_database)(
+            dsn, pw, what="rollback cleanup")
+        return f"database {name}"
+    folder = Path(name) if Path(name).name.startswith(".restorer-rollback-") else \
+        Path(name).parent
+    if folder.name.startswith(".restorer-rollback-") and os.path.lexists(folder):
+        shutil.rmtree(folder, ignore_errors=True)
+        return str(folder)
+    return None

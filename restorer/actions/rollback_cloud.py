@@ -61,6 +61,7 @@ class EBSSwap(Swap):
                 self.aws, self.region, self.source, zone,
                 {ebs.PLAN: self.lp.name, ebs.TARGET: self.t.name, ebs.ROLE: "rollback-new",
                  ebs.RUN: self.stamp, ebs.SOURCE: self.source}, self.t.wait_timeout)
+            self.out.scratch = [self.new]
         except SourceError as e:
             raise self._wrap(e) from None
 
@@ -132,6 +133,7 @@ class RDSSwap(Swap):
         s = _stamp(self.stamp)
         self.new = f"{t.db_instance}-rb-{s}"[:63].rstrip("-")
         self.old = f"{t.db_instance}-pre-rb-{s}"[:63].rstrip("-")
+        self.out.scratch = [self.new]
         self.created = False
         self.renamed_live = False
         self.out.changes = {"aws_calls": [
@@ -241,10 +243,15 @@ class RDSPutBack(RDSSwap):
 
 
 def cleanup_kept(lp: Any, t: Any, kept: str) -> str | None:
-    """Remove what a cloud rollback kept; a description of what went, or None."""
+    """Remove what a cloud rollback kept or left half made; a description of what went, or
+    None. A volume goes only while detached and tagged as a rollback's (never a live one)."""
     aws = aws_for(lp, f"rollback cleanup of {t.name}")
     if isinstance(t, models.EBSTarget):
-        if ebs.volume_tags(aws, t.region, kept).get(ebs.ROLE) != "rollback-old":
+        if not kept.startswith("vol-") or not _volume_exists(aws, t.region, kept):
+            return None
+        role = ebs.volume_tags(aws, t.region, kept).get(ebs.ROLE)
+        if role not in ("rollback-old", "rollback-new") or \
+                ebs._volume_state(aws, t.region, kept) != "available":
             return None
         ebs.delete_volume(aws, t.region, kept, t.wait_timeout)
         return f"volume {kept}"

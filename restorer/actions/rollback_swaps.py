@@ -35,6 +35,9 @@ class TargetRollback:
     safety_snapshot: str | None = None
     state: str = "as before"  # "as before" | "rolled back" | "unknown"
     kept: list[str] = field(default_factory=list)  # the replaced tree / database, by name
+    # what the restore step makes beside the live copy (sibling folder, new database, volume,
+    # instance), named before it is made so --cleanup finds it after a killed run
+    scratch: list[str] = field(default_factory=list)
     restore_s: float | None = None
     swap_s: float | None = None
     atomic: bool = True
@@ -96,6 +99,7 @@ class FilesSwap(Swap):
         self.paths = live_paths(self.lp, self.t, self.snap)
         self.siblings = {p: p.parent / f".restorer-rollback-{self.stamp}" for p in self.paths}
         self.done: list[Path] = []
+        self.out.scratch = sorted({str(s) for s in self.siblings.values()})
 
     def restore(self) -> None:
         by_sibling: dict[Path, list[str]] = {}
@@ -159,6 +163,7 @@ class PostgresSwap(Swap):
         base = self.live[:30]  # PostgreSQL names end at 63 bytes
         self.new = f"{base}_rb_{self.stamp}"
         self.old = f"{base}_pre_rb_{self.stamp}"
+        self.out.scratch = [self.new]
         self.admin = admin
         self.what = f"rollback of {t.name}"
         self.created = False
@@ -220,6 +225,7 @@ class MySQLSwap(Swap):
         self.live = mysql.parse_dsn(t.dsn)[1]
         base = self.live[:30]  # PostgreSQL names end at 63 bytes
         self.new, self.old = f"{base}_rb_{self.stamp}", f"{base}_pre_rb_{self.stamp}"
+        self.out.scratch = [self.new]
         self.what = f"rollback of {t.name}"
         self.created = False
         try:

@@ -285,3 +285,33 @@ def test_mariadb_rollback_and_undo(tmp_path: Path, cli, mariadb_server) -> None:
     finally:
         for name in _my(mariadb_server, f"SHOW DATABASES LIKE '{db}%'").split():
             _my(mariadb_server, f"DROP DATABASE IF EXISTS {name}")
+
+
+def test_killed_rollback_changes_nothing_and_cleanup_removes_its_leftovers(
+        tmp_path: Path, cli, pg_server, app_db) -> None:
+    dsn, name = app_db
+    site = _site(tmp_path)
+    plan = _plan(tmp_path, dsn, pg_server, name)
+    _verified_backup(cli, plan)
+    _break_things(site, dsn)
+    broken = (tree_digest(site), _db_state(dsn))
+    # the process is killed after restoring beside the live copies, before any swap
+    plan = _plan(tmp_path, dsn, pg_server, name, before=["kill -9 $PPID"])
+    r = cli("rollback", plan, "--yes")
+    assert r.rc == -9, r.text
+    assert (tree_digest(site), _db_state(dsn)) == broken
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".restorer-rollback-")]
+    dbs = [d for d in _psql(f"{pg_server}/postgres", "SELECT datname FROM pg_database").split()
+           if d.startswith(f"{name}_rb_")]
+    assert len(leftovers) == 1 and len(dbs) == 1
+    plan = _plan(tmp_path, dsn, pg_server, name)
+    r = cli("rollback", plan, "--cleanup")
+    assert r.rc == 0, r.text
+    assert "stale lock" in r.err  # the dead run's lock is taken over
+    assert f"database {dbs[0]}" in r.out and leftovers[0] in r.out
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".restorer-rollback-")]
+    assert dbs[0] not in _psql(f"{pg_server}/postgres", "SELECT datname FROM pg_database")
+    assert _db_state(dsn) == broken[1]  # the live database is never touched by cleanup
+    r = cli("rollback", plan, "--yes")  # and a rollback goes through afterwards
+    assert r.rc == 0, r.text
+    assert (tree_digest(site), _db_state(dsn)) != broken
