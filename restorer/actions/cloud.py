@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from restorer import __version__, clock
-from restorer.actions.staging import Restored, Stage
+from restorer.actions.staging import Restored, Stage, query_database
 from restorer.errors import RestoreError, SourceError, UsageError
 from restorer.plan import models
 from restorer.plan.load import LoadedPlan
@@ -218,11 +218,8 @@ class RDSStage(Stage):
         if not self.dsn:
             raise UsageError(f"target {self.target.name}: sql checks need staging.dsn (its host "
                              "is replaced by the scratch instance's endpoint)")
-        from restorer.sources import mysql, postgres
-
-        run = postgres.pg_query if self.dsn.startswith("postgres") else mysql.mysql_query
-        return run(self.dsn, self.password, sql, what=f"sql check of {self.target.name}",
-                   timeout=timeout)
+        return query_database(self.dsn, self.password, sql,
+                              what=f"sql check of {self.target.name}", timeout=timeout)
 
     def teardown(self) -> bool:
         if not self.created:

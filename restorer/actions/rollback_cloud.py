@@ -15,7 +15,7 @@ from typing import Any
 
 from restorer.actions.cloud import aws_for
 from restorer.actions.rollback_swaps import Swap
-from restorer.actions.staging import Stage
+from restorer.actions.staging import LiveTarget, Stage
 from restorer.errors import RestoreError, SourceError, UsageError
 from restorer.plan import models
 from restorer.sources import ebs, rds
@@ -112,12 +112,10 @@ class EBSSwap(Swap):
             ebs.delete_volume(self.aws, self.region, self.new, self.t.wait_timeout)
 
     def check_subject(self) -> Stage:
-        stage = Stage(self.lp, self.repo, self.t, self.snap)
-        stage.env = {"RESTORER_STAGING_VOLUME": self.new or "",
-                     "RESTORER_STAGING_INSTANCE": self.t.instance_id,
-                     "RESTORER_STAGING_DEVICE": self.t.device}
-        stage.manifest = lambda: (True, "")  # type: ignore[method-assign]
-        return stage
+        return LiveTarget(self.lp, self.repo, self.t, self.snap, env={
+            "RESTORER_STAGING_VOLUME": self.new or "",
+            "RESTORER_STAGING_INSTANCE": self.t.instance_id,
+            "RESTORER_STAGING_DEVICE": self.t.device})
 
 
 class RDSSwap(Swap):
@@ -176,15 +174,13 @@ class RDSSwap(Swap):
             rds.delete_instance(self.aws, self.region, self.new, self.t.wait_timeout)
 
     def check_subject(self) -> Stage:
-        stage = Stage(self.lp, self.repo, self.t, self.snap)
         live = self.aws.call("rds", self.region, "describe_db_instances",
                              DBInstanceIdentifier=self.t.db_instance)["DBInstances"][0]
         ep = live.get("Endpoint") or {}
-        stage.env = {"RESTORER_STAGING_INSTANCE": self.t.db_instance,
-                     "RESTORER_STAGING_HOST": ep.get("Address", ""),
-                     "RESTORER_STAGING_PORT": str(ep.get("Port", ""))}
-        stage.manifest = lambda: (True, "")  # type: ignore[method-assign]
-        return stage
+        return LiveTarget(self.lp, self.repo, self.t, self.snap, env={
+            "RESTORER_STAGING_INSTANCE": self.t.db_instance,
+            "RESTORER_STAGING_HOST": ep.get("Address", ""),
+            "RESTORER_STAGING_PORT": str(ep.get("Port", ""))})
 
 
 def still_there(lp: Any, t: Any, kept: str) -> bool:

@@ -6,12 +6,13 @@ from __future__ import annotations
 import itertools
 import os
 import shutil
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from restorer.actions.staging import Restored, Stage, chunk_ids, compare_tree
+from restorer.actions.staging import LiveTarget, Restored, Stage, chunk_ids, compare_tree
 from restorer.errors import RestoreError, SourceError, UsageError
 from restorer.plan import models
 from restorer.plan.load import LoadedPlan
@@ -64,7 +65,7 @@ def with_db(dsn: str, name: str) -> str:
     return urlunsplit(urlsplit(dsn)._replace(path="/" + quote(name)))
 
 
-class Swap:
+class Swap(ABC):
     """One target's sibling copy and how to put it in place (and back)."""
 
     def __init__(self, lp: LoadedPlan, repo: Repository, t: Any, snap: Snapshot,
@@ -73,21 +74,25 @@ class Swap:
         self.stamp = stamp
         self.swapped = False
 
+    @abstractmethod
     def restore(self) -> None:
-        raise NotImplementedError
+        """Restore the snapshot beside the live copy; nothing live changes."""
 
+    @abstractmethod
     def swap(self) -> None:
-        raise NotImplementedError
+        """Put the restored copy in place of the live one, in one step."""
 
+    @abstractmethod
     def swap_back(self) -> None:
-        raise NotImplementedError
+        """Undo `swap` (another target's swap failed)."""
 
+    @abstractmethod
     def discard(self) -> None:
         """Remove the sibling copy (before a swap) or the replaced data (after success)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def check_subject(self) -> Stage:
-        raise NotImplementedError
+        """The live target, for the plan's checks after the swap."""
 
 
 class FilesSwap(Swap):
@@ -143,15 +148,14 @@ class FilesSwap(Swap):
         self.out.kept = []
 
     def check_subject(self) -> Stage:
-        stage = Stage(self.lp, self.repo, self.t, self.snap)
-        stage.cwd = self.paths[0] if len(self.paths) == 1 and self.paths[0].is_dir() \
+        cwd = self.paths[0] if len(self.paths) == 1 and self.paths[0].is_dir() \
             else self.paths[0].parent
-        stage.env = {"RESTORER_STAGING": str(stage.cwd)}
         parents = {p.name: p.parent for p in self.paths}
-        stage.manifest = lambda: compare_tree(  # type: ignore[method-assign]
-            self.repo, self.snap, Restored(),
-            lambda rel: chunk_ids(self.repo, parents[rel.parts[0]] / rel))
-        return stage
+        return LiveTarget(
+            self.lp, self.repo, self.t, self.snap, env={"RESTORER_STAGING": str(cwd)}, cwd=cwd,
+            manifest=lambda: compare_tree(
+                self.repo, self.snap, Restored(),
+                lambda rel: chunk_ids(self.repo, parents[rel.parts[0]] / rel)))
 
 
 class PostgresSwap(Swap):
@@ -203,14 +207,10 @@ class PostgresSwap(Swap):
         # after a swap the replaced database is kept under its dated name until --cleanup
 
     def check_subject(self) -> Stage:
-        stage = Stage(self.lp, self.repo, self.t, self.snap)
         dsn, password = self._dsn(self.live), self.password
-        stage.secrets = [password]
-        stage.env = {"RESTORER_STAGING_DSN": dsn, **({"PGPASSWORD": password} if password
-                                                     else {})}
-        stage.query = lambda sql, timeout: postgres.pg_query(  # type: ignore[method-assign]
-            dsn, password, sql, what=f"check of {self.t.name}", timeout=timeout)
-        return stage
+        return LiveTarget(self.lp, self.repo, self.t, self.snap, dsn=dsn, password=password,
+                          env={"RESTORER_STAGING_DSN": dsn,
+                               **({"PGPASSWORD": password} if password else {})})
 
 
 class MySQLSwap(Swap):
@@ -273,14 +273,10 @@ class MySQLSwap(Swap):
                                       what=self.what)
 
     def check_subject(self) -> Stage:
-        stage = Stage(self.lp, self.repo, self.t, self.snap)
         dsn, password = self.t.dsn, self.password
-        stage.secrets = [password]
-        stage.env = {"RESTORER_STAGING_DSN": dsn, **({"MYSQL_PWD": password} if password
-                                                     else {})}
-        stage.query = lambda sql, timeout: mysql.mysql_query(  # type: ignore[method-assign]
-            dsn, password, sql, what=f"check of {self.t.name}", timeout=timeout)
-        return stage
+        return LiveTarget(self.lp, self.repo, self.t, self.snap, dsn=dsn, password=password,
+                          env={"RESTORER_STAGING_DSN": dsn,
+                               **({"MYSQL_PWD": password} if password else {})})
 
 
 def swapper(lp: LoadedPlan, repo: Repository, t: Any, snap: Snapshot, stamp: str,

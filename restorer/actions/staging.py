@@ -19,6 +19,7 @@ import sqlite3
 import stat
 import subprocess
 import tempfile
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -48,7 +49,14 @@ class Restored:
     failed: list[tuple[str, str]] = field(default_factory=list)
 
 
-class Stage:
+def query_database(dsn: str, password: str | None, sql: str, *, what: str,
+                   timeout: float) -> list[list[str]]:
+    """Rows of one query against a PostgreSQL or MySQL/MariaDB DSN (by its scheme)."""
+    run = postgres.pg_query if dsn.startswith("postgres") else mysql.mysql_query
+    return run(dsn, password, sql, what=what, timeout=timeout)
+
+
+class Stage(ABC):
     """A restored copy under test. `cwd` and `env` are what command and http checks get."""
 
     location: str = ""
@@ -65,19 +73,21 @@ class Stage:
         passwords masked (a command check may well print its connection string)."""
         return postgres.safe_dsn(mask(detail, self.secrets))[:2000]
 
+    @abstractmethod
     def restore(self) -> Restored:
-        raise NotImplementedError
+        """Put the snapshot's data in staging."""
 
+    @abstractmethod
     def manifest(self) -> tuple[bool, str]:
-        raise NotImplementedError
+        """Whether the copy in staging is the snapshot's data, and how that was shown."""
 
     def query(self, sql: str, timeout: float) -> list[list[str]]:
         raise UsageError(f"target {self.target.name} ({self.target.kind}) is not a database; "
                          "sql checks need a postgres, mysql or sqlite target")
 
+    @abstractmethod
     def teardown(self) -> bool:
         """Remove the staging copy; True when nothing of it is left."""
-        raise NotImplementedError
 
     # what command, files and http checks use; local by default
     def _env(self) -> dict[str, str]:
@@ -432,13 +442,42 @@ class DatabaseStage(Stage):
         return self._stream_manifest("psql" if self._pg else "the mysql client")
 
     def query(self, sql: str, timeout: float) -> list[list[str]]:
-        run = postgres.pg_query if self._pg else mysql.mysql_query
-        return run(self.dsn, self.password, sql, what=f"sql check of {self.target.name}",
-                   timeout=timeout)
+        return query_database(self.dsn, self.password, sql,
+                              what=f"sql check of {self.target.name}", timeout=timeout)
 
     def teardown(self) -> bool:
         drop = postgres.pg_scratch_drop if self._pg else mysql.mysql_scratch_drop
         return drop(self.dsn, self.password, what=f"teardown of {self.target.name}")
+
+
+class LiveTarget(Stage):
+    """The live target itself, as the subject of the plan's checks after a rollback: nothing
+    to restore or tear down; sql checks go to `dsn` when it is a database."""
+
+    def __init__(self, lp: LoadedPlan, repo: Repository, target: Any, snap: Snapshot, *,
+                 env: dict[str, str], cwd: Path | None = None, dsn: str | None = None,
+                 password: str | None = None,
+                 manifest: Callable[[], tuple[bool, str]] | None = None) -> None:
+        super().__init__(lp, repo, target, snap)
+        self.env, self.dsn, self.password = env, dsn, password
+        self.secrets = [password]
+        self.cwd = cwd or Path(tempfile.gettempdir())
+        self._manifest = manifest
+
+    def restore(self) -> Restored:
+        return self.restored
+
+    def manifest(self) -> tuple[bool, str]:
+        return self._manifest() if self._manifest else (True, "")
+
+    def query(self, sql: str, timeout: float) -> list[list[str]]:
+        if self.dsn is None:
+            return super().query(sql, timeout)
+        return query_database(self.dsn, self.password, sql,
+                              what=f"check of {self.target.name}", timeout=timeout)
+
+    def teardown(self) -> bool:
+        return True
 
 
 def _cluster_dump(name: str) -> UsageError:

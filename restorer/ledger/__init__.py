@@ -19,8 +19,9 @@ import socket
 import sqlite3
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -53,7 +54,7 @@ def mask_url(url: str) -> str:
     return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
 
 
-class Ledger:
+class Ledger(ABC):
     """The hash chain over one table; a store (SQLite, PostgreSQL) says how to reach it."""
 
     where: str = ""
@@ -87,14 +88,14 @@ class Ledger:
             raise LedgerError(f"ledger {self.where}: cannot {doing}: "
                               f"{' '.join(mask_url(str(e)).split())}") from None
 
+    @abstractmethod
     def _rows(self, sql: str, args: tuple = ()) -> list[tuple]:
-        raise NotImplementedError
+        """The rows of one statement (`?` placeholders)."""
 
-    @contextmanager
-    def _writing(self) -> Iterator[Any]:
-        """A transaction that holds the ledger's one write lock (the chain stays linear)."""
-        raise NotImplementedError
-        yield
+    @abstractmethod
+    def _writing(self) -> AbstractContextManager[Callable[..., list[tuple]]]:
+        """A transaction that holds the ledger's one write lock (the chain stays linear);
+        yields the function that runs statements inside it."""
 
     def append(self, run_id: str, kind: str, data: dict[str, Any]) -> int:
         payload = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
@@ -143,8 +144,9 @@ class Ledger:
             rows = self._rows(q + " ORDER BY seq", args)
         return [(s, t, r, k, json.loads(d)) for s, t, r, k, d in rows]
 
+    @abstractmethod
     def close(self) -> None:
-        raise NotImplementedError
+        """Close the connection."""
 
 
 class SQLiteLedger(Ledger):
