@@ -218,15 +218,8 @@ def _backup_target(lp: LoadedPlan, repo: Repository, t: models.TargetBase,
             total_files = total_bytes = None
             if progress.wants_total:
                 total_files, total_bytes = scan_size(paths, excluder)
-            progress.start(f"backup {t.name}", total_bytes, total_files)
-            try:
+            with _reading(writer, progress, f"backup {t.name}", total_bytes, total_files):
                 tree = reader.backup(paths, parent.tree if parent else None)
-            except BaseException:
-                writer.flush_or_forget()
-                raise
-            finally:
-                progress.stop()
-            writer.flush()
             st = reader.stats
             snap = Snapshot(
                 time=clock.iso(),
@@ -340,18 +333,10 @@ def _backup_stream_target(lp: LoadedPlan, repo: Repository, t: models.TargetBase
                   None)
     try:
         with BlobWriter(repo) as writer:
-            progress.start(f"backup {t.name}", None)
-            try:
-                with open_dump(lp, t) as stream:
-                    tree, size = backup_stream(
-                        repo, writer, f"{t.kind}.dump", stream,
-                        None if isinstance(progress, NoProgress) else progress.advance)
-            except BaseException:
-                writer.flush_or_forget()
-                raise
-            finally:
-                progress.stop()
-            writer.flush()
+            with _reading(writer, progress, f"backup {t.name}"), open_dump(lp, t) as stream:
+                tree, size = backup_stream(
+                    repo, writer, f"{t.kind}.dump", stream,
+                    None if isinstance(progress, NoProgress) else progress.advance)
             duration = time.monotonic() - start
             snap = Snapshot(
                 time=clock.iso(),
@@ -384,15 +369,8 @@ def _backup_ssh_files_target(lp: LoadedPlan, repo: Repository, t: models.SSHFile
                          f"target '{t.name}'") as client, BlobWriter(repo) as writer:
             sftp = client.open_sftp()
             reader = SFTPFilesReader(repo, writer, sftp, Excluder(t.exclude), where)
-            progress.start(f"backup {t.name}", None)
-            try:
+            with _reading(writer, progress, f"backup {t.name}"):
                 tree = reader.backup(list(t.paths), parent.tree if parent else None)
-            except BaseException:
-                writer.flush_or_forget()
-                raise
-            finally:
-                progress.stop()
-            writer.flush()
             st = reader.stats
             duration = time.monotonic() - start
             snap = Snapshot(
@@ -411,6 +389,23 @@ def _backup_ssh_files_target(lp: LoadedPlan, repo: Repository, t: models.SSHFile
     return TargetBackup(t.name, True, snapshot=snap.id, parent=snap.parent,
                         duration=time.monotonic() - start, summary=snap.summary,
                         warnings=st.warnings)
+
+
+@contextmanager
+def _reading(writer: BlobWriter, progress: Progress, label: str, total: int | None = None,
+             files: int | None = None) -> Iterator[None]:
+    """A source read into `writer`, with progress shown meanwhile. On failure what was
+    already uploaded is indexed or forgotten (never left for the next target to dedup
+    against); on success everything queued is stored and indexed."""
+    progress.start(label, total, files)
+    try:
+        yield
+    except BaseException:
+        writer.flush_or_forget()
+        raise
+    finally:
+        progress.stop()
+    writer.flush()
 
 
 def _summary(st: BackupStats, writer: BlobWriter, repo: Repository,
