@@ -360,9 +360,15 @@ def _show_check(res: Any, pct: float, as_json: bool) -> None:
                    f"blobs referenced, {res.packs_indexed} packs indexed")
         if pct:
             click.echo(f"read {res.packs_read} packs ({human_bytes(res.bytes_read)})")
-        if res.unreferenced_packs:
+        if res.unreferenced_packs and res.unindexed:
+            click.echo(f"{len(res.unreferenced_packs)} pack(s) not referenced by any index, "
+                       "while snapshots need data that no index names: these packs may hold "
+                       "it (an index file is lost, not necessarily the data); do not prune, "
+                       "which would delete them", err=True)
+        elif res.unreferenced_packs:
             click.echo(f"{len(res.unreferenced_packs)} pack(s) not referenced by any index "
-                       "(left by an interrupted backup; harmless, prune removes them)")
+                       "and needed by no snapshot (left by an interrupted run; prune removes "
+                       "them)")
         for e in res.errors:
             click.echo(f"error: {e}", err=True)
         for pack, problem in res.damaged_packs.items():

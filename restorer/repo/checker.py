@@ -31,6 +31,9 @@ class CheckResult:
     damaged_packs: dict[str, str] = field(default_factory=dict)  # pack id -> what is wrong
     affected: dict[str, list[str]] = field(default_factory=dict)  # snapshot id -> paths
     unreferenced_packs: list[str] = field(default_factory=list)
+    # blobs a snapshot reaches that no index names (a lost index file, not lost data, when
+    # unreferenced packs hold them)
+    unindexed: int = 0
 
     @property
     def ok(self) -> bool:
@@ -49,6 +52,7 @@ class CheckResult:
             "damaged_packs": [{"pack": k, "problem": v} for k, v in self.damaged_packs.items()],
             "affected": [{"snapshot": k, "paths": v} for k, v in self.affected.items()],
             "unreferenced_packs": self.unreferenced_packs,
+            "unindexed_blobs": self.unindexed,
         }
 
 
@@ -170,6 +174,7 @@ class Checker:
                 self._bad_trees[tree_id] = why
                 affected.append(f"{path or '/'} (whole directory: {why})")
                 if bid not in repo.index:
+                    self.result.unindexed += 1
                     self.result.errors.append(
                         f"snapshot {s.short_id}: tree {tree_id[:16]} ({path or '/'}) not indexed")
                 return
@@ -193,6 +198,7 @@ class Checker:
                             break
                         if b not in repo.index:
                             if first_visit:
+                                self.result.unindexed += 1
                                 self.result.errors.append(
                                     f"snapshot {s.short_id}: {p}: data blob {c[:16]} not indexed")
                             affected.append(p)

@@ -8,6 +8,7 @@ every step (a crash anywhere leaves every kept snapshot restorable):
   4. the index files read at the start are deleted (from here on only the new ones count);
   5. packs nothing indexes any more are deleted: garbage, repacked, and packs an earlier
      crash left without an index.
+Every deletion is by difference: names of the old state that the new state does not name.
 
 A blob is needed when a kept snapshot (of any plan in the repository) reaches it. A blob
 stored twice (two runs uploaded it) is needed in one pack only, so prune also drops copies.
@@ -113,29 +114,33 @@ def plan_prune(repo: Repository, keep: list[Snapshot], forget: list[Snapshot]) -
 
 
 def execute(repo: Repository, plan: PrunePlan) -> None:
+    # Content-addressed files can carry the same name in the old and the new state (an index
+    # written for the packs that stay can be byte for byte an index read at the start), so
+    # every deletion below removes old names minus the names the new state holds.
     # 1. repack what is still needed from mostly-garbage packs
-    written: set[str] = set()
+    new_packs: set[str] = set()
+    new_index: set[str] = set()
     if plan.repack_packs:
         with BlobWriter(repo) as w:
             for pack in plan.repack_packs:
                 for e in plan.needed_in[pack]:
                     w.copy(e.type, repo.load_blob(e.id), e.id)
             w.flush()
-            # a new pack can be byte for byte an old one (the same blobs stored twice
-            # before): its name is then in the delete list, and must not be deleted
-            written = w.written_packs
+            new_packs |= w.written_packs
+            new_index |= w.written_index
     # 2. the forgotten snapshots
     for s in plan.forget:
         repo.backend.delete(f"snapshots/{s.id}")
     # 3. one index for every pack that stays (repacked blobs are in the writer's index files)
     kept = {p: plan.entries[p] for p in plan.keep_packs}
     if kept:
-        repo.write_file("index", Index.serialize(kept))
-    # 4. the old index files
+        new_index.add(f"index/{repo.write_file('index', Index.serialize(kept))}")
+    new_packs |= set(plan.keep_packs)
+    # 4. the old index files (from here on only the new ones count)
     for name in plan.index_files:
-        repo.backend.delete(name)
+        if name not in new_index:
+            repo.backend.delete(name)
     # 5. packs nothing indexes any more
     for pack in plan.delete_packs + plan.repack_packs + plan.orphan_packs:
-        if pack not in written:
+        if pack not in new_packs:
             repo.backend.delete(pack_name(pack))
-

@@ -405,6 +405,7 @@ class BlobWriter:
         self._unindexed: dict[str, list[PackEntry]] = {}
         self._lock = threading.Lock()
         self.written_packs: set[str] = set()
+        self.written_index: set[str] = set()  # names ('index/<id>') of the index files written
 
     def has(self, blob_id: bytes) -> bool:
         return blob_id in self.repo.index or blob_id in self._seen
@@ -499,8 +500,7 @@ class BlobWriter:
         with self._lock:
             # an index every so often lets a re-run after a crash reuse what was uploaded
             if len(self._unindexed) >= 64:
-                self.repo.write_file("index", Index.serialize(self._unindexed))
-                self._unindexed = {}
+                self._write_index()
 
     def flush(self) -> None:
         """Store everything queued, then the index covering it; afterwards it is referenceable."""
@@ -510,8 +510,12 @@ class BlobWriter:
         self._reap_uploads(block=True, everything=True)
         with self._lock:
             if self._unindexed:
-                self.repo.write_file("index", Index.serialize(self._unindexed))
-                self._unindexed = {}
+                self._write_index()
+
+    def _write_index(self) -> None:
+        fid = self.repo.write_file("index", Index.serialize(self._unindexed))
+        self.written_index.add(f"index/{fid}")
+        self._unindexed = {}
 
     def flush_or_forget(self) -> None:
         """After a failure: what was uploaded is already in the in-memory index, where the
