@@ -13,6 +13,10 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     command -v crontab >/dev/null || need+=(cron)
     # a real headless browser for the HTML report test (driven by Playwright, no download)
     command -v chromium >/dev/null || need+=(chromium fonts-dejavu-core)
+    # the lock-takeover test runs the pruning process under a faked clock; the rollback kill
+    # tests stop the process at a chosen rename with strace's fault injection
+    command -v faketime >/dev/null || need+=(faketime)
+    command -v strace >/dev/null || need+=(strace)
     # PostgreSQL client tools (and a server to start when none runs on 127.0.0.1:5432)
     command -v pg_dump >/dev/null || need+=(postgresql postgresql-client)
     command -v mariadb-dump >/dev/null || command -v mysqldump >/dev/null \

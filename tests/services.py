@@ -196,7 +196,8 @@ class SSHServer:
             self.proc.kill()
 
 
-def start_sshd(workdir: Path) -> SSHServer:
+def start_sshd(workdir: Path, wrap: list[str] | None = None) -> SSHServer:
+    """`wrap` runs sshd under a command (e.g. setpriv, to drop capabilities)."""
     sshd = shutil.which("sshd") or "/usr/sbin/sshd"
     if not os.path.exists(sshd):
         pytest.fail("OpenSSH server not installed: run the suite through tests/run.sh, which "
@@ -223,7 +224,7 @@ def start_sshd(workdir: Path) -> SSHServer:
         "MaxSessions 50\nLogLevel ERROR\n")
     Path("/run/sshd").mkdir(exist_ok=True)  # privilege separation directory
     with open(workdir / "sshd.log", "wb") as errlog:
-        proc = subprocess.Popen([sshd, "-D", "-e", "-f", str(config)],
+        proc = subprocess.Popen([*(wrap or []), sshd, "-D", "-e", "-f", str(config)],
                                 stdout=subprocess.DEVNULL, stderr=errlog)
     wait_port(port)
     host_pub = (workdir / "host_ed25519.pub").read_text().split()

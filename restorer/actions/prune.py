@@ -11,6 +11,7 @@ from typing import Any
 from restorer.actions.context import locked, open_repository
 from restorer.actions.retention import Decision, decide
 from restorer.actions.verify import verified_records
+from restorer.errors import UsageError
 from restorer.ledger import RunRecorder
 from restorer.plan.load import LoadedPlan
 from restorer.repo.prune import PrunePlan, execute, plan_prune
@@ -46,13 +47,13 @@ class PruneResult:
 
 
 def _last_rollback_safety(repo: Repository, plan: str) -> set[str]:
-    mine = [r for _name, r in repo.read_records("rollbacks")
+    mine = [r for _name, r in repo.read_records("rollbacks", strict=True)
             if r.get("plan") == plan and r.get("safety")]
     return set(mine[-1]["safety"].values()) if mine else set()
 
 
 def run_prune(lp: LoadedPlan, *, dry_run: bool = False, lock_wait: float = 0.0,
-              run: RunRecorder | None = None) -> PruneResult:
+              allow_remove_all: bool = False, run: RunRecorder | None = None) -> PruneResult:
     start = time.monotonic()
     repo = open_repository(lp)
     res = PruneResult(lp.name, dry_run)
@@ -61,7 +62,8 @@ def run_prune(lp: LoadedPlan, *, dry_run: bool = False, lock_wait: float = 0.0,
             run.record_phase("lock", lock.waited)
         repo.load_index()
         snaps = repo.list_snapshots()
-        records = verified_records(repo)
+        # strict: an unreadable record may be the one that protects a snapshot
+        records = verified_records(repo, strict=True)
         verified = {sid for sid, rs in records.items() if any(r.get("passed") for r in rs)}
         protected = _last_rollback_safety(repo, lp.name)
         targets = {t.name: t for t in lp.plan.targets}
@@ -75,6 +77,12 @@ def run_prune(lp: LoadedPlan, *, dry_run: bool = False, lock_wait: float = 0.0,
             policy = t.retention or lp.plan.retention
             res.decisions[name] = decide(mine, policy, verified, protected,
                                          lp.plan.schedule.timezone)
+            if not allow_remove_all and not any(d.keep for d in res.decisions[name]):
+                raise UsageError(
+                    f"the retention policy of target {name} would forget every snapshot of "
+                    f"target {name} ({len(mine)}); prune refuses to leave a target with no "
+                    "snapshot", hint="check the policy (a keep_tags tag that no snapshot "
+                    "carries keeps nothing), or pass --allow-remove-all if that is meant")
         forget = res.forgotten
         if not dry_run:
             forget = _delete_cloud(lp, res, forget)

@@ -60,9 +60,9 @@ class TargetVerification:
         return d
 
 
-def verified_records(repo: Repository) -> dict[str, list[dict]]:
+def verified_records(repo: Repository, strict: bool = False) -> dict[str, list[dict]]:
     out: dict[str, list[dict]] = {}
-    for _name, rec in repo.read_records("verifications"):
+    for _name, rec in repo.read_records("verifications", strict):
         out.setdefault(str(rec.get("snapshot")), []).append(rec)
     return out
 

@@ -667,15 +667,19 @@ def run_cmd(ctx: click.Context, paths: tuple[str, ...], only_due: bool,
 @click.argument("plan", type=click.Path(dir_okay=False))
 @click.option("--dry-run", is_flag=True,
               help="List what would be forgotten and the bytes freed; change nothing.")
+@click.option("--allow-remove-all", is_flag=True,
+              help="Let the policy forget every snapshot of a target (refused otherwise).")
 @lock_wait_option
 @json_option
-def prune(plan: str, dry_run: bool, lock_wait: str, as_json: bool) -> None:
+def prune(plan: str, dry_run: bool, allow_remove_all: bool, lock_wait: str,
+          as_json: bool) -> None:
     """Forget snapshots the retention policy does not keep; remove data only they needed."""
     from restorer.actions.prune import run_prune
 
     lp = _load(plan)
     with recorded_run(lp, "prune --dry-run" if dry_run else "prune") as run:
-        res = run_prune(lp, dry_run=dry_run, lock_wait=_duration(lock_wait), run=run)
+        res = run_prune(lp, dry_run=dry_run, lock_wait=_duration(lock_wait),
+                        allow_remove_all=allow_remove_all, run=run)
     if as_json:
         emit_json(res.to_json())
         return

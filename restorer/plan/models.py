@@ -181,6 +181,14 @@ class Retention(Strict):
         False, description="allow prune to remove verified snapshots the rules do not keep"
     )
 
+    @field_validator("keep_within")
+    @classmethod
+    def _within_positive(cls, v: float | None) -> float | None:
+        if v is not None and v <= 0:
+            raise ValueError("keep_within of zero keeps nothing and would forget every "
+                             "snapshot; give a duration such as 7d, or leave the key out")
+        return v
+
 
 # --- checks -------------------------------------------------------------------------------
 

@@ -29,6 +29,7 @@ from restorer.errors import (
     IntegrityError,
     NotFoundError,
     RepositoryError,
+    StorageError,
     UsageError,
     WrongPasswordError,
 )
@@ -171,17 +172,27 @@ class Repository:
         self.write_named(f"{folder}/{fid}", stored)
         return fid
 
-    def read_records(self, folder: str) -> list[tuple[str, dict[str, Any]]]:
+    def read_records(self, folder: str, strict: bool = False
+                     ) -> list[tuple[str, dict[str, Any]]]:
         """(file name, content) of the small JSON records in `folder` (verifications,
         rollbacks), oldest first by their `time`; one that cannot be read is skipped: a record
-        is a note about the repository, never needed to restore from it."""
+        is a note about the repository, never needed to restore from it. With `strict` (a
+        caller about to delete, for whom a lost record could be the one protecting a
+        snapshot) it raises instead."""
         out = []
         for obj in self.backend.list(f"{folder}/"):
             try:
                 rec = json.loads(blobs.decode_file(self.sealer, self.backend.read(obj.name),
                                                    obj.name))
             except Exception as e:
-                log.warning("record %s cannot be read (%s); ignoring it", obj.name, e)
+                why = e.message if isinstance(e, RepositoryError | StorageError) else str(e)
+                if strict:
+                    raise RepositoryError(
+                        f"record {obj.name} cannot be read ({why}); nothing is deleted while "
+                        "a record that may protect a snapshot is unreadable",
+                        hint="make it readable again, or move it out of the repository if it "
+                        "is damaged") from None
+                log.warning("record %s cannot be read (%s); ignoring it", obj.name, why)
                 continue
             if isinstance(rec, dict):
                 out.append((obj.name, rec))

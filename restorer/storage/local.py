@@ -30,20 +30,43 @@ class LocalBackend(Backend):
         return self.root / name
 
     def list(self, prefix: str) -> list[ObjectInfo]:
+        """Every object under `prefix`. A folder that does not exist holds nothing; any other
+        error (a folder that cannot be read, an I/O error) raises: a listing that silently
+        left something out would read as "not there" to prune, which then deletes."""
         base = self._path(prefix.rstrip("/")) if prefix else self.root
         out: list[ObjectInfo] = []
-        if not base.is_dir():
-            return out
-        for dirpath, _dirs, files in os.walk(base):
-            rel = os.path.relpath(dirpath, self.root)
-            for f in files:
-                if f.startswith(TMP_PREFIX):
-                    continue
+        root = str(self.root)
+        stack = [str(base)]
+        while stack:
+            d = stack.pop()
+            try:
+                with os.scandir(d) as it:
+                    entries = list(it)
+            except FileNotFoundError:
+                if d == str(base):
+                    return out  # nothing written there yet
+                continue  # a folder removed while we listed: what it held is gone
+            except NotADirectoryError:
+                raise StorageError(f"{self.location}: {os.path.relpath(d, root)} is not a "
+                                   "folder (damaged repository)") from None
+            except OSError as e:
+                raise StorageError(
+                    f"{self.location}: cannot list {os.path.relpath(d, root)}: {e.strerror}",
+                    hint="check the permissions of the repository's folders") from e
+            for entry in entries:
                 try:
-                    size = os.stat(os.path.join(dirpath, f)).st_size
+                    if entry.is_dir(follow_symlinks=False):
+                        stack.append(entry.path)
+                        continue
+                    if entry.name.startswith(TMP_PREFIX):
+                        continue
+                    size = entry.stat(follow_symlinks=False).st_size
                 except FileNotFoundError:
-                    continue
-                name = f if rel == "." else f"{rel}/{f}"
+                    continue  # deleted while we listed
+                except OSError as e:
+                    raise StorageError(f"{self.location}: cannot stat "
+                                       f"{os.path.relpath(entry.path, root)}: {e.strerror}") from e
+                name = os.path.relpath(entry.path, root)
                 out.append(ObjectInfo(name.replace(os.sep, "/"), size))
         return out
 

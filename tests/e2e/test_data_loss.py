@@ -160,7 +160,7 @@ def test_unreadable_verification_record_stops_prune(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("policy", [{"keep_tags": ["never-used-tag"]},
-                                    {"keep_tags": ["never-used-tag"], "keep_within": "1s"}])
+                                    {"keep_tags": ["never-used-tag"], "keep_last": 0}])
 def test_prune_refuses_to_forget_every_snapshot_of_a_target(tmp_path: Path,
                                                             policy: dict) -> None:
     (tmp_path / "src").mkdir()

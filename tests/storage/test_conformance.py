@@ -84,3 +84,68 @@ def test_s3_listing_follows_pagination(moto_server) -> None:
         c.put_object(Bucket=bucket, Key=f"p/locks/{i:05d}", Body=b"")
     b = S3Backend(bucket, "p", endpoint_url=moto_server.url, region="us-east-1")
     assert len(b.list("locks/")) == 1005
+
+
+# --- a listing error is an error, never "nothing there" ----------------------------------
+
+# root reads unreadable folders through these capabilities; without them chmod 000 holds
+NO_DAC = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", "--"]
+_LIST_LOCAL = """
+import sys
+from pathlib import Path
+from restorer.errors import StorageError
+from restorer.storage.local import LocalBackend
+try:
+    print(LocalBackend(Path(sys.argv[1])).list("snapshots/"))
+except StorageError as e:
+    print("StorageError:", e.message)
+"""
+
+
+@pytest.mark.parametrize("kind", ["local", "s3", "sftp"])
+def test_listing_error_raises_never_reads_as_empty(kind: str, request, tmp_path: Path) -> None:
+    """restic #4612: a listing that drops an error reads as "no snapshots", and prune then
+    deletes every pack. Every backend must raise instead."""
+    import os
+    import subprocess
+    import sys
+
+    from restorer.errors import StorageError
+
+    if kind == "s3":
+        from restorer.storage.s3 import S3Backend
+
+        moto = request.getfixturevalue("moto_server")
+        bucket = moto.make_bucket(unique_name("listerr"))
+        b: Backend = S3Backend(bucket, "p", endpoint_url=moto.url, region="us-east-1")
+        b.write("snapshots/aa", b"x")
+        moto.client().delete_object(Bucket=bucket, Key="p/snapshots/aa")
+        moto.client().delete_bucket(Bucket=bucket)
+        with pytest.raises(StorageError):
+            b.list("snapshots/")
+        return
+    store = tmp_path / "store"
+    (store / "snapshots").mkdir(parents=True)
+    (store / "snapshots" / "aa").write_bytes(b"x")
+    os.chmod(store / "snapshots", 0)
+    try:
+        if kind == "local":
+            p = subprocess.run([*NO_DAC, sys.executable, "-c", _LIST_LOCAL, str(store)],
+                               capture_output=True, text=True, timeout=60)
+            assert p.stdout.startswith("StorageError:"), p.stdout + p.stderr
+            assert "Permission denied" in p.stdout
+        else:
+            from restorer.storage.sftp import SFTPBackend
+            from tests.services import start_sshd
+
+            ssh = start_sshd(tmp_path / "sshd", wrap=NO_DAC)
+            try:
+                b = SFTPBackend("127.0.0.1", str(store), port=ssh.port, user=ssh.user,
+                                key_file=str(ssh.key_file), known_hosts=str(ssh.known_hosts))
+                with pytest.raises(StorageError):
+                    b.list("snapshots/")
+                b.close()
+            finally:
+                ssh.stop()
+    finally:
+        os.chmod(store / "snapshots", 0o700)
