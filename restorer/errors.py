@@ -61,6 +61,11 @@ class LockError(RestorerError):
     exit_code = 4
 
 
+class LockLostError(RestorerError):
+    """This run's lock was taken over (it was stopped past the stale age): it commits
+    nothing."""
+
+
 class SourceError(RestorerError):
     """A target could not be read or written."""
 

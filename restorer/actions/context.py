@@ -63,7 +63,9 @@ def locked(repo: Repository, exclusive: bool, wait: float = 0.0) -> Iterator[Rep
     cmd = " ".join(sys.argv[1:3]) if sys.argv else "restorer"
     lock = RepoLock(repo.backend, exclusive, f"restorer {cmd}".strip())
     lock.acquire(wait)
+    outer, repo.lock_guard = repo.lock_guard, lock.check
     try:
         yield lock
     finally:
+        repo.lock_guard = outer
         lock.release()

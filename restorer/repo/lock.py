@@ -3,6 +3,15 @@
 A lock is stale when its process is dead on this host, or when it has not been refreshed
 within STALE_AFTER (the holder refreshes every REFRESH_EVERY); stale locks are removed with a
 warning. Exclusive locks conflict with every other lock; shared locks only with exclusive ones.
+Lock times are read from restorer's clock (RESTORER_NOW in drills), the same clock as every
+other record.
+
+A holder can lose its lock without knowing: stopped (SIGSTOP, a suspended VM) past
+STALE_AFTER, another process takes it over as stale and prunes the data the holder dedups
+against. So a writer calls `check()` right before it writes an index or a snapshot: the lock
+file it last wrote (its name is random, never reused) must still be there, and its last
+successful refresh must be younger than STALE_AFTER; otherwise LockLostError, and nothing is
+committed (restic #2715).
 """
 
 from __future__ import annotations
@@ -18,7 +27,8 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from restorer.errors import LockError, NotFoundError, StorageError
+from restorer import clock
+from restorer.errors import LockError, LockLostError, NotFoundError, StorageError
 from restorer.storage.base import Backend
 
 log = logging.getLogger("restorer.lock")
@@ -53,7 +63,7 @@ def pid_alive(pid: int) -> bool:
 
 
 def is_stale(lock: LockInfo, now: float | None = None) -> bool:
-    now = time.time() if now is None else now
+    now = clock.timestamp() if now is None else now
     if lock.host == socket.gethostname() and not pid_alive(lock.pid):
         return True
     return now - lock.time > STALE_AFTER
@@ -86,27 +96,39 @@ class RepoLock:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.waited = 0.0
+        self.lost: str | None = None  # why the lock is no longer ours, once it is not
+        self._refreshed = 0.0  # time.monotonic() of the last successful write of our lock
+        self._guard = threading.Lock()  # one refresh or check at a time
 
     def _write(self) -> str:
         name = f"locks/{secrets.token_hex(16)}"
         body = json.dumps({
             "host": socket.gethostname(), "pid": os.getpid(), "exclusive": self.exclusive,
-            "time": time.time(), "command": self.command,
+            "time": clock.timestamp(), "command": self.command,
         }).encode()
+        t0 = time.monotonic()
         self.backend.write(name, body)
+        self._refreshed = t0
         return name
 
     def _conflicts(self) -> list[LockInfo]:
-        out = []
-        for lk in read_locks(self.backend):
-            if lk.name == self.name:
-                continue
-            if is_stale(lk):
-                log.warning("removing stale lock %s: %s", lk.name, lk.describe())
-                self.backend.delete(lk.name)
-                continue
-            if self.exclusive or lk.exclusive:
-                out.append(lk)
+        for _ in range(3):
+            out: list[LockInfo] = []
+            removed = False
+            for lk in read_locks(self.backend):
+                if lk.name == self.name:
+                    continue
+                if is_stale(lk):
+                    log.warning("removing stale lock %s: %s", lk.name, lk.describe())
+                    self.backend.delete(lk.name)
+                    removed = True
+                    continue
+                if self.exclusive or lk.exclusive:
+                    out.append(lk)
+            if not removed:
+                return out
+            # read again: a holder that was only slow refreshes under a new name, which
+            # this listing must see before we go on (see _refresh)
         return out
 
     def acquire(self, wait: float = 0.0) -> None:
@@ -137,13 +159,63 @@ class RepoLock:
 
     def _refresh(self) -> None:
         while not self._stop.wait(REFRESH_EVERY):
-            try:
-                new = self._write()
+            with self._guard:
+                if self.lost or self._too_old():
+                    return
+                try:
+                    new = self._write()
+                except StorageError as e:
+                    log.warning("could not refresh the repository lock: %s", e)
+                    continue
+                # the old lock is checked after the new one exists: a process taking it
+                # over either saw the new one (it re-reads after removing stale locks) or
+                # removed the old one before this check, which then tells
                 old, self.name = self.name, new
-                if old:
-                    self.backend.delete(old)
-            except StorageError as e:
-                log.warning("could not refresh the repository lock: %s", e)
+                try:
+                    if old and not self._exists(old):
+                        self.backend.delete(new)
+                        self.name = None
+                        return
+                    if old:
+                        self.backend.delete(old)
+                except StorageError as e:
+                    log.warning("could not refresh the repository lock: %s", e)
+
+    def _too_old(self) -> bool:
+        age = time.monotonic() - self._refreshed
+        if age > STALE_AFTER:
+            self.lost = (f"the lock was last refreshed {age:.0f} s ago, past the "
+                         f"{STALE_AFTER:.0f} s after which other runs take it over as stale")
+        return self.lost is not None
+
+    def _exists(self, name: str) -> bool:
+        if self.backend.exists(name):
+            return True
+        self.lost = (f"its lock file {name} was removed by another process (taken over as "
+                     "stale while this run was stopped or cut off)")
+        return False
+
+    def _still_mine(self) -> bool:
+        """Whether nobody can have taken the lock over; sets `lost` when not."""
+        return not self._too_old() and (self.name is None or self._exists(self.name))
+
+    def check(self) -> None:
+        """Raise LockLostError unless this run still holds its lock (see the module doc)."""
+        with self._guard:
+            if self.name is None and self.lost is None:
+                return  # not acquired: nothing to lose
+            if self.lost is None:
+                try:
+                    self._still_mine()
+                except StorageError as e:
+                    self.lost = f"its lock file cannot be checked: {e.message}"
+            if self.lost:
+                raise LockLostError(
+                    f"this run lost the repository lock of {self.backend.location}: "
+                    f"{self.lost}; another run may have pruned data this one relies on, so "
+                    "nothing was committed",
+                    hint="run the command again; `restorer check PLAN` shows the repository "
+                    "is intact")
 
     def release(self) -> None:
         self._stop.set()

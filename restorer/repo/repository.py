@@ -73,6 +73,8 @@ class Repository:
         ch = config["chunker"]
         self.chunker = Chunker(seed, ch["avg"], ch["min"], ch["max"])
         self.pack_size = int(config.get("pack_size", DEFAULT_PACK_SIZE))
+        # set while a lock is held: raises when the lock was taken over (repo.lock)
+        self.lock_guard: Callable[[], None] | None = None
 
     # --- creating and opening -----------------------------------------------------------
 
@@ -167,6 +169,9 @@ class Repository:
         return Index.parse(blobs.decode_file(self.sealer, raw, name))
 
     def write_file(self, folder: str, plain: bytes) -> str:
+        if folder in ("index", "snapshots") and self.lock_guard is not None:
+            # what makes data referenceable: only while this run still holds its lock
+            self.lock_guard()
         stored = blobs.encode_file(self.sealer, plain)
         fid = hashlib.sha256(stored).hexdigest()
         self.write_named(f"{folder}/{fid}", stored)

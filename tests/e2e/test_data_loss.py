@@ -185,3 +185,84 @@ def test_keep_within_zero_is_refused_at_validation(tmp_path: Path) -> None:
     r = run_cli("validate", plan)
     assert r.rc == 2, r.text
     assert "plan.yaml" in r.err and "keep_within" in r.err
+
+
+# --- a backup that lost its lock --------------------------------------------------------
+
+
+def _stopped_backup(tmp_path: Path):
+    """A repository whose only kept snapshot no longer holds big.bin, and a backup of a
+    tree holding big.bin again, stopped (SIGSTOP) right after it took its lock and read the
+    index: it will dedup big.bin against a pack that prune is about to delete."""
+    import subprocess
+    import sys
+    import time
+
+    src = tmp_path / "src"
+    src.mkdir()
+    big = os.urandom(600_000)
+    (src / "big.bin").write_bytes(big)
+    plan = write_plan(tmp_path / "plan.yaml", retention={"keep_last": 1},
+                      ledger="sqlite:///ledger.db")
+    assert run_cli("backup", "--init", plan).rc == 0
+    (src / "big.bin").unlink()
+    (src / "small.txt").write_text("small")
+    assert run_cli("backup", plan).rc == 0
+    (src / "big.bin").write_bytes(big)
+    # the plan's before hook stops restorer itself (the hook's parent) once it holds the lock
+    write_plan(plan, retention={"keep_last": 1}, ledger="sqlite:///ledger.db",
+               hooks={"before": ["kill -STOP $PPID"]})
+    proc = subprocess.Popen([sys.executable, "-m", "restorer", "backup", str(plan), "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with open(f"/proc/{proc.pid}/stat") as f:
+            if f.read().split(") ", 1)[1].startswith("T"):
+                break
+        time.sleep(0.05)
+    else:
+        proc.kill()
+        pytest.fail("the backup never stopped")
+    return plan, proc
+
+
+@pytest.mark.parametrize("clock", ["faketime", "RESTORER_NOW"])
+def test_backup_that_lost_its_lock_commits_nothing(tmp_path: Path, clock: str) -> None:
+    import signal
+    import subprocess
+    import sys
+    from datetime import UTC, datetime, timedelta
+
+    plan, proc = _stopped_backup(tmp_path)
+    try:
+        before = {s["id"] for s in json.loads(run_cli("snapshots", plan, "--json").out)}
+        # the pruning process lives an hour ahead: the stopped backup's lock looks stale
+        if clock == "faketime":
+            cmd = ["faketime", "-f", "+1h", sys.executable, "-m", "restorer", "prune",
+                   str(plan)]
+            env = dict(os.environ)
+        else:
+            cmd = [sys.executable, "-m", "restorer", "prune", str(plan)]
+            ahead = datetime.now(UTC) + timedelta(hours=1)
+            env = {**os.environ, "RESTORER_NOW": ahead.isoformat()}
+        p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+        assert p.returncode == 0, p.stdout + p.stderr
+        assert "stale lock" in p.stderr
+        assert len(json.loads(run_cli("snapshots", plan, "--json").out)) == 1
+    finally:
+        proc.send_signal(signal.SIGCONT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1, out + err
+    assert "lost the repository lock" in err and "nothing was committed" in err
+    after = {s["id"] for s in json.loads(run_cli("snapshots", plan, "--json").out)}
+    assert after <= before  # no new snapshot
+    r = run_cli("check", plan, "--read-data")
+    assert r.rc == 0, r.text
+    # the next backup (without the stopping hook) works and restores
+    write_plan(plan, retention={"keep_last": 1}, ledger="sqlite:///ledger.db")
+    r = run_cli("backup", plan, "--json")
+    assert r.rc == 0, r.text
+    assert run_cli("check", plan, "--read-data").rc == 0
+    r = run_cli("restore", plan, "latest", "--to", tmp_path / "out")
+    assert r.rc == 0, r.text
+    assert_same_tree(tmp_path / "src", tmp_path / "out" / "src")
