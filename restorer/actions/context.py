@@ -59,9 +59,10 @@ def init_repository(lp: LoadedPlan) -> Repository:
 
 
 @contextmanager
-def locked(repo: Repository, exclusive: bool, wait: float = 0.0) -> Iterator[RepoLock]:
+def locked(repo: Repository, exclusive: bool, wait: float = 0.0,
+           label: str | None = None) -> Iterator[RepoLock]:
     cmd = " ".join(sys.argv[1:3]) if sys.argv else "restorer"
-    lock = RepoLock(repo.backend, exclusive, f"restorer {cmd}".strip())
+    lock = RepoLock(repo.backend, exclusive, label or f"restorer {cmd}".strip())
     lock.acquire(wait)
     outer, repo.lock_guard = repo.lock_guard, lock.check
     try:

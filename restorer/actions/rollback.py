@@ -57,6 +57,23 @@ SAFETY_TAG = "pre-rollback"
 
 
 @dataclass
+class Recovery:
+    """A rollback that was killed before it finished, and what was done about it: every
+    target it may have half swapped is put back as it was (all targets or none)."""
+
+    run_id: str
+    reached: str  # the last step its records name: "started" (nothing live changed yet),
+    #               "prepared" (safety snapshots taken, swapping: put back) or "swapped"
+    #               (every target swapped: finished as it is)
+    targets: dict[str, str] = field(default_factory=dict)  # target -> what was found / done
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass
 class RollbackResult:
     plan: str
     run_id: str
@@ -73,6 +90,9 @@ class RollbackResult:
     timings: dict[str, float] = field(default_factory=dict)
     error: str | None = None
     warnings: list[str] = field(default_factory=list)
+    stamp: str = ""
+    # killed rollbacks this run found unfinished and put back first
+    recovered: list[Recovery] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -157,9 +177,11 @@ def _choose(lp: LoadedPlan, repo: Repository, targets: list[Any], to: str,
     return out, unverified
 
 
-def _file_changes(repo: Repository, snap: Snapshot, paths: list[Path]) -> dict[str, Any]:
+def _file_changes(repo: Repository, snap: Snapshot, paths: list[Path],
+                  kept: list[str]) -> dict[str, Any]:
     """What a swap would do to the live tree: entries the snapshot brings back (added),
-    ones it replaces (changed: type, size, mode or mtime differ), ones that go (removed)."""
+    ones it replaces (changed: type, size, mode or mtime differ), ones that go (removed),
+    and ones that stay as they are because no backup holds them (kept: excluded)."""
     want: dict[str, tuple] = {}
 
     def walk(tree_id: str, rel: str) -> None:
@@ -191,12 +213,22 @@ def _file_changes(repo: Repository, snap: Snapshot, paths: list[Path]) -> dict[s
         return (size is None or size == h[1]) and (mtime is None or mtime == h[2]) and (
             mode is None or st_.S_IMODE(mode) == st_.S_IMODE(h[0]))
 
+    stays = set(kept)
+
+    def kept_here(p: str) -> bool:
+        while p:
+            if p in stays:
+                return True
+            p = os.path.dirname(p)
+        return False
+
     added = sorted(p for p in want if p not in have)
-    removed = sorted(p for p in have if p not in want)
+    removed = sorted(p for p in have if p not in want and not kept_here(p))
     changed = sorted(p for p in want if p in have and not same(want[p], have[p]))
     return {"added": len(added), "changed": len(changed), "removed": len(removed),
+            "kept": len(kept),
             "examples": {"added": added[:10], "changed": changed[:10],
-                         "removed": removed[:10]}}
+                         "removed": removed[:10], "kept": kept[:10]}}
 
 
 def _live(lp: LoadedPlan, t: Any) -> str:
@@ -248,7 +280,15 @@ def run_rollback(lp: LoadedPlan, names: tuple[str, ...] = (), *, to: str = "late
         repo.load_index()
         snaps = repo.list_snapshots()
         result = RollbackResult(lp.name, run_id, dry_run, None, [], list(r.before),
-                                list(r.after))
+                                list(r.after), stamp=stamp)
+        # a killed rollback first: its targets go back to as they were, whole
+        result.recovered = recover(lp, repo, snaps, run_id, dry_run=dry_run, run=run)
+        for rv in result.recovered:
+            if not rv.ok:
+                raise RestoreError(f"rollback {rv.run_id[:8]} was killed half way and could "
+                                   f"not be put back: {rv.error}; nothing else was done",
+                                   hint="fix the cause and run `restorer rollback PLAN "
+                                   "--cleanup`")
         with _timed(result, "decide", run):
             chosen, result.unverified = _decide(lp, repo, names, to, allow_unverified, undo,
                                                 snaps, result)
@@ -259,7 +299,7 @@ def run_rollback(lp: LoadedPlan, names: tuple[str, ...] = (), *, to: str = "late
                 sw = swapper(lp, repo, t, snap, stamp, out,
                              reuse=(result.undo_kept.get(t.name) or [None])[0])
                 if isinstance(sw, FilesSwap):
-                    out.changes = _file_changes(repo, snap, sw.paths)
+                    out.changes = _file_changes(repo, snap, sw.paths, sw.preview_kept())
                 elif not out.changes:  # cloud swaps list the AWS calls they will make
                     out.changes = _db_changes(t)
                 result.targets.append(out)
@@ -270,7 +310,7 @@ def run_rollback(lp: LoadedPlan, names: tuple[str, ...] = (), *, to: str = "late
         if confirm is not None and not confirm(result):
             result.error = "aborted at the confirmation prompt; nothing was changed"
             return result
-        _write_record(repo, result, "started")  # names what it will make, for --cleanup
+        _write_record(repo, result, "started", swaps)  # names what it will make
         _act(lp, repo, result, swaps, snaps, run)
     result.timings["total_s"] = time.monotonic() - start
     return result
@@ -282,7 +322,7 @@ def _decide(lp: LoadedPlan, repo: Repository, names: tuple[str, ...], to: str,
     if not undo:
         return _choose(lp, repo, _targets(lp, names), to, allow_unverified, snaps)
     recs = [x for x in _records(repo, "rollbacks") if x.get("plan") == lp.name
-            and x.get("safety")]
+            and x.get("safety") and x.get("status") != "reverted"]
     if not recs:
         raise UsageError(f"plan {lp.name} has no rollback to undo")
     last = recs[-1]
@@ -301,9 +341,11 @@ def _decide(lp: LoadedPlan, repo: Repository, names: tuple[str, ...], to: str,
     return out, False
 
 
-def _write_record(repo: Repository, result: RollbackResult, status: str) -> None:
+def _write_record(repo: Repository, result: RollbackResult, status: str,
+                  swaps: list[Swap] | None = None) -> None:
     rec = {"run_id": result.run_id, "plan": result.plan, "status": status,
-           "time": clock.iso(),
+           "time": clock.iso(), "stamp": result.stamp,
+           "journal": {sw.t.name: sw.journal() for sw in swaps or []},
            "undo_of": result.undo_of,
            "safety": {t.target: t.safety_snapshot for t in result.targets
                       if t.safety_snapshot},
@@ -343,7 +385,19 @@ def _act(lp: LoadedPlan, repo: Repository, result: RollbackResult, swaps: list[S
                     sw.out.safety_snapshot = b.snapshot
                     if ph is not None:
                         ph.detail.update(snapshot=b.snapshot)
-            _write_record(repo, result, "prepared")
+            # what no backup holds stays live: planned (and refused when it cannot be
+            # carried over) before anything moves, and written down for a killed run
+            by_id = {s.id: s for s in snaps}
+            for sw in swaps:
+                safety = by_id.get(sw.out.safety_snapshot or "")
+                if safety is None:
+                    continue
+                try:
+                    sw.prepare(safety)
+                except OSError as e:
+                    raise RestoreError(f"target {sw.t.name}: cannot read the live tree: "
+                                       f"{e}") from None
+            _write_record(repo, result, "prepared", swaps)
             # 3. the swap: all targets or none
             with _timed(result, "swap", run):
                 try:
@@ -358,13 +412,15 @@ def _act(lp: LoadedPlan, repo: Repository, result: RollbackResult, swaps: list[S
                         raise RestoreError(f"the swap failed: {e}") from None
                     raise
             swapped = True
+            # from here a killed run is finished, not reverted: the app may write again
+            _write_record(repo, result, "swapped", swaps)
     except RestorerError as e:
         result.error = (f"{e.message}; " + ("every target is rolled back" if swapped else
                                             "nothing was changed")
                         + (f"\nHint: {e.hint}" if e.hint else ""))
         if not swapped:
             _discard(swaps, result)
-        _write_record(repo, result, "failed")
+        _write_record(repo, result, "failed", swaps)
         return
     result.warnings += outcome.warnings
     # 4. the plan's checks against the live targets
@@ -375,7 +431,7 @@ def _act(lp: LoadedPlan, repo: Repository, result: RollbackResult, swaps: list[S
         for sw in swaps:
             if isinstance(sw, FilesSwap):
                 sw.discard()  # the replaced trees are in the safety snapshots
-    _write_record(repo, result, "done" if result.ok else "failed")
+    _write_record(repo, result, "done" if result.ok else "failed", swaps)
 
 
 def _discard(swaps: list[Swap], result: RollbackResult) -> None:
@@ -389,7 +445,7 @@ def _discard(swaps: list[Swap], result: RollbackResult) -> None:
 
 def _swap_back(swaps: list[Swap], result: RollbackResult) -> None:
     for sw in swaps:
-        if not sw.swapped and not getattr(sw, "done", None):
+        if not sw.touched:
             sw.out.state = "as before"
             continue
         try:
@@ -424,32 +480,170 @@ def _check_live(sw: Swap, run: RunRecorder | None) -> list[dict[str, Any]]:
     return out
 
 
-def cleanup(lp: LoadedPlan) -> list[str]:
-    """Remove what rollbacks kept (replaced databases, volumes, instances, trees of failed
-    runs) and what killed ones left half made (sibling folders, new databases)."""
-    repo = open_repository(lp)
-    removed: list[str] = []
-    with locked(repo, exclusive=True):
-        for rec in _records(repo, "rollbacks"):
-            if rec.get("plan") != lp.name:
+# --- killed rollbacks and leftovers -----------------------------------------------------
+
+FINISHED = ("done", "failed", "reverted", "finished")
+RECOVERABLE_KINDS = ("files", "postgres", "mysql")
+
+
+def _unfinished(repo: Repository, plan: str) -> list[dict[str, Any]]:
+    """The newest record of each rollback of `plan` that never wrote an end record. The
+    caller holds the exclusive lock, which a rollback holds for its whole run: such a
+    rollback was killed."""
+    by_run: dict[str, list[dict[str, Any]]] = {}
+    for rec in _records(repo, "rollbacks"):
+        if rec.get("plan") == plan and rec.get("run_id"):
+            by_run.setdefault(rec["run_id"], []).append(rec)
+    return [recs[-1] for recs in by_run.values()
+            if not any(r.get("status") in FINISHED for r in recs)]
+
+
+def recover(lp: LoadedPlan, repo: Repository, snaps: list[Snapshot], by_run: str, *,
+            dry_run: bool = False, run: RunRecorder | None = None) -> list[Recovery]:
+    """Put back what killed rollbacks half did: each target it touched is swapped back (a
+    path whose live tree is the restored one, carried entries returned, a renamed database
+    renamed back), so every target ends as it was before that rollback, as a whole."""
+    out = []
+    by_id = {s.id: s for s in snaps}
+    for rec in _unfinished(repo, lp.name):
+        rv = Recovery(rec["run_id"], str(rec.get("status")))
+        t0 = time.monotonic()
+        for t in rec.get("targets", []):
+            name = t.get("target", "?")
+            if rv.reached == "swapped":
+                rv.targets[name] = ("rolled back (the killed run had swapped every target; "
+                                    "its after hooks and checks may not have run)")
                 continue
-            for t in rec.get("targets", []):
-                try:
-                    target = lp.targets([t["target"]])[0]
-                except RestorerError:
-                    continue
-                for name in [*t.get("kept", []), *t.get("scratch", [])]:
-                    gone = _remove(lp, target, name)
-                    if gone and f"{target.name}: {gone}" not in removed:
-                        removed.append(f"{target.name}: {gone}")
-    return removed
+            if rv.reached != "prepared":
+                rv.targets[name] = "as before (the killed run had not swapped anything)"
+                continue
+            try:
+                rv.targets[name] = _put_back(lp, repo, rec, t, by_id, dry_run)
+            except (RestorerError, OSError) as e:
+                rv.error = f"target {name}: {getattr(e, 'message', e)}"
+                rv.targets[name] = "unknown"
+                break
+        if not dry_run and rv.ok and rv.reached == "swapped":
+            done = {**rec, "status": "finished", "time": clock.iso(), "recovered_by": by_run}
+            repo.write_file("rollbacks", json.dumps(done, sort_keys=True).encode())
+        elif not dry_run and rv.ok:
+            done = {**rec, "status": "reverted", "time": clock.iso(), "recovered_by": by_run,
+                    "targets": [{**t, "state": "as before", "kept": []}
+                                for t in rec.get("targets", [])]}
+            repo.write_file("rollbacks", json.dumps(done, sort_keys=True).encode())
+        if run and not dry_run:
+            run.record_phase("recover", time.monotonic() - t0, rollback=rv.run_id,
+                             outcome="ok" if rv.ok else "failed", targets=rv.targets,
+                             error=rv.error)
+        out.append(rv)
+    return out
 
 
-def _remove(lp: LoadedPlan, target: Any, name: str) -> str | None:
+def _put_back(lp: LoadedPlan, repo: Repository, rec: dict[str, Any], t: dict[str, Any],
+              by_id: dict[str, Snapshot], dry_run: bool) -> str:
+    name = t["target"]
+    if t.get("kind") not in RECOVERABLE_KINDS or not rec.get("stamp"):
+        raise RestoreError(f"a killed rollback of a {t.get('kind')} target is not put back "
+                           "automatically; check it by hand (`restorer rollback PLAN --undo` "
+                           "returns to the safety snapshot)")
+    target = lp.targets([name])[0]
+    snap = by_id.get(t["snapshot"])
+    if snap is None:
+        raise RestoreError(f"snapshot {t['snapshot'][:8]} that the killed run restored is "
+                           "gone from the repository")
+    out = TargetRollback(name, t["kind"], t.get("live", ""), snap.id, snap.time, None)
+    sw = swapper(lp, repo, target, snap, rec["stamp"], out)
+    sw.resume(rec.get("journal", {}).get(name, {}))
+    halves = getattr(sw, "done", None)
+    found = (f"{len(halves)} of {len(getattr(sw, 'paths', []))} path(s) swapped"
+             if isinstance(sw, FilesSwap) else ("swapped" if sw.swapped else "not swapped"))
+    if dry_run:
+        return f"{found}; would be put back as it was"
+    if sw.touched:
+        sw.swap_back()
+    return f"{found}; put back as it was"
+
+
+@dataclass
+class CleanupResult:
+    plan: str
+    dry_run: bool
+    recovered: list[Recovery] = field(default_factory=list)
+    items: list[str] = field(default_factory=list)  # removed, or to remove on a dry run
+    declined: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {"plan": self.plan, "dry_run": self.dry_run, "declined": self.declined,
+                ("would_remove" if self.dry_run or self.declined else "removed"): self.items,
+                "recovered": [asdict(r) for r in self.recovered]}
+
+
+def cleanup(lp: LoadedPlan, *, dry_run: bool = False,
+            confirm: Callable[[CleanupResult], bool] | None = None,
+            run: RunRecorder | None = None) -> CleanupResult:
+    """Put back what killed rollbacks half did, then remove what rollbacks kept (replaced
+    databases, volumes, instances, trees of failed runs) and what killed ones left half made
+    (sibling folders, new databases). Lists it all first: `dry_run` stops there, and
+    `confirm` may decline."""
+    repo = open_repository(lp)
+    res = CleanupResult(lp.name, dry_run)
+    with locked(repo, exclusive=True, label="restorer rollback --cleanup") as lock:
+        if run:
+            run.record_phase("lock", lock.waited)
+        repo.load_index()
+        snaps = repo.list_snapshots()
+        by_run = run.run_id if run else os.urandom(16).hex()
+        res.recovered = recover(lp, repo, snaps, by_run, dry_run=True)
+        stuck = {rv.run_id for rv in res.recovered if not rv.ok}
+        found = _leftovers(lp, repo, skip=stuck)
+        res.items = [f"{target.name}: {what}" for target, _name, what in found]
+        if dry_run:
+            return res
+        if confirm is not None and (res.items or res.recovered) and not confirm(res):
+            res.declined = True
+            return res
+        res.recovered = recover(lp, repo, snaps, by_run, run=run)
+        if any(not rv.ok for rv in res.recovered):
+            bad = next(rv for rv in res.recovered if not rv.ok)
+            raise RestoreError(f"rollback {bad.run_id[:8]} was killed half way and could not "
+                               f"be put back: {bad.error}; its leftovers are kept")
+        # what recovery put back may have made more leftovers removable (the siblings)
+        found = _leftovers(lp, repo, skip=set())
+        res.items = []
+        for target, name, what in found:
+            _remove(lp, target, name)
+            res.items.append(f"{target.name}: {what}")
+    return res
+
+
+def _leftovers(lp: LoadedPlan, repo: Repository, skip: set[str]) -> list[tuple[Any, str, str]]:
+    """(target, name, what it is) for every leftover that exists and may go. Leftovers of a
+    killed run that is not put back yet (`skip`) stay: its sibling may hold the live tree."""
+    seen: set[tuple[str, str]] = set()
+    out = []
+    for rec in _records(repo, "rollbacks"):
+        if rec.get("plan") != lp.name or rec.get("run_id") in skip:
+            continue
+        for t in rec.get("targets", []):
+            try:
+                target = lp.targets([t["target"]])[0]
+            except RestorerError:
+                continue
+            for name in [*t.get("kept", []), *t.get("scratch", [])]:
+                what = _remove(lp, target, name, dry_run=True)
+                if what and (target.name, what) not in seen:
+                    seen.add((target.name, what))
+                    out.append((target, name, what))
+    return out
+
+
+def _remove(lp: LoadedPlan, target: Any, name: str, dry_run: bool = False) -> str | None:
+    """Remove one leftover (or, on a dry run, say what it is); None when it is not there or
+    is not a rollback's to remove."""
     if isinstance(target, models.EBSTarget | models.RDSTarget):
         from restorer.actions.rollback_cloud import cleanup_kept
 
-        return cleanup_kept(lp, target, name)
+        return cleanup_kept(lp, target, name, dry_run=dry_run)
     if isinstance(target, models.PostgresTarget | models.MySQLTarget):
         if name == db_name(target):
             return None  # never the live database
@@ -459,12 +653,14 @@ def _remove(lp: LoadedPlan, target: Any, name: str) -> str | None:
         if not (mysql.mysql_database_exists if my else postgres.pg_database_exists)(
                 dsn, pw, what="rollback cleanup"):
             return None
-        (mysql.mysql_drop_database if my else postgres.pg_drop_database)(
-            dsn, pw, what="rollback cleanup")
+        if not dry_run:
+            (mysql.mysql_drop_database if my else postgres.pg_drop_database)(
+                dsn, pw, what="rollback cleanup")
         return f"database {name}"
     folder = Path(name) if Path(name).name.startswith(".restorer-rollback-") else \
         Path(name).parent
     if folder.name.startswith(".restorer-rollback-") and os.path.lexists(folder):
-        shutil.rmtree(folder, ignore_errors=True)
+        if not dry_run:
+            shutil.rmtree(folder, ignore_errors=True)
         return str(folder)
     return None

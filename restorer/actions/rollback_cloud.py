@@ -238,9 +238,10 @@ class RDSPutBack(RDSSwap):
         pass
 
 
-def cleanup_kept(lp: Any, t: Any, kept: str) -> str | None:
-    """Remove what a cloud rollback kept or left half made; a description of what went, or
-    None. A volume goes only while detached and tagged as a rollback's (never a live one)."""
+def cleanup_kept(lp: Any, t: Any, kept: str, dry_run: bool = False) -> str | None:
+    """Remove what a cloud rollback kept or left half made; a description of what went (or
+    would go, on a dry run), or None. A volume goes only while detached and tagged as a
+    rollback's (never a live one)."""
     aws = aws_for(lp, f"rollback cleanup of {t.name}")
     if isinstance(t, models.EBSTarget):
         if not kept.startswith("vol-") or not _volume_exists(aws, t.region, kept):
@@ -249,9 +250,11 @@ def cleanup_kept(lp: Any, t: Any, kept: str) -> str | None:
         if role not in ("rollback-old", "rollback-new") or \
                 ebs._volume_state(aws, t.region, kept) != "available":
             return None
-        ebs.delete_volume(aws, t.region, kept, t.wait_timeout)
+        if not dry_run:
+            ebs.delete_volume(aws, t.region, kept, t.wait_timeout)
         return f"volume {kept}"
     if rds.instance_state(aws, t.region, kept) == "deleted":
         return None
-    rds.delete_instance(aws, t.region, kept, t.wait_timeout)
+    if not dry_run:
+        rds.delete_instance(aws, t.region, kept, t.wait_timeout)
     return f"DB instance {kept}"

@@ -3,11 +3,14 @@ swapped in in one step, swapped back if another target fails, and checked live."
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
+import posixpath
 import shutil
+import stat
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -18,10 +21,12 @@ from restorer.plan import models
 from restorer.plan.load import LoadedPlan
 from restorer.repo.repository import Repository
 from restorer.repo.snapshot import Snapshot
+from restorer.repo.tree import DIR
 from restorer.sources import mysql, postgres
+from restorer.sources.excludes import Excluder
 from restorer.sources.files_restore import FilesWriter
 from restorer.sources.stream import restore_stream
-from restorer.sources.swap import exchange
+from restorer.sources.swap import exchange, move_noreplace
 
 
 @dataclass
@@ -94,16 +99,58 @@ class Swap(ABC):
     def check_subject(self) -> Stage:
         """The live target, for the plan's checks after the swap."""
 
+    @property
+    def touched(self) -> bool:
+        """Whether live data changed, so a failure must call swap_back."""
+        return self.swapped
+
+    def prepare(self, safety: Snapshot) -> None:  # noqa: B027 - most kinds need nothing
+        """After the safety snapshot, before the swap: refuse what cannot be swapped."""
+
+    def journal(self) -> dict[str, Any]:
+        """What a killed run's recovery needs to know, written before the swap."""
+        return {}
+
+    def resume(self, journal: dict[str, Any]) -> None:
+        """Set `swapped` from what is live now, for the recovery of a killed run."""
+        raise RestoreError(f"target {self.t.name}: a killed rollback of a {self.t.kind} "
+                           "target cannot be finished automatically",
+                           hint="check the target by hand; `restorer rollback PLAN --undo` "
+                           "returns to the safety snapshot")
+
+
+@dataclass
+class CarryPlan:
+    """For one live path: what the backup never held (excluded entries, files added there
+    since, anything the safety snapshot could not save), moved into the restored tree right
+    before the swap so it stays where it is. Written into the run's record before anything
+    moves, so a killed run can be finished or reverted."""
+
+    new_id: list[int]  # (st_dev, st_ino) of the restored tree: after a crash, tells
+    #                    whether the live path is the restored tree (the swap happened)
+    entries: list[str] = field(default_factory=list)  # relative to the path
+    made: list[str] = field(default_factory=list)  # folders made in the restored tree for them
+    live_times: dict[str, list[int]] = field(default_factory=dict)  # dir -> [atime, mtime] ns
+    new_times: dict[str, list[int]] = field(default_factory=dict)
+
+
+def _times(path: Path) -> list[int]:
+    st = os.lstat(path)
+    return [st.st_atime_ns, st.st_mtime_ns]
+
 
 class FilesSwap(Swap):
     """Each live path P gets its copy at P.parent/.restorer-rollback-STAMP/P.name (same
-    filesystem, so the swap is a rename)."""
+    filesystem, so the swap is a rename). What the backup never held is carried from the
+    live tree into the copy just before the swap (renames, never copies), so a rollback
+    puts back what the backup holds and leaves the rest as it is."""
 
     def __init__(self, *a: Any) -> None:
         super().__init__(*a)
         self.paths = live_paths(self.lp, self.t, self.snap)
         self.siblings = {p: p.parent / f".restorer-rollback-{self.stamp}" for p in self.paths}
         self.done: list[Path] = []
+        self.plans: dict[Path, CarryPlan] = {}
         self.out.scratch = sorted({str(s) for s in self.siblings.values()})
 
     def restore(self) -> None:
@@ -122,9 +169,159 @@ class FilesSwap(Swap):
                     hint="the snapshot is damaged; run `restorer check PLAN --read-data` and "
                     "roll back to another snapshot with --to")
 
+    # --- what stays: entries the backup never held ---------------------------------------
+
+    def preview_kept(self) -> list[str]:
+        """For --dry-run: the live entries the target's excludes keep out of every backup
+        (the real run carries whatever its safety snapshot does not hold)."""
+        ex = Excluder(self.t.exclude)
+        out: list[str] = []
+        for p in self.paths:
+            if not ex.rules or not os.path.isdir(p) or os.path.islink(p):
+                continue
+            stack = [""]
+            while stack:
+                rel = stack.pop()
+                with os.scandir(p / rel if rel else p) as it:
+                    for e in sorted(it, key=lambda e: e.name):
+                        r = f"{rel}/{e.name}" if rel else e.name
+                        is_dir = e.is_dir(follow_symlinks=False)
+                        if ex.excluded(r, e.name, is_dir):
+                            out.append(f"{p.name}/{r}")
+                        elif is_dir:
+                            stack.append(r)
+        return sorted(out)
+
+    def prepare(self, safety: Snapshot) -> None:
+        """After the safety snapshot: plan what to carry over (live entries it does not
+        hold); refuse, before anything moves, what cannot be carried."""
+        roots = {n["name"]: n for n in self.repo.load_tree(safety.tree)} if safety.tree \
+            else {}
+        for p in self.paths:
+            self.plans[p] = self._plan(p, roots.get(p.name))
+
+    def _plan(self, p: Path, held_root: dict[str, Any] | None) -> CarryPlan:
+        new_root = self.siblings[p] / p.name
+        st_new = os.lstat(new_root)
+        plan = CarryPlan([st_new.st_dev, st_new.st_ino])
+        if not os.path.lexists(p) or not stat.S_ISDIR(os.lstat(p).st_mode) \
+                or not stat.S_ISDIR(st_new.st_mode):
+            return plan
+        root_dev = os.lstat(p).st_dev
+        stack: list[tuple[str, str | None]] = [
+            ("", held_root.get("subtree") if held_root and held_root["type"] == DIR else None)]
+        while stack:
+            rel, tree_id = stack.pop()
+            held = {n["name"]: n for n in self.repo.load_tree(tree_id)} if tree_id else {}
+            with os.scandir(p / rel if rel else p) as it:
+                entries = sorted(it, key=lambda e: e.name)
+            for e in entries:
+                r = f"{rel}/{e.name}" if rel else e.name
+                st = e.stat(follow_symlinks=False)
+                is_dir = stat.S_ISDIR(st.st_mode)
+                if is_dir and st.st_dev != root_dev:
+                    raise RestoreError(
+                        f"target {self.t.name}: {p / r} is a mount point; a rollback swaps "
+                        "whole trees and cannot carry a mounted file system over",
+                        hint="unmount it during the rollback (rollback.before), or roll back "
+                        "with `restorer restore` and move files by hand")
+                n = held.get(e.name)
+                if n is None:
+                    plan.entries.append(r)
+                elif is_dir and n["type"] == DIR and n.get("subtree"):
+                    stack.append((r, n["subtree"]))
+        for r in plan.entries:
+            self._plan_parents(p, new_root, r, plan)
+        return plan
+
+    def _plan_parents(self, p: Path, new_root: Path, r: str, plan: CarryPlan) -> None:
+        parent = posixpath.dirname(r)
+        plan.live_times.setdefault(parent, _times(p / parent if parent else p))
+        parts = r.split("/")
+        for i in range(len(parts)):
+            q = "/".join(parts[: i + 1])
+            target = new_root / q
+            if not os.path.lexists(target):
+                if i == len(parts) - 1:
+                    return
+                if q not in plan.made:
+                    plan.made.append(q)
+                    # a folder made to hold carried entries looks like the live one
+                    plan.new_times[q] = _times(p / q)
+                continue
+            if i == len(parts) - 1:
+                raise RestoreError(
+                    f"target {self.t.name}: {p / r} is in no backup (excluded now, or not "
+                    f"saved), yet snapshot {self.snap.short_id} holds {r}; the rollback would "
+                    "replace it and nothing could bring it back",
+                    hint="move it out of the way first, or restore with `restorer restore`")
+            if not stat.S_ISDIR(os.lstat(target).st_mode):  # a symlink or a file in the way
+                raise RestoreError(
+                    f"target {self.t.name}: {p / r} is in no backup and must stay, but in "
+                    f"snapshot {self.snap.short_id} {q} is not a folder that could hold it",
+                    hint="move it out of the way first, or restore with `restorer restore`")
+            plan.new_times.setdefault(q, _times(target))
+        plan.new_times.setdefault("", _times(new_root))
+
+    def _carry(self, p: Path) -> None:
+        plan = self.plans.get(p)
+        if plan is None or not plan.entries:
+            return
+        new_root = self.siblings[p] / p.name
+        for q in plan.made:
+            if not os.path.lexists(new_root / q):
+                st = os.lstat(p / q)
+                os.mkdir(new_root / q, stat.S_IMODE(st.st_mode))
+                if os.geteuid() == 0:
+                    os.lchown(new_root / q, st.st_uid, st.st_gid)
+        for r in plan.entries:
+            move_noreplace(p / r, new_root / r)
+        for q, (a, m) in plan.new_times.items():
+            os.utime(new_root / q if q else new_root, ns=(a, m), follow_symlinks=False)
+
+    def _uncarry(self, p: Path) -> None:
+        """Put carried entries back into the live tree at `p` (after a swap back)."""
+        plan = self.plans.get(p)
+        if plan is None or not plan.entries:
+            return
+        new_root = self.siblings[p] / p.name
+        for r in reversed(plan.entries):
+            if os.path.lexists(new_root / r) and not os.path.lexists(p / r):
+                move_noreplace(new_root / r, p / r)
+        for q in reversed(plan.made):
+            with contextlib.suppress(OSError):
+                os.rmdir(new_root / q)
+        for q, (a, m) in plan.live_times.items():
+            with contextlib.suppress(FileNotFoundError):
+                os.utime(p / q if q else p, ns=(a, m), follow_symlinks=False)
+
+    def journal(self) -> dict[str, Any]:
+        return {"paths": [{"path": str(p), **asdict(plan)} for p, plan in self.plans.items()]}
+
+    def resume(self, journal: dict[str, Any]) -> None:
+        """A killed run's state, from its journal: a path whose live inode is the restored
+        tree's was swapped."""
+        for j in journal.get("paths", []):
+            p = Path(j["path"])
+            if p not in self.siblings:
+                continue
+            plan = CarryPlan(list(j["new_id"]), list(j.get("entries", [])),
+                             list(j.get("made", [])), dict(j.get("live_times", {})),
+                             dict(j.get("new_times", {})))
+            self.plans[p] = plan
+            with contextlib.suppress(FileNotFoundError):
+                st = os.lstat(p)
+                if [st.st_dev, st.st_ino] == plan.new_id:
+                    self.done.append(p)
+        self.swapped = True  # carried entries may need to go back even with no path swapped
+
+    # --- the swap --------------------------------------------------------------------------
+
     def swap(self) -> None:
+        self.swapped = True  # from here, a failure needs swap_back (carried entries too)
         for p, sib in self.siblings.items():
             new = sib / p.name
+            self._carry(p)
             if os.path.lexists(p):
                 self.out.atomic = exchange(new, p) and self.out.atomic
             else:  # the live path is gone altogether: put the copy there
@@ -132,13 +329,14 @@ class FilesSwap(Swap):
                 os.rename(new, p)
                 os.makedirs(new)  # an empty stand-in, so swap_back can exchange
             self.done.append(p)
-        self.swapped = True
         self.out.kept = [str(s / p.name) for p, s in self.siblings.items()]
 
     def swap_back(self) -> None:
         for p in reversed(self.done):
             exchange(self.siblings[p] / p.name, p)
         self.done.clear()
+        for p in self.paths:
+            self._uncarry(p)
         self.swapped = False
         self.out.kept = []
 
@@ -201,6 +399,12 @@ class PostgresSwap(Swap):
         self.swapped = False
         self.out.kept = []
 
+    def resume(self, journal: dict[str, Any]) -> None:
+        self.created = True
+        # the swap renames both in one transaction: the dated old name exists only after it
+        self.swapped = postgres.pg_database_exists(self._dsn(self.old), self.password,
+                                                   what=self.what)
+
     def discard(self) -> None:
         if self.created and not self.swapped:
             postgres.pg_drop_database(self._dsn(self.new), self.password, what=self.what)
@@ -223,7 +427,7 @@ class MySQLSwap(Swap):
         t = self.t
         self.password = self.lp.secret(t.password, f"targets.{t.name}.password")
         self.live = mysql.parse_dsn(t.dsn)[1]
-        base = self.live[:30]  # PostgreSQL names end at 63 bytes
+        base = self.live[:30]  # MariaDB names end at 64 characters
         self.new, self.old = f"{base}_rb_{self.stamp}", f"{base}_pre_rb_{self.stamp}"
         self.out.scratch = [self.new]
         self.what = f"rollback of {t.name}"
@@ -266,6 +470,12 @@ class MySQLSwap(Swap):
                                    terminate=True, what=self.what)
         self.swapped = False
         self.out.kept = []
+
+    def resume(self, journal: dict[str, Any]) -> None:
+        self.created = True
+        # one RENAME TABLE moves every table: the dated old database holds them only after it
+        self.swapped = mysql.mysql_table_count(with_db(self.t.dsn, self.old), self.password,
+                                               what=self.what) > 0
 
     def discard(self) -> None:
         if self.created and not self.swapped:

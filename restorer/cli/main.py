@@ -476,20 +476,12 @@ def rollback(plan: str, targets: tuple[str, ...], to: str, allow_unverified: boo
              dry_run: bool, yes: bool, undo: bool, cleanup: bool, as_json: bool) -> None:
     """Put targets back to their newest verified snapshot, reversibly (safety snapshot
     first, atomic swap, checks after)."""
-    from restorer.actions.rollback import cleanup as do_cleanup
     from restorer.actions.rollback import run_rollback
     from restorer.cli.rollback_render import render_plan, render_result
 
     lp = _load(plan)
     if cleanup:
-        removed = do_cleanup(lp)
-        if as_json:
-            emit_json({"removed": removed})
-        else:
-            for r in removed:
-                click.echo(f"removed {r}")
-            if not removed:
-                click.echo("nothing to clean up")
+        _cleanup(lp, plan, dry_run, yes, as_json)
         return
     if not dry_run and not yes and not sys.stdin.isatty():
         raise UsageError("rollback changes live data and needs confirmation; this is not a "
@@ -514,6 +506,30 @@ def rollback(plan: str, targets: tuple[str, ...], to: str, allow_unverified: boo
             render_result(res, plan)
         if not dry_run and not res.ok:
             sys.exit(EXIT_FAILED)
+
+
+def _cleanup(lp: Any, plan: str, dry_run: bool, yes: bool, as_json: bool) -> None:
+    from restorer.actions.rollback import cleanup as do_cleanup
+    from restorer.cli.rollback_render import render_cleanup
+
+    if not dry_run and not yes and not sys.stdin.isatty():
+        raise UsageError("rollback --cleanup deletes what rollbacks kept and needs "
+                         "confirmation; this is not a terminal, so nothing was removed",
+                         hint="pass --yes to remove, or --dry-run to list what it would remove")
+
+    def confirm(preview: Any) -> bool:
+        if yes:
+            return True
+        render_cleanup(preview)
+        return click.confirm("Remove these now?", default=False)
+
+    command = "rollback --cleanup" + (" --dry-run" if dry_run else "")
+    with recorded_run(lp, command) as run:
+        res = do_cleanup(lp, dry_run=dry_run, confirm=confirm, run=run)
+        if as_json:
+            emit_json(res.to_json())
+        else:
+            render_cleanup(res)
 
 
 @cli.command()

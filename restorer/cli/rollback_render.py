@@ -9,7 +9,7 @@ from datetime import datetime
 import click
 
 from restorer import clock
-from restorer.actions.rollback import RollbackResult, TargetRollback
+from restorer.actions.rollback import CleanupResult, Recovery, RollbackResult, TargetRollback
 from restorer.cli.render import local_time
 from restorer.plan.durations import format_duration as fd
 
@@ -33,8 +33,10 @@ def _changes(t: TargetRollback) -> str:
         return (f"database {c['database']} is replaced by a restore of the snapshot; the "
                 "current one is kept under a dated name until `rollback --cleanup`")
     text = f"{c['added']} added, {c['changed']} changed, {c['removed']} removed"
-    for kind in ("added", "changed", "removed"):
-        ex = c["examples"][kind]
+    if c.get("kept"):
+        text += f"; {c['kept']} kept as they are (excluded from backups)"
+    for kind in ("added", "changed", "removed", "kept"):
+        ex = c["examples"].get(kind, [])
         if ex:
             text += f"\n      {kind}: " + ", ".join(ex[:5]) + (" ..." if c[kind] > 5 else "")
     return text
@@ -47,6 +49,7 @@ def _warn_unverified(res: RollbackResult) -> None:
 
 
 def render_plan(res: RollbackResult, plan: str) -> None:
+    render_recoveries(res.recovered, res.dry_run)
     what = "undo of rollback " + res.undo_of[:8] if res.undo_of else "rollback"
     click.echo(f"{what} of plan {res.plan}" + (" (dry run: nothing is changed)"
                                                if res.dry_run else ""))
@@ -63,6 +66,7 @@ def render_plan(res: RollbackResult, plan: str) -> None:
 
 
 def render_result(res: RollbackResult, plan: str) -> None:
+    render_recoveries(res.recovered, False)
     _warn_unverified(res)
     tm = res.timings
     steps = ", ".join(f"{label} {fd(tm[k])}" for k, label in (
@@ -99,3 +103,30 @@ def render_result(res: RollbackResult, plan: str) -> None:
         click.echo(f"restorer: error: {res.error}", err=True)
     for w in res.warnings:
         click.echo(f"restorer: warning: {w}", err=True)
+
+
+def render_recoveries(recs: list[Recovery], dry_run: bool) -> None:
+    for rv in recs:
+        verb = "would be put back" if dry_run else "put back"
+        click.echo(f"rollback {rv.run_id[:8]} was killed ({rv.reached}); {verb} first:")
+        for target, what in rv.targets.items():
+            click.echo(f"  {target}: {what}")
+        if rv.error:
+            click.secho(f"  could not be put back: {rv.error}", fg="red", err=True)
+        if rv.reached != "started":
+            click.echo("  its rollback.after hooks may not have run: check that the service "
+                       "is up")
+
+
+def render_cleanup(res: CleanupResult) -> None:
+    render_recoveries(res.recovered, res.dry_run or res.declined)
+    if res.declined:
+        click.echo("declined at the prompt; nothing was removed")
+        return
+    verb = "would remove" if res.dry_run else "removed"
+    for item in res.items:
+        click.echo(f"{verb} {item}")
+    if not res.items:
+        click.echo("nothing to clean up")
+    elif res.dry_run:
+        click.echo("(dry run: nothing was removed)")

@@ -247,6 +247,13 @@ def mysql_swap_blockers(dsn: str, password: str | None, *, what: str) -> list[st
     return [f"{n} {k}" for k, n in objs.items() if k != "tables" and n]
 
 
+def mysql_table_count(dsn: str, password: str | None, *, what: str) -> int:
+    """How many base tables the DSN's database holds (0 when it does not exist)."""
+    conn, db = parse_dsn(dsn)
+    with _options_file(password) as extra:
+        return _schema_objects(conn, extra, db, what, password)["tables"]
+
+
 def mysql_swap_databases(live_dsn: str, new_db: str, old_db: str, password: str | None, *,
                          terminate: bool, what: str) -> None:
     """Put the tables of `new_db` in place of the live database's, which move to `old_db`,

@@ -284,6 +284,10 @@ def pg_swap_databases(live_dsn: str, new_name: str, old_name: str, password: str
         _psql(admin, password, 'BEGIN; ALTER DATABASE :"new" OWNER TO :"owner"; '
               'ALTER DATABASE :"live" RENAME TO :"old"; ALTER DATABASE :"new" RENAME TO '
               ':"live"; COMMIT;', what, new=new_name, owner=owner, live=live, old=old_name)
+        # the database now live may be one an earlier swap closed (a swap back, the
+        # recovery of a killed rollback): it takes connections again
+        _psql(admin, password, 'ALTER DATABASE :"name" WITH ALLOW_CONNECTIONS true;', what,
+              name=live)
     except BaseException:
         if pg_database_exists(urlunsplit(urlsplit(admin)._replace(path="/" + live)), password,
                               what=what):

@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 
 AT_FDCWD = -100
+RENAME_NOREPLACE = 1
 RENAME_EXCHANGE = 2
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
@@ -39,3 +40,17 @@ def exchange(a: Path, b: Path) -> bool:
         raise
     os.rename(tmp, b)
     return False
+
+
+def move_noreplace(a: Path, b: Path) -> None:
+    """Rename `a` to `b`, refusing (FileExistsError) when `b` exists: never replaces."""
+    if _renameat2 is not None:
+        rc = _renameat2(AT_FDCWD, os.fsencode(a), AT_FDCWD, os.fsencode(b), RENAME_NOREPLACE)
+        if rc == 0:
+            return
+        err = ctypes.get_errno()
+        if err not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+            raise OSError(err, os.strerror(err), str(a), None, str(b))
+    if os.path.lexists(b):  # no RENAME_NOREPLACE here: a narrow race, never a torn file
+        raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(b))
+    os.rename(a, b)

@@ -232,7 +232,7 @@ def test_rollback_and_undo_ebs_and_rds(aws, world, tmp_path: Path) -> None:
     assert at_device() == world["volume"]  # the old volume is back at its device
     assert by_name()[world["db"]] == original_db  # and the original instance has its name
     assert kept_db not in by_name()
-    r = run_cli("rollback", plan, "--cleanup", env=env)
+    r = run_cli("rollback", plan, "--cleanup", "--yes", env=env)
     assert r.rc == 0, r.text
     vols = {v["VolumeId"] for v in ec2.describe_volumes()["Volumes"]}
     assert new not in vols and world["volume"] in vols  # the replaced one went, not ours

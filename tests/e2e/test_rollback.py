@@ -117,7 +117,7 @@ def test_rollback_and_undo_files_and_postgres(tmp_path: Path, cli, pg_server, ap
     swap = next(p for p in runs[1]["phases"] if p["phase"] == "swap")
     assert swap["duration_s"] > 0 and runs[1]["outcome"] == "ok"
 
-    r = cli("rollback", plan, "--cleanup")
+    r = cli("rollback", plan, "--cleanup", "--yes")
     assert r.rc == 0 and f"database {kept[0]}" in r.out
     assert kept[0] not in _psql(f"{pg_server}/postgres", "SELECT datname FROM pg_database")
 
@@ -192,7 +192,7 @@ def test_failures_half_way_leave_targets_consistent(tmp_path: Path, cli, pg_serv
     assert not [d for d in _psql(f"{pg_server}/postgres", "SELECT datname FROM pg_database"
                                  ).split() if d.startswith(f"{name}_rb_")]
     assert siblings() == kept
-    r = cli("rollback", plan, "--cleanup")
+    r = cli("rollback", plan, "--cleanup", "--yes")
     assert r.rc == 0 and siblings() == set()
 
 
@@ -279,7 +279,7 @@ def test_mariadb_rollback_and_undo(tmp_path: Path, cli, mariadb_server) -> None:
         r = cli("rollback", plan, "--yes")
         assert r.rc == 2 and "1 views" in r.err and "restorer restore" in r.err
         assert state() == bad
-        assert cli("rollback", plan, "--cleanup").rc == 0
+        assert cli("rollback", plan, "--cleanup", "--yes").rc == 0
         left = _my(mariadb_server, f"SHOW DATABASES LIKE '{db}%'").split()
         assert left == [db], left
     finally:
@@ -305,7 +305,7 @@ def test_killed_rollback_changes_nothing_and_cleanup_removes_its_leftovers(
            if d.startswith(f"{name}_rb_")]
     assert len(leftovers) == 1 and len(dbs) == 1
     plan = _plan(tmp_path, dsn, pg_server, name)
-    r = cli("rollback", plan, "--cleanup")
+    r = cli("rollback", plan, "--cleanup", "--yes")
     assert r.rc == 0, r.text
     assert "stale lock" in r.err  # the dead run's lock is taken over
     assert f"database {dbs[0]}" in r.out and leftovers[0] in r.out
