@@ -90,6 +90,7 @@ class RollbackResult:
     timings: dict[str, float] = field(default_factory=dict)
     error: str | None = None
     warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # worth reading, not a failure
     stamp: str = ""
     # killed rollbacks this run found unfinished and put back first
     recovered: list[Recovery] = field(default_factory=list)
@@ -114,8 +115,8 @@ class RollbackResult:
 # --- deciding -----------------------------------------------------------------------------
 
 
-def _records(repo: Repository, folder: str) -> list[dict[str, Any]]:
-    return [rec for _name, rec in repo.read_records(folder)]
+def _records(repo: Repository, folder: str, strict: bool = False) -> list[dict[str, Any]]:
+    return [rec for _name, rec in repo.read_records(folder, strict)]
 
 
 def _targets(lp: LoadedPlan, names: tuple[str, ...]) -> list[Any]:
@@ -430,7 +431,10 @@ def _act(lp: LoadedPlan, repo: Repository, result: RollbackResult, swaps: list[S
     if result.ok:
         for sw in swaps:
             if isinstance(sw, FilesSwap):
-                sw.discard()  # the replaced trees are in the safety snapshots
+                # the replaced trees are in the safety snapshots, checked entry by entry
+                why = sw.discard_replaced()
+                if why:
+                    result.notes.append(f"target {sw.t.name}: {why}")
     _write_record(repo, result, "done" if result.ok else "failed", swaps)
 
 
@@ -486,12 +490,12 @@ FINISHED = ("done", "failed", "reverted", "finished")
 RECOVERABLE_KINDS = ("files", "postgres", "mysql")
 
 
-def _unfinished(repo: Repository, plan: str) -> list[dict[str, Any]]:
+def _unfinished(repo: Repository, plan: str, strict: bool) -> list[dict[str, Any]]:
     """The newest record of each rollback of `plan` that never wrote an end record. The
     caller holds the exclusive lock, which a rollback holds for its whole run: such a
     rollback was killed."""
     by_run: dict[str, list[dict[str, Any]]] = {}
-    for rec in _records(repo, "rollbacks"):
+    for rec in _records(repo, "rollbacks", strict):
         if rec.get("plan") == plan and rec.get("run_id"):
             by_run.setdefault(rec["run_id"], []).append(rec)
     return [recs[-1] for recs in by_run.values()
@@ -499,13 +503,15 @@ def _unfinished(repo: Repository, plan: str) -> list[dict[str, Any]]:
 
 
 def recover(lp: LoadedPlan, repo: Repository, snaps: list[Snapshot], by_run: str, *,
-            dry_run: bool = False, run: RunRecorder | None = None) -> list[Recovery]:
+            dry_run: bool = False, strict: bool = False,
+            run: RunRecorder | None = None) -> list[Recovery]:
     """Put back what killed rollbacks half did: each target it touched is swapped back (a
     path whose live tree is the restored one, carried entries returned, a renamed database
     renamed back), so every target ends as it was before that rollback, as a whole."""
     out = []
     by_id = {s.id: s for s in snaps}
-    for rec in _unfinished(repo, lp.name):
+    # strict for --cleanup: an unreadable record may be the one naming a half-done swap
+    for rec in _unfinished(repo, lp.name, strict):
         rv = Recovery(rec["run_id"], str(rec.get("status")))
         t0 = time.monotonic()
         for t in rec.get("targets", []):
@@ -593,7 +599,7 @@ def cleanup(lp: LoadedPlan, *, dry_run: bool = False,
         repo.load_index()
         snaps = repo.list_snapshots()
         by_run = run.run_id if run else os.urandom(16).hex()
-        res.recovered = recover(lp, repo, snaps, by_run, dry_run=True)
+        res.recovered = recover(lp, repo, snaps, by_run, dry_run=True, strict=True)
         stuck = {rv.run_id for rv in res.recovered if not rv.ok}
         found = _leftovers(lp, repo, skip=stuck)
         res.items = [f"{target.name}: {what}" for target, _name, what in found]
@@ -602,7 +608,7 @@ def cleanup(lp: LoadedPlan, *, dry_run: bool = False,
         if confirm is not None and (res.items or res.recovered) and not confirm(res):
             res.declined = True
             return res
-        res.recovered = recover(lp, repo, snaps, by_run, run=run)
+        res.recovered = recover(lp, repo, snaps, by_run, strict=True, run=run)
         if any(not rv.ok for rv in res.recovered):
             bad = next(rv for rv in res.recovered if not rv.ok)
             raise RestoreError(f"rollback {bad.run_id[:8]} was killed half way and could not "
@@ -621,7 +627,7 @@ def _leftovers(lp: LoadedPlan, repo: Repository, skip: set[str]) -> list[tuple[A
     killed run that is not put back yet (`skip`) stay: its sibling may hold the live tree."""
     seen: set[tuple[str, str]] = set()
     out = []
-    for rec in _records(repo, "rollbacks"):
+    for rec in _records(repo, "rollbacks", strict=True):
         if rec.get("plan") != lp.name or rec.get("run_id") in skip:
             continue
         for t in rec.get("targets", []):

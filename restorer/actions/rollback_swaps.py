@@ -182,23 +182,56 @@ class FilesSwap(Swap):
             stack = [""]
             while stack:
                 rel = stack.pop()
-                with os.scandir(p / rel if rel else p) as it:
-                    for e in sorted(it, key=lambda e: e.name):
-                        r = f"{rel}/{e.name}" if rel else e.name
-                        is_dir = e.is_dir(follow_symlinks=False)
-                        if ex.excluded(r, e.name, is_dir):
-                            out.append(f"{p.name}/{r}")
-                        elif is_dir:
-                            stack.append(r)
+                try:
+                    with os.scandir(p / rel if rel else p) as it:
+                        found = sorted(it, key=lambda e: e.name)
+                except OSError:
+                    continue  # a preview: what cannot be listed is not listed
+                for e in found:
+                    r = f"{rel}/{e.name}" if rel else e.name
+                    is_dir = e.is_dir(follow_symlinks=False)
+                    if ex.excluded(r, e.name, is_dir):
+                        out.append(f"{p.name}/{r}")
+                    elif is_dir:
+                        stack.append(r)
         return sorted(out)
 
     def prepare(self, safety: Snapshot) -> None:
         """After the safety snapshot: plan what to carry over (live entries it does not
         hold); refuse, before anything moves, what cannot be carried."""
-        roots = {n["name"]: n for n in self.repo.load_tree(safety.tree)} if safety.tree \
-            else {}
+        self.safety_roots = {n["name"]: n for n in self.repo.load_tree(safety.tree)} \
+            if safety.tree else {}
         for p in self.paths:
-            self.plans[p] = self._plan(p, roots.get(p.name))
+            self.plans[p] = self._plan(p, self.safety_roots.get(p.name))
+
+    def _not_held(self, root: Path, held_root: dict[str, Any] | None) -> list[str]:
+        """Entries under the folder `root` (relative to it) that the tree `held_root` of a
+        snapshot does not hold; a folder not held is one entry (not descended)."""
+        root_dev = os.lstat(root).st_dev
+        out: list[str] = []
+        stack: list[tuple[str, str | None]] = [
+            ("", held_root.get("subtree") if held_root and held_root["type"] == DIR else None)]
+        while stack:
+            rel, tree_id = stack.pop()
+            held = {n["name"]: n for n in self.repo.load_tree(tree_id)} if tree_id else {}
+            with os.scandir(root / rel if rel else root) as it:
+                entries = sorted(it, key=lambda e: e.name)
+            for e in entries:
+                r = f"{rel}/{e.name}" if rel else e.name
+                st = e.stat(follow_symlinks=False)
+                is_dir = stat.S_ISDIR(st.st_mode)
+                if is_dir and st.st_dev != root_dev:
+                    raise RestoreError(
+                        f"target {self.t.name}: {root / r} is a mount point; a rollback swaps "
+                        "whole trees and cannot carry a mounted file system over",
+                        hint="unmount it during the rollback (rollback.before), or roll back "
+                        "with `restorer restore` and move files by hand")
+                n = held.get(e.name)
+                if n is None:
+                    out.append(r)
+                elif is_dir and n["type"] == DIR and n.get("subtree"):
+                    stack.append((r, n["subtree"]))
+        return out
 
     def _plan(self, p: Path, held_root: dict[str, Any] | None) -> CarryPlan:
         new_root = self.siblings[p] / p.name
@@ -207,29 +240,7 @@ class FilesSwap(Swap):
         if not os.path.lexists(p) or not stat.S_ISDIR(os.lstat(p).st_mode) \
                 or not stat.S_ISDIR(st_new.st_mode):
             return plan
-        root_dev = os.lstat(p).st_dev
-        stack: list[tuple[str, str | None]] = [
-            ("", held_root.get("subtree") if held_root and held_root["type"] == DIR else None)]
-        while stack:
-            rel, tree_id = stack.pop()
-            held = {n["name"]: n for n in self.repo.load_tree(tree_id)} if tree_id else {}
-            with os.scandir(p / rel if rel else p) as it:
-                entries = sorted(it, key=lambda e: e.name)
-            for e in entries:
-                r = f"{rel}/{e.name}" if rel else e.name
-                st = e.stat(follow_symlinks=False)
-                is_dir = stat.S_ISDIR(st.st_mode)
-                if is_dir and st.st_dev != root_dev:
-                    raise RestoreError(
-                        f"target {self.t.name}: {p / r} is a mount point; a rollback swaps "
-                        "whole trees and cannot carry a mounted file system over",
-                        hint="unmount it during the rollback (rollback.before), or roll back "
-                        "with `restorer restore` and move files by hand")
-                n = held.get(e.name)
-                if n is None:
-                    plan.entries.append(r)
-                elif is_dir and n["type"] == DIR and n.get("subtree"):
-                    stack.append((r, n["subtree"]))
+        plan.entries = self._not_held(p, held_root)
         for r in plan.entries:
             self._plan_parents(p, new_root, r, plan)
         return plan
@@ -344,6 +355,29 @@ class FilesSwap(Swap):
         for sib in set(self.siblings.values()):
             shutil.rmtree(sib, ignore_errors=True)
         self.out.kept = []
+
+    def discard_replaced(self) -> str | None:
+        """After a successful swap: remove the replaced trees, unless one holds an entry
+        its safety snapshot does not (written after the carry: the app was not stopped);
+        then all are kept and the reason returned."""
+        roots = getattr(self, "safety_roots", None)
+        if roots is None:
+            return "no safety snapshot was planned against; the replaced trees are kept"
+        for p, sib in self.siblings.items():
+            old = sib / p.name
+            if not os.path.isdir(old) or os.path.islink(old):
+                continue
+            try:
+                extra = self._not_held(old, roots.get(p.name))
+            except (OSError, RestoreError) as e:
+                return f"the replaced tree {old} cannot be read ({e}); it is kept"
+            if extra:
+                return (f"the replaced tree {old} holds {len(extra)} entr"
+                        f"{'y' if len(extra) == 1 else 'ies'} no backup has (first: "
+                        f"{extra[0]}; written during the rollback?); it is kept until "
+                        "`restorer rollback PLAN --cleanup`")
+        self.discard()
+        return None
 
     def check_subject(self) -> Stage:
         cwd = self.paths[0] if len(self.paths) == 1 and self.paths[0].is_dir() \

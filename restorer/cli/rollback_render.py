@@ -103,6 +103,8 @@ def render_result(res: RollbackResult, plan: str) -> None:
         click.echo(f"restorer: error: {res.error}", err=True)
     for w in res.warnings:
         click.echo(f"restorer: warning: {w}", err=True)
+    for n in res.notes:
+        click.echo(f"Note: {n}")
 
 
 def render_recoveries(recs: list[Recovery], dry_run: bool) -> None:

@@ -253,3 +253,22 @@ def test_killed_after_a_database_swapped_puts_the_database_back_too(
             if d.startswith(f"{name}_") and not d.endswith("_verify")]
     assert left == [], left
     assert not _leftovers(tmp_path)
+
+
+def test_replaced_tree_written_to_during_the_rollback_is_kept(tmp_path: Path) -> None:
+    """An app that was not stopped writes into the tree being replaced (here an after hook
+    stands in for it): that file is in no backup, so the replaced tree is kept, not deleted."""
+    site = tmp_path / "site"
+    _make_site(site)
+    late = f"{tmp_path}/.restorer-rollback-*/site/late.txt"
+    plan = _files_plan(tmp_path, ["site"], rollback={"after": [f"echo late > {late}"]})
+    assert run_cli("backup", "--init", plan).rc == 0
+    assert run_cli("verify", plan).rc == 0
+    (site / "index.html").write_text("<h1>bad</h1>")
+    r = run_cli("rollback", plan, "--yes")
+    assert r.rc == 0, r.text
+    assert "no backup has (first: late.txt" in r.out
+    kept = _leftovers(tmp_path)
+    assert len(kept) == 1 and (tmp_path / kept[0] / "site" / "late.txt").read_text() == "late\n"
+    r = run_cli("rollback", plan, "--cleanup", "--dry-run")
+    assert r.rc == 0 and kept[0] in r.out, r.text
