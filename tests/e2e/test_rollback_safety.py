@@ -260,8 +260,8 @@ def test_replaced_tree_written_to_during_the_rollback_is_kept(tmp_path: Path) ->
     stands in for it): that file is in no backup, so the replaced tree is kept, not deleted."""
     site = tmp_path / "site"
     _make_site(site)
-    late = f"{tmp_path}/.restorer-rollback-*/site/late.txt"
-    plan = _files_plan(tmp_path, ["site"], rollback={"after": [f"echo late > {late}"]})
+    hook = f"for d in {tmp_path}/.restorer-rollback-*; do echo late > $d/site/late.txt; done"
+    plan = _files_plan(tmp_path, ["site"], rollback={"after": [hook]})
     assert run_cli("backup", "--init", plan).rc == 0
     assert run_cli("verify", plan).rc == 0
     (site / "index.html").write_text("<h1>bad</h1>")
