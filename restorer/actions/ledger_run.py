@@ -50,7 +50,7 @@ def recorded_run(lp: LoadedPlan, command: str) -> Iterator[RunRecorder]:
         yield rec
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else 1
-        end({0: "ok", 3: "partial", 4: "locked"}.get(code, "failed"), code)
+        end(rec.outcome or {0: "ok", 3: "partial", 4: "locked"}.get(code, "failed"), code)
         raise
     except RestorerError as e:
         end({4: "locked", 3: "partial"}.get(e.exit_code, "failed"), e.exit_code, e.message)
@@ -59,7 +59,7 @@ def recorded_run(lp: LoadedPlan, command: str) -> Iterator[RunRecorder]:
         end("failed", 1, f"{type(e).__name__}: {e}")
         raise
     else:
-        end("ok", 0)
+        end(rec.outcome or "ok", 0)
     finally:
         if ledger is not None:
             ledger.close()

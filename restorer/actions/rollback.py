@@ -91,6 +91,7 @@ class RollbackResult:
     error: str | None = None
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # worth reading, not a failure
+    declined: bool = False  # "no" at the confirmation prompt: nothing was changed
     stamp: str = ""
     # killed rollbacks this run found unfinished and put back first
     recovered: list[Recovery] = field(default_factory=list)
@@ -102,13 +103,33 @@ class RollbackResult:
                 and all(c["passed"] for c in self.checks))
 
     @property
+    def outcome(self) -> str:
+        """ok | declined | checks_failing (an undo done, its checks failing) | failed;
+        dry_run for a dry run."""
+        if self.dry_run:
+            return "dry_run"
+        if self.declined:
+            return "declined"
+        if self.ok:
+            return "ok"
+        return "checks_failing" if self.undo_of and self.checks_failing_only else "failed"
+
+    @property
+    def checks_failing_only(self) -> bool:
+        """Every target swapped as asked and nothing else went wrong, but the plan's checks
+        fail on the result: for an undo, the state the responder chose to return to."""
+        return (self.error is None and not self.warnings and bool(self.targets)
+                and all(t.state == "rolled back" for t in self.targets)
+                and not all(c["passed"] for c in self.checks))
+
+    @property
     def state(self) -> str:
         states = {t.state for t in self.targets}
         return states.pop() if len(states) == 1 else "mixed"
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
-        d.update(ok=self.ok, state=self.state)
+        d.update(ok=self.ok, state=self.state, outcome=self.outcome)
         return d
 
 
@@ -309,7 +330,7 @@ def run_rollback(lp: LoadedPlan, names: tuple[str, ...] = (), *, to: str = "late
             result.timings["total_s"] = time.monotonic() - start
             return result
         if confirm is not None and not confirm(result):
-            result.error = "aborted at the confirmation prompt; nothing was changed"
+            result.declined = True
             return result
         _write_record(repo, result, "started", swaps)  # names what it will make
         _act(lp, repo, result, swaps, snaps, run)

@@ -504,7 +504,11 @@ def rollback(plan: str, targets: tuple[str, ...], to: str, allow_unverified: boo
             render_plan(res, plan)
         else:
             render_result(res, plan)
-        if not dry_run and not res.ok:
+        if res.outcome in ("declined", "checks_failing"):
+            run.outcome = res.outcome
+        if res.outcome == "checks_failing":
+            sys.exit(EXIT_PARTIAL)  # done as asked; the state returned to fails its checks
+        if res.outcome == "failed":
             sys.exit(EXIT_FAILED)
 
 

@@ -74,8 +74,16 @@ def render_result(res: RollbackResult, plan: str) -> None:
         ("safety_snapshot_s", "safety snapshot"), ("swap_s", "swap"), ("checks_s", "checks"))
         if k in tm)
     what = f"Undo of rollback {res.undo_of[:8]}" if res.undo_of else "Rollback"
+    if res.declined:
+        click.echo(f"{what} of plan {res.plan}: declined at the prompt; nothing was changed")
+        return
     if res.ok:
         head = f"{what} of plan {res.plan}: done in {fd(tm.get('total_s', 0))} ({steps})"
+    elif res.outcome == "checks_failing":
+        failing = sum(not c["passed"] for c in res.checks)
+        head = (f"{what} of plan {res.plan}: done in {fd(tm.get('total_s', 0))} ({steps}); "
+                f"{failing} of {len(res.checks)} checks fail on the state it returned to "
+                "(the state before the rollback)")
     else:
         head = (f"{what} of plan {res.plan}: FAILED after {fd(tm.get('total_s', 0))} "
                 f"({steps}); targets: {res.state}")

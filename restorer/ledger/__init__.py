@@ -213,6 +213,9 @@ class RunRecorder:
         # outcome, and events actions raise (an objective breach: (kind, target, message))
         self.phases: list[dict[str, Any]] = []
         self.events: list[tuple[str, str | None, str]] = []
+        # set by a command whose outcome is not read from its exit code alone ("declined":
+        # a person said no at the prompt; "checks_failing": done, and its checks fail)
+        self.outcome: str | None = None
 
     def _append(self, kind: str, data: dict[str, Any]) -> None:
         if kind == "phase":

@@ -271,8 +271,13 @@ def test_mariadb_rollback_and_undo(tmp_path: Path, cli, mariadb_server) -> None:
         assert r.rc == 0, r.text
         assert state() == good and "Checks after the swap: 1/1 passed" in r.out
         r = cli("rollback", plan, "--undo", "--yes")
-        assert r.rc == 1  # the data is back, and the check says it is not the good state
-        assert "ROLLED BACK" in r.out, r.text
+        # done: the data is back as it was, and the check says it is not the good state
+        assert r.rc == 3, r.text
+        assert "ROLLED BACK" in r.out and "FAILED after" not in r.out, r.text
+        assert "1 of 1 checks fail on the state it returned to" in r.out
+        undo_run = json.loads(cli("history", plan, "--json").out)[0]
+        assert (undo_run["command"], undo_run["outcome"], undo_run["exit_code"]) == \
+            ("rollback --undo", "checks_failing", 3)
         assert state() == bad and "expected 1000" in r.out
         # a database with a view cannot be swapped table by table: refused, nothing changed
         _my(mariadb_server, "CREATE VIEW big AS SELECT * FROM o WHERE amount > 100", db)

@@ -1,0 +1,67 @@
+"""The three journeys as people run them: a responder answering the prompt, an SRE's cron
+line, an auditor's report. Each test is a regression for something that read wrong."""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.conftest import run_cli, tree_digest, write_plan
+
+
+def _on_terminal(args: list[str], answer: str, timeout: float = 60) -> tuple[int, str]:
+    """Run `restorer ARGS` with a pseudo-terminal as stdin/stdout/stderr, type `answer`
+    once it asks, and return (exit code, everything it printed)."""
+    primary, secondary = os.openpty()
+    p = subprocess.Popen([sys.executable, "-m", "restorer", *args], stdin=secondary,
+                         stdout=secondary, stderr=secondary, close_fds=True)
+    os.close(secondary)
+    out = b""
+    answered = False
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([primary], [], [], 0.2)
+            if ready:
+                try:
+                    chunk = os.read(primary, 4096)
+                except OSError:  # the other side closed: the process is done
+                    break
+                if not chunk:
+                    break
+                out += chunk
+                if not answered and b"[y/N]" in out:
+                    os.write(primary, answer.encode() + b"\n")
+                    answered = True
+            elif p.poll() is not None:
+                break
+        rc = p.wait(timeout=max(1.0, deadline - time.monotonic()))
+    finally:
+        if p.poll() is None:
+            p.kill()
+        os.close(primary)
+    return rc, out.decode(errors="replace")
+
+
+def test_declined_prompt_is_declined_not_failed(tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "index.html").write_text("good")
+    plan = write_plan(tmp_path / "plan.yaml", ledger="sqlite:///ledger.db", targets=[{
+        "name": "site", "kind": "files", "paths": ["site"], "staging": {"path": "staging"}}])
+    assert run_cli("backup", "--init", plan).rc == 0
+    assert run_cli("verify", plan).rc == 0
+    (site / "index.html").write_text("bad")
+    before = tree_digest(site)
+    rc, out = _on_terminal(["rollback", str(plan)], "n")
+    assert rc == 0, out
+    assert "declined at the prompt; nothing was changed" in out
+    assert "FAILED" not in out
+    assert tree_digest(site) == before
+    last = json.loads(run_cli("history", plan, "--json").out)[0]
+    assert (last["command"], last["outcome"], last["exit_code"]) == ("rollback", "declined", 0)
