@@ -32,7 +32,7 @@ from restorer import clock
 from restorer.actions.backup import backup_one
 from restorer.actions.checks import check_name, run_check
 from restorer.actions.context import locked, open_repository
-from restorer.actions.hooks import hooks_around
+from restorer.actions.hooks import HookRun, hooks_around
 from restorer.actions.rollback_swaps import (
     FilesSwap,
     Swap,
@@ -92,6 +92,7 @@ class RollbackResult:
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # worth reading, not a failure
     declined: bool = False  # "no" at the confirmation prompt: nothing was changed
+    hooks: list[HookRun] = field(default_factory=list)  # rollback.before/after as they ran
     stamp: str = ""
     # killed rollbacks this run found unfinished and put back first
     recovered: list[Recovery] = field(default_factory=list)
@@ -395,8 +396,15 @@ def _act(lp: LoadedPlan, repo: Repository, result: RollbackResult, swaps: list[S
     env = {"RESTORER_PLAN": lp.name, "RESTORER_ROLLBACK": result.run_id}
     swapped = False
     try:
+        def heard(h: HookRun) -> None:
+            result.hooks.append(h)
+            if run:
+                run.record_phase("hook", h.duration_s, hook=h.phase, command=h.command,
+                                 exit_code=h.exit_code, output=h.output,
+                                 outcome="ok" if h.error is None else "failed", error=h.error)
+
         with hooks_around(r.before, r.after, [], what=f"rollback of plan {lp.name}",
-                          timeout=lp.plan.hooks.timeout, env=env) as outcome:
+                          timeout=lp.plan.hooks.timeout, env=env, on_hook=heard) as outcome:
             # 2. the safety snapshots, with the app stopped
             for sw in swaps:
                 with _timed(result, "safety_snapshot", run, sw.t.name) as ph:

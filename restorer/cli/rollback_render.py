@@ -102,6 +102,11 @@ def render_result(res: RollbackResult, plan: str) -> None:
         for c in res.checks:
             if not c["passed"]:
                 click.echo(f"  FAILED {c['target']} {c['name']}: {c['detail']}")
+    for h in res.hooks:
+        code = "killed at its timeout" if h.exit_code is None else f"exit {h.exit_code}"
+        click.echo(f"Hook rollback.{h.phase}: `{h.command}`: {code} in {fd(h.duration_s)}")
+        for line in h.output.splitlines()[-5:]:
+            click.echo(f"  | {line}")
     safety = ", ".join(f"{t.target} {t.safety_snapshot[:8]}" for t in res.targets
                        if t.safety_snapshot)
     if safety:

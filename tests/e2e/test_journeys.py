@@ -65,3 +65,30 @@ def test_declined_prompt_is_declined_not_failed(tmp_path: Path) -> None:
     assert tree_digest(site) == before
     last = json.loads(run_cli("history", plan, "--json").out)[0]
     assert (last["command"], last["outcome"], last["exit_code"]) == ("rollback", "declined", 0)
+
+
+def test_rollback_hooks_are_in_the_summary_and_the_ledger(tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "index.html").write_text("good")
+    plan = write_plan(tmp_path / "plan.yaml", ledger="sqlite:///ledger.db", rollback={
+        "before": ["echo stopping app; echo app stopped"],
+        "after": ["echo starting app; echo 'port busy' >&2; exit 7"]},
+        targets=[{"name": "site", "kind": "files", "paths": ["site"],
+                  "staging": {"path": "staging"}}])
+    assert run_cli("backup", "--init", plan).rc == 0
+    assert run_cli("verify", plan).rc == 0
+    (site / "index.html").write_text("bad")
+    r = run_cli("rollback", plan, "--yes")
+    assert r.rc == 1, r.text  # a failing after hook leaves the run incomplete
+    assert (site / "index.html").read_text() == "good"
+    assert "Hook rollback.before: `echo stopping app; echo app stopped`: exit 0 in" in r.out
+    assert "  | app stopped" in r.out
+    assert "Hook rollback.after: `echo starting app; echo 'port busy' >&2; exit 7`: exit 7" \
+        in r.out and "  | port busy" in r.out
+    phases = json.loads(run_cli("history", plan, "--json").out)[0]["phases"]
+    hooks = [p for p in phases if p["phase"] == "hook"]
+    assert [(h["hook"], h["exit_code"], h["outcome"]) for h in hooks] == \
+        [("before", 0, "ok"), ("after", 7, "failed")]
+    assert "app stopped" in hooks[0]["output"] and "port busy" in hooks[1]["output"]
+    assert all(h["duration_s"] > 0 for h in hooks)
