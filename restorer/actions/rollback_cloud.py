@@ -29,11 +29,10 @@ class EBSSwap(Swap):
     def __init__(self, *a: Any) -> None:
         super().__init__(*a)
         t = self.t
-        if not t.instance_id or not t.device:
-            raise UsageError(f"target {t.name}: rolling back an ebs target needs instance_id and "
-                             "device in the plan (where the volume is attached)")
         self.aws = aws_for(self.lp, f"rollback of {t.name}")
         self.region = t.region
+        self.instance_id, self.device = self._where()
+        self.out.live = f"{t.volume_id} at {self.device} of {self.instance_id} ({t.region})"
         self.source = (self.snap.cloud or {}).get("snapshots", {}).get(self.region)
         if not self.source:
             raise UsageError(f"snapshot {self.snap.short_id} names no EBS snapshot in "
@@ -42,20 +41,44 @@ class EBSSwap(Swap):
         self.old: str | None = None
         self.was_running = False
         self.out.changes = {"aws_calls": [
-            f"ec2 CreateVolume from {self.source} in the zone of {t.instance_id} ({t.region})",
-            f"ec2 StopInstances {t.instance_id} (if running; allow_stop_instance: "
+            f"ec2 CreateVolume from {self.source} in the zone of {self.instance_id} ({t.region})",
+            f"ec2 StopInstances {self.instance_id} (if running; allow_stop_instance: "
             f"{t.allow_stop_instance})",
-            f"ec2 DetachVolume of the volume at {t.device} of {t.instance_id}",
-            f"ec2 AttachVolume of the new volume at {t.device}",
+            f"ec2 DetachVolume of the volume at {self.device} of {self.instance_id}",
+            f"ec2 AttachVolume of the new volume at {self.device}",
             "ec2 CreateTags restorer:role=rollback-old on the detached volume",
-            f"ec2 StartInstances {t.instance_id} (if it was running)"]}
+            f"ec2 StartInstances {self.instance_id} (if it was running)"]}
+
+    def _where(self) -> tuple[str, str]:
+        """Where the target's volume is attached: the plan's instance_id and device, else
+        what AWS says of the volume (or, once a rollback replaced it, of the volume that
+        rollback attached)."""
+        t = self.t
+        if t.instance_id and t.device:
+            return t.instance_id, t.device
+        try:
+            found = ebs.attachment(self.aws, self.region, t.volume_id)
+            if found is None:
+                later = ebs.attached_rollback_volume(self.aws, self.region, self.lp.name,
+                                                     t.name)
+                found = later[1:] if later else None
+        except SourceError as e:
+            raise self._wrap(e) from None
+        if found is None:
+            raise UsageError(f"target {t.name}: volume {t.volume_id} is not attached to any "
+                             "instance, so there is nothing to swap it at",
+                             hint="attach it, or give instance_id and device on the target")
+        if t.instance_id and t.instance_id != found[0]:
+            raise UsageError(f"target {t.name}: volume {t.volume_id} is attached to "
+                             f"{found[0]}, not to instance_id {t.instance_id} of the plan")
+        return found[0], t.device or found[1]
 
     def _wrap(self, e: SourceError) -> RestoreError:
         return RestoreError(e.message, e.hint)
 
     def restore(self) -> None:
         try:
-            zone = ebs.instance(self.aws, self.region, self.t.instance_id)["Placement"][
+            zone = ebs.instance(self.aws, self.region, self.instance_id)["Placement"][
                 "AvailabilityZone"]
             self.new = ebs.create_volume(
                 self.aws, self.region, self.source, zone,
@@ -67,30 +90,30 @@ class EBSSwap(Swap):
 
     def _put(self, remove: str | None, put: str) -> None:
         t, w = self.t, self.t.wait_timeout
-        state = ebs.instance(self.aws, self.region, t.instance_id)["State"]["Name"]
+        state = ebs.instance(self.aws, self.region, self.instance_id)["State"]["Name"]
         running = state in ("running", "pending")
         if running and not t.allow_stop_instance:
             raise RestoreError(
-                f"target {t.name}: instance {t.instance_id} is running; its volume cannot be "
+                f"target {t.name}: instance {self.instance_id} is running; its volume cannot be "
                 "swapped without stopping it",
                 hint="set allow_stop_instance: true on the target, or stop the instance in "
                 "rollback.before")
         if running:
-            ebs.set_instance(self.aws, self.region, t.instance_id, False, w)
+            ebs.set_instance(self.aws, self.region, self.instance_id, False, w)
         try:
             if remove:
-                ebs.detach(self.aws, self.region, remove, t.instance_id, t.device, w)
-            ebs.attach(self.aws, self.region, put, t.instance_id, t.device, w)
+                ebs.detach(self.aws, self.region, remove, self.instance_id, self.device, w)
+            ebs.attach(self.aws, self.region, put, self.instance_id, self.device, w)
         finally:
             if running:
-                ebs.set_instance(self.aws, self.region, t.instance_id, True, w)
+                ebs.set_instance(self.aws, self.region, self.instance_id, True, w)
         self.was_running = self.was_running or running
 
     def swap(self) -> None:
         assert self.new is not None
         try:
-            self.old = ebs.attached_volume(self.aws, self.region, self.t.instance_id,
-                                           self.t.device)
+            self.old = ebs.attached_volume(self.aws, self.region, self.instance_id,
+                                           self.device)
             self._put(self.old, self.new)
             self.swapped = True
             if self.old:
@@ -114,8 +137,8 @@ class EBSSwap(Swap):
     def check_subject(self) -> Stage:
         return LiveTarget(self.lp, self.repo, self.t, self.snap, env={
             "RESTORER_STAGING_VOLUME": self.new or "",
-            "RESTORER_STAGING_INSTANCE": self.t.instance_id,
-            "RESTORER_STAGING_DEVICE": self.t.device})
+            "RESTORER_STAGING_INSTANCE": self.instance_id,
+            "RESTORER_STAGING_DEVICE": self.device})
 
 
 class RDSSwap(Swap):
@@ -203,10 +226,10 @@ class EBSPutBack(EBSSwap):
         super().__init__(*rest)
         self.new = kept
         self.out.changes = {"aws_calls": [
-            f"ec2 StopInstances {self.t.instance_id} (if running)",
-            f"ec2 DetachVolume of the volume at {self.t.device}",
-            f"ec2 AttachVolume {kept} (the volume the rollback replaced) at {self.t.device}",
-            f"ec2 StartInstances {self.t.instance_id} (if it was running)"]}
+            f"ec2 StopInstances {self.instance_id} (if running)",
+            f"ec2 DetachVolume of the volume at {self.device}",
+            f"ec2 AttachVolume {kept} (the volume the rollback replaced) at {self.device}",
+            f"ec2 StartInstances {self.instance_id} (if it was running)"]}
 
     def restore(self) -> None:
         pass  # the old volume is there already

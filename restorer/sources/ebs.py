@@ -149,6 +149,30 @@ def instance(aws: AWS, region: str, iid: str) -> dict[str, Any]:
     return r[0]["Instances"][0]
 
 
+def attachment(aws: AWS, region: str, vid: str) -> tuple[str, str] | None:
+    """(instance id, device) the volume is attached at, from DescribeVolumes; None when it
+    is attached nowhere."""
+    vols = aws.call("ec2", region, "describe_volumes", VolumeIds=[vid])["Volumes"]
+    for a in (vols[0].get("Attachments") or []) if vols else []:
+        if a.get("State") in ("attached", "attaching") and a.get("InstanceId"):
+            return a["InstanceId"], a["Device"]
+    return None
+
+
+def attached_rollback_volume(aws: AWS, region: str, plan: str, target: str
+                             ) -> tuple[str, str, str] | None:
+    """(volume, instance, device) of the newest volume an earlier rollback of the target
+    attached and that is attached still: where the target lives after a rollback."""
+    vols = aws.call("ec2", region, "describe_volumes", Filters=[
+        {"Name": f"tag:{PLAN}", "Values": [plan]}, {"Name": f"tag:{TARGET}", "Values": [target]},
+        {"Name": f"tag:{ROLE}", "Values": ["rollback-new"]}])["Volumes"]
+    for v in sorted(vols, key=lambda v: str(v.get("CreateTime", "")), reverse=True):
+        for a in v.get("Attachments") or []:
+            if a.get("State") in ("attached", "attaching") and a.get("InstanceId"):
+                return v["VolumeId"], a["InstanceId"], a["Device"]
+    return None
+
+
 def attached_volume(aws: AWS, region: str, iid: str, device: str) -> str | None:
     for m in instance(aws, region, iid).get("BlockDeviceMappings", []):
         if m.get("DeviceName") == device:

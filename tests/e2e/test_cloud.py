@@ -261,3 +261,33 @@ def test_ebs_checks_run_on_the_staging_host_over_ssh(aws, world, tmp_path: Path,
         {"Name": "attachment.instance-id", "Values": [world["instance"]]}])["Volumes"]
     devices = {a["Device"] for v_ in attached for a in v_["Attachments"]}
     assert "/dev/sdg" not in devices and "/dev/sdf" in devices  # detached again
+
+
+def test_ebs_rollback_finds_the_attachment_without_instance_and_device(aws, world,
+                                                                       tmp_path: Path) -> None:
+    env = world["env"]
+    plan = _plan(tmp_path, world, data={"instance_id": None, "device": None})
+    ec2 = aws("ec2")
+
+    def at_device() -> str:
+        inst = ec2.describe_instances(InstanceIds=[world["instance"]])[
+            "Reservations"][0]["Instances"][0]
+        return next(m["Ebs"]["VolumeId"] for m in inst["BlockDeviceMappings"]
+                    if m["DeviceName"] == "/dev/sdf")
+
+    assert run_cli("backup", "--init", plan, "--target", "data", env=env).rc == 0
+    assert run_cli("verify", plan, "--target", "data", env=env).rc == 0
+    r = run_cli("rollback", plan, "--target", "data", "--dry-run", env=env)
+    assert r.rc == 0, r.text
+    assert f"at /dev/sdf of {world['instance']}" in r.out
+    r = run_cli("rollback", plan, "--target", "data", "--yes", env=env)
+    assert r.rc == 0, r.text
+    assert at_device() != world["volume"]
+    # after the rollback the plan's volume is detached: the undo finds where it belonged
+    r = run_cli("rollback", plan, "--undo", "--yes", env=env)
+    assert r.rc == 0, r.text
+    assert at_device() == world["volume"]
+    # a volume attached nowhere is refused clearly, before anything happens
+    ec2.detach_volume(VolumeId=world["volume"], InstanceId=world["instance"])
+    r = run_cli("rollback", plan, "--target", "data", "--yes", env=env)
+    assert r.rc == 2 and "is not attached to any instance" in r.err, r.text
