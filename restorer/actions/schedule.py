@@ -14,43 +14,100 @@ import subprocess
 import sys
 from pathlib import Path
 
+from restorer.envfile import read_env_file
 from restorer.errors import RestorerError, UsageError
 from restorer.ledger import default_path
-from restorer.plan.load import load_plan
+from restorer.plan.load import LoadedPlan, load_plan, secret_refs
 
 BEGIN = "# BEGIN restorer (managed by `restorer schedule --install`; edits in here are replaced)"
 END = "# END restorer"
 
 
-def _command(paths: list[Path]) -> str:
+def state_dir() -> Path:
+    """The state folder (default ledger, run.log) this shell sees: pinned into the entry,
+    since cron's bare environment would pick another one."""
+    return default_path().parent.resolve()
+
+
+def _command(paths: list[Path], env_file: Path | None = None) -> str:
     me = Path(sys.argv[0])
     exe = str(me.absolute()) if me.name == "restorer" and me.is_file() else \
         shutil.which("restorer")
     prog = [exe] if exe else [sys.executable, "-m", "restorer"]
-    return shlex.join([*prog, "--log-format", "json", "run", "--due", *map(str, paths)])
+    extra = ["--env-file", str(env_file)] if env_file else []
+    return shlex.join([*prog, "--log-format", "json", "run", "--due", *extra,
+                       *map(str, paths)])
 
 
-def _summary(paths: list[Path]) -> list[str]:
-    """A comment line per plan with its schedule, for the person reading the crontab."""
+def load_plans(paths: list[Path]) -> list[LoadedPlan]:
+    """Every plan the paths name; UsageError naming each one that cannot be read (an
+    entry that silently skipped a plan would never back it up)."""
     from restorer.actions.run_due import plan_files
 
-    lines = []
+    out, bad = [], []
     for f in plan_files(tuple(map(str, paths))):
         try:
-            s = load_plan(f).plan.schedule
+            out.append(load_plan(f))
         except RestorerError as e:
-            lines.append(f"# {f}: cannot be read ({e.message.splitlines()[0]})")
-            continue
+            bad.append(f"{f}: {e.message.splitlines()[0]}")
+    if bad:
+        raise UsageError("these plans cannot be read, so nothing was scheduled:\n  "
+                         + "\n  ".join(bad),
+                         hint="fix them (`restorer validate PLAN` lists every problem)")
+    return out
+
+
+def cron_environment(user: str | None, env_file: Path | None) -> dict[str, str]:
+    """What a job sees under cron: cron's own few variables, the pinned state folder and
+    the environment file's variables."""
+    import pwd
+
+    pw = pwd.getpwnam(user) if user else pwd.getpwuid(os.getuid())
+    env = {"HOME": pw.pw_dir, "LOGNAME": pw.pw_name, "PATH": "/usr/bin:/bin",
+           "SHELL": "/bin/sh", "RESTORER_STATE_DIR": str(state_dir())}
+    if env_file:
+        env.update(read_env_file(env_file))
+    return env
+
+
+def unresolved_under_cron(plans: list[LoadedPlan], env: dict[str, str]) -> list[str]:
+    """'plan P (file): key -> ${env:X}' for each environment reference cron would lack."""
+    out = []
+    for lp in plans:
+        for key, ref in secret_refs(lp):
+            for kind, name in ref.references():
+                if kind == "env" and name.strip() not in env:
+                    out.append(f"plan {lp.name} ({lp.path}): {key} refers to "
+                               f"${{env:{name.strip()}}}, which cron's environment lacks")
+    return out
+
+
+def _summary(plans: list[LoadedPlan]) -> list[str]:
+    """A comment line per plan with its schedule, for the person reading the crontab."""
+    lines = []
+    for lp in plans:
+        s = lp.plan.schedule
         jobs = ", ".join(f"{j} '{getattr(s, j)}'" for j in ("backup", "prune", "verify",
                                                              "check") if getattr(s, j))
-        lines.append(f"# {f}: {jobs or 'no schedule'} ({s.timezone or 'UTC'})")
+        lines.append(f"# {lp.path}: {jobs or 'no schedule'} ({s.timezone or 'UTC'})")
     return lines
 
 
-def crontab_block(paths: list[Path], log_file: Path | None = None) -> str:
-    log = log_file or default_path().parent / "run.log"
-    line = f"*/5 * * * * {_command(paths)} >> {shlex.quote(str(log))} 2>&1"
-    return "\n".join([BEGIN, *_summary(paths), line, END]) + "\n"
+def crontab_block(paths: list[Path], plans: list[LoadedPlan], log_file: Path | None = None,
+                  env_file: Path | None = None) -> str:
+    log = log_file or state_dir() / "run.log"
+    pin = shlex.quote(f"RESTORER_STATE_DIR={state_dir()}")
+    line = (f"*/5 * * * * {pin} {_command(paths, env_file)} >> {shlex.quote(str(log))} "
+            "2>&1")
+    return "\n".join([BEGIN, *_summary(plans), line, END]) + "\n"
+
+
+def unmerge(current: str) -> str:
+    """`current` without our block; every other byte kept."""
+    start = current.find(BEGIN)
+    if start == -1:
+        return current
+    return merge(current, "")
 
 
 def merge(current: str, block: str) -> str:
@@ -80,8 +137,8 @@ def _crontab(args: list[str], user: str | None, stdin: str | None = None
     return subprocess.run(argv, input=stdin, capture_output=True, text=True)
 
 
-def install_crontab(block: str, user: str | None = None) -> tuple[str, str]:
-    """(crontab before, crontab after)."""
+def install_crontab(block: str | None, user: str | None = None) -> tuple[str, str]:
+    """(crontab before, crontab after); a `block` of None removes ours."""
     cur = _crontab(["-l"], user)
     if cur.returncode != 0:
         if "no crontab" not in cur.stderr:
@@ -89,7 +146,7 @@ def install_crontab(block: str, user: str | None = None) -> tuple[str, str]:
         before = ""
     else:
         before = cur.stdout
-    after = merge(before, block)
+    after = unmerge(before) if block is None else merge(before, block)
     if after != before:
         w = _crontab(["-"], user, after)
         if w.returncode != 0:
@@ -97,7 +154,8 @@ def install_crontab(block: str, user: str | None = None) -> tuple[str, str]:
     return before, after
 
 
-def systemd_units(paths: list[Path]) -> dict[str, str]:
+def systemd_units(paths: list[Path], env_file: Path | None = None) -> dict[str, str]:
+    env_line = f"EnvironmentFile={env_file}\n" if env_file else ""
     service = f"""[Unit]
 Description=restorer: run the jobs that are due ({len(paths)} plan path(s))
 After=network-online.target
@@ -105,7 +163,8 @@ Wants=network-online.target
 
 [Service]
 Type=oneshot
-ExecStart={_command(paths)}
+Environment={shlex.quote(f"RESTORER_STATE_DIR={state_dir()}")}
+{env_line}ExecStart={_command(paths)}
 Nice=10
 IOSchedulingClass=idle
 """

@@ -608,30 +608,55 @@ def report(plans: tuple[str, ...], since: str | None, from_: str | None, to: str
               help="Write restorer-run.service and restorer-run.timer into this folder.")
 @click.option("--log-file", default=None, type=click.Path(dir_okay=False),
               help="Where the cron entry appends its output (default: STATE_DIR/run.log).")
+@click.option("--env-file", default=None, type=click.Path(dir_okay=False),
+              help="A root-only KEY=VALUE file with the secrets the plans reference "
+              "(${env:X}); passed to `run --env-file` (systemd: EnvironmentFile=).")
+@click.option("--uninstall", is_flag=True,
+              help="Remove our block from the crontab (every other line kept).")
 def schedule(paths: tuple[str, ...], install: bool, user: str | None,
-             systemd_dir: str | None, log_file: str | None) -> None:
-    """Print (or install) the cron entry or systemd timer that runs the plans' due jobs."""
+             systemd_dir: str | None, log_file: str | None, env_file: str | None,
+             uninstall: bool) -> None:
+    """Print (or install) the cron entry or systemd timer that runs the plans' due jobs.
+
+    The entry pins the state folder (default ledger) this shell uses; secrets come from
+    --env-file, since cron's environment has none of the shell's variables."""
     from pathlib import Path as _Path
 
-    from restorer.actions.run_due import plan_files
     from restorer.actions.schedule import (
+        cron_environment,
         crontab_block,
         install_crontab,
+        load_plans,
         systemd_units,
+        unresolved_under_cron,
         write_units,
     )
 
+    if sum([install, bool(systemd_dir), uninstall]) > 1:
+        raise UsageError("give one of --install, --uninstall and --systemd")
+    if uninstall:
+        before, after = install_crontab(None, user)
+        click.echo("no restorer block in the crontab" if before == after
+                   else f"crontab {'of ' + user + ' ' if user else ''}updated: block removed")
+        return
     absolute = [_Path(p).resolve() for p in paths]
-    plan_files(tuple(map(str, absolute)))  # every path is a plan or a folder of plans
-    if install and systemd_dir:
-        raise UsageError("give --install or --systemd, not both")
+    env = _Path(env_file).resolve() if env_file else None
+    plans = load_plans(absolute)  # every path a plan or a folder of plans, every plan read
+    missing = unresolved_under_cron(plans, cron_environment(user, env))
+    if missing and (install or systemd_dir):
+        raise UsageError("scheduled runs would fail: " + "; ".join(missing),
+                         hint="put the variables into a file readable only by the runner "
+                         "(chmod 600) and pass --env-file FILE")
+    for m in missing:
+        click.echo(f"restorer: warning: {m} (pass --env-file FILE)", err=True)
     if systemd_dir:
-        for p in write_units(systemd_units(absolute), _Path(systemd_dir)):
+        for p in write_units(systemd_units(absolute, env), _Path(systemd_dir)):
             click.echo(f"wrote {p}")
         click.echo("enable with: systemctl daemon-reload && systemctl enable --now "
                    "restorer-run.timer")
         return
-    block = crontab_block(absolute, _Path(log_file).resolve() if log_file else None)
+    block = crontab_block(absolute, plans, _Path(log_file).resolve() if log_file else None,
+                          env)
     if not install:
         click.echo(block, nl=False)
         return
@@ -646,15 +671,23 @@ def schedule(paths: tuple[str, ...], install: bool, user: str | None,
               help="Run only the jobs whose schedule slot has come since their last success.")
 @click.option("--metrics-file", type=click.Path(dir_okay=False), default=None,
               help="Write Prometheus metrics (textfile collector format) here after the run.")
+@click.option("--env-file", default=None, type=click.Path(dir_okay=False),
+              help="Load KEY=VALUE variables (secrets for ${env:X}) from this file first; "
+              "refused when group or others can read it.")
 @json_option
 @click.pass_context
 def run_cmd(ctx: click.Context, paths: tuple[str, ...], only_due: bool,
-            metrics_file: str | None, as_json: bool) -> None:
+            metrics_file: str | None, env_file: str | None, as_json: bool) -> None:
     """Run the jobs of plans (files, or folders of *.yaml): backup, prune, verify, check.
 
     One crontab line serves every plan: */5 * * * * restorer run --due /etc/restorer/plans
     """
     from restorer.actions.run_due import run_paths
+
+    if env_file:
+        from restorer.envfile import load_env_file
+
+        load_env_file(env_file)
 
     structured = ctx.find_root().params.get("log_format") == "json"
 

@@ -374,18 +374,13 @@ def _staging_is_source(lp: LoadedPlan, shown: str, i: int, t: Any,
         f"'{t.name}_restore_test'")]
 
 
-def environment_problems(lp: LoadedPlan) -> list[Problem]:
-    """Problems only the machine can show: secrets that do not resolve, unreadable paths."""
-    shown = str(lp.path)
-    out: list[Problem] = []
+def secret_refs(lp: LoadedPlan) -> list[tuple[str, SecretRef]]:
+    """(key, reference) of every secret reference in the plan."""
+    out: list[tuple[str, SecretRef]] = []
 
     def walk(obj: Any, key: str) -> None:
         if isinstance(obj, SecretRef):
-            try:
-                resolve_secret(str(obj), lp.base_dir, key)
-            except PlanError as e:
-                out.append(Problem(shown, key, e.message.split(": ", 1)[1], lp.lines.get(key),
-                                   e.hint))
+            out.append((key, obj))
         elif isinstance(obj, BaseModel):
             for name in type(obj).model_fields:
                 walk(getattr(obj, name), f"{key}.{name}" if key else name)
@@ -394,6 +389,19 @@ def environment_problems(lp: LoadedPlan) -> list[Problem]:
                 walk(v, f"{key}[{i}]")
 
     walk(lp.plan, "")
+    return out
+
+
+def environment_problems(lp: LoadedPlan) -> list[Problem]:
+    """Problems only the machine can show: secrets that do not resolve, unreadable paths."""
+    shown = str(lp.path)
+    out: list[Problem] = []
+    for key, ref in secret_refs(lp):
+        try:
+            resolve_secret(str(ref), lp.base_dir, key)
+        except PlanError as e:
+            out.append(Problem(shown, key, e.message.split(": ", 1)[1], lp.lines.get(key),
+                               e.hint))
     for i, t in enumerate(lp.plan.targets):
         if t.staging and isinstance(t.staging.dsn, SecretRef):
             try:

@@ -83,3 +83,77 @@ def test_print_and_systemd_units(tmp_path: Path, cli) -> None:
     assert "Type=oneshot" in service and f"run --due {plan}" in service
     r = cli("schedule", tmp_path / "missing.yaml")
     assert r.rc == 2
+
+
+def _entry(block: str) -> str:
+    """The command of our crontab entry, as cron hands it to /bin/sh."""
+    line = next(x for x in block.splitlines() if x.startswith("*/5 "))
+    return line.split(None, 5)[5]
+
+
+def test_the_installed_line_runs_under_cron_environment_with_its_secrets(
+        tmp_path: Path, cli, cron_user) -> None:
+    import json
+
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "a.txt").write_text("data")
+    plan = write_plan(tmp_path / "plan.yaml", name="cronplan",
+                      repository={"url": "file://repo", "password": "${env:CRON_TEST_PW}"},
+                      schedule={"backup": "0 3 * * *", "verify": "0 4 * * *"},
+                      targets=[{"name": "data", "kind": "files", "paths": ["src"],
+                                "staging": {"path": "staging"}}])
+    env = {"CRON_TEST_PW": "s3cret-cron-pw"}
+    assert cli("init", plan, env=env).rc == 0
+    # without a way to give the secret, installing is refused and nothing is written
+    r = cli("schedule", plan, "--install", "--user", cron_user, env=env)
+    assert r.rc == 2, r.text
+    assert "CRON_TEST_PW" in r.err and "cronplan" in r.err and "--env-file" in r.err
+    assert subprocess.run(["crontab", "-u", cron_user, "-l"], capture_output=True).returncode
+    envfile = tmp_path / "restorer.env"
+    envfile.write_text("# secrets for unattended runs\nCRON_TEST_PW='s3cret-cron-pw'\n")
+    os.chmod(envfile, 0o644)
+    r = cli("schedule", plan, "--install", "--user", cron_user, "--env-file", envfile, env=env)
+    assert r.rc == 2 and "chmod 600" in r.err, r.text  # readable by others: refused
+    os.chmod(envfile, 0o600)
+    r = cli("schedule", plan, "--install", "--user", cron_user, "--env-file", envfile, env=env)
+    assert r.rc == 0, r.text
+    line = _entry(_crontab(cron_user))
+    assert "s3cret" not in line and f"RESTORER_STATE_DIR={os.environ['RESTORER_STATE_DIR']}" \
+        in line
+    # the exact line, in cron's bare environment (jobs that never ran are due)
+    cron_env = ["env", "-i", "HOME=/root", "LOGNAME=root", "PATH=/usr/bin:/bin",
+                "SHELL=/bin/sh"]
+    p = subprocess.run([*cron_env, "/bin/sh", "-c", line], capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 0, p.stdout + p.stderr
+    log = (Path(os.environ["RESTORER_STATE_DIR"]) / "run.log").read_text()
+    assert "s3cret" not in log
+    # what the shell sees: the run, in the same ledger
+    runs = json.loads(cli("history", plan, "--json", env=env).out)
+    assert [(x["command"], x["outcome"]) for x in runs[:2]] == [("verify", "ok"),
+                                                                ("backup", "ok")], runs
+    assert len(json.loads(cli("snapshots", plan, "--json", env=env).out)) == 1
+    r = cli("report", plan, "--format", "json", env=env)
+    assert r.rc == 0, r.text
+    target = json.loads(r.out)["plans"][0]["targets"][0]
+    assert target["covered"] and target["restore_tests"]["passed"] == 1
+
+
+def test_unreadable_plan_installs_nothing_and_uninstall_keeps_the_rest(
+        tmp_path: Path, cli, cron_user) -> None:
+    plans = tmp_path / "plans"
+    plans.mkdir()
+    write_plan(plans / "good.yaml", name="good", schedule={"backup": "0 3 * * *"})
+    (plans / "broken.yaml").write_text("version: 1\nname: [unclosed\n")
+    subprocess.run(["crontab", "-u", cron_user, "-"], input=OTHER, text=True, check=True)
+    r = cli("schedule", plans, "--install", "--user", cron_user)
+    assert r.rc == 2 and "broken.yaml" in r.err, r.text
+    assert _crontab(cron_user) == OTHER  # nothing installed
+    (plans / "broken.yaml").unlink()
+    assert cli("schedule", plans, "--install", "--user", cron_user).rc == 0
+    assert "# BEGIN restorer" in _crontab(cron_user)
+    r = cli("schedule", plans, "--uninstall", "--user", cron_user)
+    assert r.rc == 0 and "removed" in r.out, r.text
+    assert _crontab(cron_user) == OTHER  # every other byte as it was
+    r = cli("schedule", plans, "--uninstall", "--user", cron_user)
+    assert r.rc == 0 and "no restorer block" in r.out
