@@ -17,7 +17,8 @@ def list_snapshots(lp: LoadedPlan, target: str | None = None) -> list[Snapshot]:
         lp.targets([target])
     repo = open_repository(lp)
     snaps = repo.list_snapshots()
-    return [s for s in snaps if target is None or s.target == target]
+    # per plan: plans may share a repository, and each sees its own snapshots
+    return [s for s in snaps if s.plan == lp.name and (target is None or s.target == target)]
 
 
 def diff_snapshots(lp: LoadedPlan, a: str, b: str) -> tuple[Snapshot, Snapshot, list[Change]]:

@@ -96,7 +96,10 @@ def _run_restore(
     repo = open_repository(lp)
     with locked(repo, exclusive=False, wait=lock_wait):
         repo.load_index()
-        snap = repo.find_snapshot(snapshot_ref, target)
+        snaps = repo.list_snapshots()
+        if snapshot_ref == "latest":  # latest of this plan (plans may share a repository)
+            snaps = [s for s in snaps if s.plan == lp.name]
+        snap = repo.find_snapshot(snapshot_ref, target, snapshots=snaps)
         if snap.plan != lp.name:
             raise UsageError(f"snapshot {snap.short_id} belongs to plan '{snap.plan}', "
                              f"not '{lp.name}'")

@@ -105,7 +105,8 @@ def _verify_target(lp: LoadedPlan, repo: Repository, t: Any, snaps: list[Snapsho
                    ref: str, keep: bool, run: RunRecorder | None) -> TargetVerification:
     obj = t.objectives or lp.plan.objectives
     try:
-        snap = repo.find_snapshot(ref, t.name, snapshots=snaps)
+        snap = repo.find_snapshot(ref, t.name, snapshots=[s for s in snaps
+                                                          if s.plan == lp.name])
     except UsageError as e:
         res = TargetVerification(t.name, None, None, False, error=e.message,
                                  rto_s=obj.rto, rpo_s=obj.rpo)

@@ -92,3 +92,23 @@ def test_rollback_hooks_are_in_the_summary_and_the_ledger(tmp_path: Path) -> Non
         [("before", 0, "ok"), ("after", 7, "failed")]
     assert "app stopped" in hooks[0]["output"] and "port busy" in hooks[1]["output"]
     assert all(h["duration_s"] > 0 for h in hooks)
+
+
+def test_two_plans_sharing_a_repository_each_see_their_own_latest(tmp_path: Path) -> None:
+    for name in ("root", "slash"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "f.txt").write_text(name)
+        write_plan(tmp_path / f"{name}.yaml", name=name, repository={"url": "file://repo"},
+                   targets=[{"name": "t", "kind": "files", "paths": [name],
+                             "staging": {"path": f"staging-{name}"}}])
+    assert run_cli("backup", "--init", tmp_path / "root.yaml").rc == 0
+    assert run_cli("backup", tmp_path / "slash.yaml").rc == 0
+    assert run_cli("backup", tmp_path / "root.yaml").rc == 0  # the newest is root's
+    r = run_cli("restore", tmp_path / "slash.yaml", "latest", "--target", "t",
+                "--to", tmp_path / "out")
+    assert r.rc == 0, r.text
+    assert (tmp_path / "out" / "slash" / "f.txt").read_text() == "slash"
+    listed = json.loads(run_cli("snapshots", tmp_path / "slash.yaml", "--json").out)
+    assert [s["plan"] for s in listed] == ["slash"]
+    r = run_cli("verify", tmp_path / "slash.yaml", "--json")
+    assert r.rc == 0, r.text
