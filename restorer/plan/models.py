@@ -55,6 +55,29 @@ class SSHOptions(Strict):
     connect_timeout: Duration = Field(15.0, description="time allowed to connect")
 
 
+class RepositorySSHOptions(SSHOptions):
+    """SSH options of an sftp:// repository: the URL gives host, port and user; these keys
+    may repeat them, never contradict them."""
+
+    host: str | None = Field(None, description="host (the URL's; may be left out)")  # type: ignore[assignment]
+    port: int | None = Field(None, ge=1, le=65535,  # type: ignore[assignment]
+                             description="SSH port (the URL's, else 22)")
+
+
+def sftp_url_parts(url: str) -> tuple[str | None, str, int | None]:
+    """(user, host, port) of sftp://[USER@]HOST[:PORT]/PATH."""
+    netloc = url.split("://", 1)[1].partition("/")[0]
+    user, _at, hostport = netloc.rpartition("@")
+    host, port = hostport, None
+    if hostport.startswith("["):
+        host, _, tail = hostport[1:].partition("]")
+        port = int(tail[1:]) if tail[1:].isdigit() else None
+    elif hostport.count(":") == 1:
+        host, _, p_ = hostport.partition(":")
+        port = int(p_) if p_.isdigit() else None
+    return user or None, host, port
+
+
 class RepositoryConfig(Strict):
     """Where snapshots of file-like targets live."""
 
@@ -76,7 +99,8 @@ class RepositoryConfig(Strict):
     object_lock_days: int | None = Field(
         None, ge=1, description="S3: Object Lock retention in days on packs and snapshots"
     )
-    ssh: SSHOptions | None = Field(None, description="SFTP: SSH options beyond the URL")
+    ssh: RepositorySSHOptions | None = Field(
+        None, description="SFTP: SSH options beyond the URL (host, port and user come from it)")
     request_timeout: Duration = Field(
         60.0, description="S3/SFTP: time one request may take before it counts as failed "
         "(and is retried)")
@@ -97,6 +121,19 @@ class RepositoryConfig(Strict):
     def _size(cls, v: str) -> str:
         parse_size(v)
         return v
+
+    @model_validator(mode="after")
+    def _ssh_agrees_with_url(self) -> "RepositoryConfig":
+        if self.ssh is None or not self.url.startswith("sftp://"):
+            return self
+        user, host, port = sftp_url_parts(self.url)
+        for key, mine, theirs in (("host", self.ssh.host, host), ("port", self.ssh.port, port),
+                                  ("user", self.ssh.user, user)):
+            if mine is not None and theirs not in (None, "") and mine != theirs:
+                raise ValueError(
+                    f"ssh.{key} is {mine!r} but the repository URL says {theirs!r}; the URL "
+                    f"names the {key}: leave ssh.{key} out or make the two agree")
+        return self
 
 
 def parse_size(text: str) -> int:

@@ -112,3 +112,25 @@ def test_two_plans_sharing_a_repository_each_see_their_own_latest(tmp_path: Path
     assert [s["plan"] for s in listed] == ["slash"]
     r = run_cli("verify", tmp_path / "slash.yaml", "--json")
     assert r.rc == 0, r.text
+
+
+def test_sftp_repository_takes_host_port_and_user_from_its_url(tmp_path: Path, sshd) -> None:
+    from tests.conftest import unique_name
+
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "a.txt").write_text("over sftp")
+    root = sshd.root / unique_name("urlhost")
+    ssh = {"key_file": str(sshd.key_file), "known_hosts": str(sshd.known_hosts)}
+    plan = write_plan(tmp_path / "plan.yaml", repository={"url": sshd.url(root), "ssh": ssh})
+    r = run_cli("backup", "--init", plan)
+    assert r.rc == 0, r.text
+    assert list((root / "snapshots").iterdir())
+    # a value that contradicts the URL is refused, naming the key
+    for key, value in (("host", "192.0.2.1"), ("port", 2), ("user", "somebody-else")):
+        write_plan(plan, repository={"url": sshd.url(root), "ssh": {**ssh, key: value}})
+        r = run_cli("validate", plan)
+        assert r.rc == 2, r.text
+        assert "At 'repository'" in r.err and f"ssh.{key}" in r.err and "URL" in r.err, r.err
+    # one that repeats it is fine
+    write_plan(plan, repository={"url": sshd.url(root), "ssh": {**ssh, "host": "127.0.0.1"}})
+    assert run_cli("backup", plan).rc == 0
