@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -17,6 +19,13 @@ class Backend(ABC):
 
     #: where the store is, for messages (never contains credentials)
     location: str = ""
+    #: set by the retry layer around this backend: retries one request of an operation made
+    #: of several (each part of a multipart upload), so the parts already sent are kept
+    request_retry: Callable[[str, str, Callable[[], Any]], Any] | None = None
+
+    def request(self, op: str, name: str, fn: Callable[[], Any]) -> Any:
+        """`fn()` (one request), retried by the retry layer when there is one."""
+        return self.request_retry(op, name, fn) if self.request_retry else fn()
 
     @abstractmethod
     def list(self, prefix: str) -> list[ObjectInfo]:

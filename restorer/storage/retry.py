@@ -43,6 +43,7 @@ class RetryingBackend(Backend):
         self.settings = settings or RetrySettings()
         self.location = inner.location
         self.retries = 0
+        inner.request_retry = lambda op, name, fn: self._call(op, name, fn)
 
     def _transient(self, exc: BaseException) -> bool:
         if isinstance(exc, NotFoundError | AlreadyExistsError):

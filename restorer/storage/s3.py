@@ -47,6 +47,10 @@ def _code(exc: BaseException) -> str | None:
     return None
 
 
+class _GaveUp(StorageError):
+    """A multi-request operation whose requests were each retried to the limit."""
+
+
 class S3Backend(Backend):
     def __init__(
         self,
@@ -163,23 +167,40 @@ class S3Backend(Backend):
         return kw
 
     def write(self, name: str, data: bytes | memoryview) -> None:
+        """A check that the name is free, then one PUT or a multipart upload; each request
+        retried on its own by the retry layer (so one flaky request never costs the
+        others), and a write that failed after that is not retried as a whole."""
         key = self._key(name)
-        if not name.startswith("locks/") and self._exists(key):
-            raise AlreadyExistsError(f"{self.location}: {name} already exists")
-        kw = self._put_args()
-        if name.startswith("locks/"):
-            kw.pop("ObjectLockMode", None)
-            kw.pop("ObjectLockRetainUntilDate", None)
-            kw.pop("StorageClass", None)
         try:
+            if not name.startswith("locks/") and self.request(
+                    "check before write", name, lambda: self._exists(key)):
+                raise AlreadyExistsError(f"{self.location}: {name} already exists")
+            kw = self._put_args()
+            if name.startswith("locks/"):
+                kw.pop("ObjectLockMode", None)
+                kw.pop("ObjectLockRetainUntilDate", None)
+                kw.pop("StorageClass", None)
             if len(data) > MULTIPART_ABOVE:
                 self._multipart(key, data, kw)
             else:
-                self.client.put_object(Bucket=self.bucket, Key=key, Body=bytes(data), **kw)
-        except StorageError:
+                body = bytes(data)
+                self.request("write", name, lambda: self._named("write", name, lambda: (
+                    self.client.put_object(Bucket=self.bucket, Key=key, Body=body, **kw))))
+        except (AlreadyExistsError, _GaveUp):
             raise
         except Exception as e:
-            self._raise("write", name, e)
+            if self.request_retry is None:
+                self._raise("write", name, e)
+            if isinstance(e, StorageError):
+                raise _GaveUp(e.message, e.hint) from e
+            raise _GaveUp(f"{self.location}: write {name} failed: {e}") from e
+
+    def _named(self, op: str, name: str, fn: Any) -> Any:
+        """`fn()`, its failure said the way a person needs it (which bucket, what to do)."""
+        try:
+            return fn()
+        except Exception as e:
+            self._raise(op, name, e)
 
     def _exists(self, key: str) -> bool:
         try:
@@ -191,24 +212,47 @@ class S3Backend(Backend):
         return True
 
     def _multipart(self, key: str, data: bytes | memoryview, kw: dict[str, Any]) -> None:
+        """Create, parts, complete: each request retried on its own (a pack of many parts
+        would rarely get all of them through in one go on a flaky link), parts already
+        uploaded kept; the upload is aborted only when giving up."""
         view = memoryview(data)
-        up = self.client.create_multipart_upload(Bucket=self.bucket, Key=key, **kw)
+        b, name = self.bucket, key
+        up = self.request("create multipart upload", name, lambda: self.client
+                          .create_multipart_upload(Bucket=b, Key=key, **kw))
         uid = up["UploadId"]
         try:
             parts = []
-            for i in range(math.ceil(len(view) / PART_SIZE)):
+            count = math.ceil(len(view) / PART_SIZE)
+            for i in range(count):
                 body = bytes(view[i * PART_SIZE:(i + 1) * PART_SIZE])
-                r = self.client.upload_part(Bucket=self.bucket, Key=key, UploadId=uid,
-                                            PartNumber=i + 1, Body=body)
+                r = self.request(f"upload part {i + 1} of {count} of", name,
+                                 lambda body=body, n=i + 1: self.client.upload_part(
+                                     Bucket=b, Key=key, UploadId=uid, PartNumber=n,
+                                     Body=body))
                 parts.append({"ETag": r["ETag"], "PartNumber": i + 1})
-            self.client.complete_multipart_upload(
-                Bucket=self.bucket, Key=key, UploadId=uid, MultipartUpload={"Parts": parts})
+            self.request("complete multipart upload", name,
+                         lambda: self._complete(key, uid, parts, len(view)))
         except BaseException:
             # nothing becomes visible: the parts are discarded with the upload
             try:
-                self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=uid)
-            except Exception as e:  # best effort; a lifecycle rule cleans up the rest
-                log.warning("could not abort multipart upload of %s: %s", key, e)
+                self.request("abort multipart upload", name, lambda: self.client
+                             .abort_multipart_upload(Bucket=b, Key=key, UploadId=uid))
+            except Exception as ae:  # best effort; a lifecycle rule cleans up the rest
+                log.warning("could not abort multipart upload of %s: %s", key, ae)
+            raise
+
+    def _complete(self, key: str, uid: str, parts: list[dict[str, Any]], size: int) -> None:
+        try:
+            self.client.complete_multipart_upload(
+                Bucket=self.bucket, Key=key, UploadId=uid, MultipartUpload={"Parts": parts})
+        except Exception as e:
+            # a retried complete whose first try went through (its answer was lost) finds
+            # the upload gone and the object in place
+            if _code(e) == "NoSuchUpload":
+                with contextlib.suppress(Exception):
+                    head = self.client.head_object(Bucket=self.bucket, Key=key)
+                    if int(head["ContentLength"]) == size:
+                        return
             raise
 
     def delete(self, name: str) -> None:
@@ -233,7 +277,7 @@ class S3Backend(Backend):
         seen: set[int] = set()
         while cause is not None and id(cause) not in seen:
             seen.add(id(cause))
-            if isinstance(cause, NotFoundError | AlreadyExistsError):
+            if isinstance(cause, NotFoundError | AlreadyExistsError | _GaveUp):
                 return True
             if isinstance(cause, EndpointConnectionError | ConnectionClosedError
                           | ReadTimeoutError | ConnectTimeoutError | ProtocolError
