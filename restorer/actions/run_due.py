@@ -167,7 +167,8 @@ def _run_job(lp: LoadedPlan, job: str, reason: str) -> JobResult:
     started = clock.now().isoformat()
     t0 = time.monotonic()
     res = JobResult(lp.name, job, "ok", started, reason=reason)
-    log.info("plan %s: %s started (%s)", lp.name, job, reason)
+    log.info("plan %s: %s started (%s)", lp.name, job, reason,
+             extra={"plan": lp.name, "event": "job_start"})
     try:
         with recorded_run(lp, job) as run:
             res.run_id = run.run_id
@@ -182,7 +183,8 @@ def _run_job(lp: LoadedPlan, job: str, reason: str) -> JobResult:
     res.duration_s = time.monotonic() - t0
     level = logging.ERROR if res.failed else logging.INFO
     log.log(level, "plan %s: %s %s in %.1fs%s", lp.name, job, res.outcome, res.duration_s,
-            f": {res.error}" if res.error else "")
+            f": {res.error}" if res.error else "",
+            extra={"plan": lp.name, "run_id": res.run_id, "event": "job_end"})
     return res
 
 
@@ -196,7 +198,7 @@ def run_paths(paths: tuple[str, ...], *, only_due: bool,
         except RestorerError as e:  # one broken plan must not stop the others
             out.append(JobResult(str(f), "load", "failed", clock.now().isoformat(),
                                  error=e.message))
-            log.error("%s: %s", f, e.message)
+            log.error("%s: %s", f, e.message, extra={"event": "plan_unreadable"})
             continue
         out += run_plan(lp, only_due=only_due, on_result=on_result)
     return out

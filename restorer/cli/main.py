@@ -27,20 +27,12 @@ EXIT_CODES_HELP = (
 )
 
 
-class _JSONFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        return json.dumps({
-            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-        })
-
-
 def _setup_logging(fmt: str, verbose: int, quiet: bool) -> None:
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
-        handler.setFormatter(_JSONFormatter())
+        from restorer.cli.logfmt import JSONFormatter
+
+        handler.setFormatter(JSONFormatter())
     else:
         handler.setFormatter(logging.Formatter("restorer: %(levelname)s: %(message)s"))
     root = logging.getLogger("restorer")
@@ -695,7 +687,14 @@ def run_cmd(ctx: click.Context, paths: tuple[str, ...], only_due: bool,
         if as_json:
             return
         if structured:
-            click.echo(json.dumps(r.to_json(), sort_keys=True, default=str))
+            from restorer.cli.logfmt import json_line
+
+            d = r.to_json()
+            level = "error" if r.failed else "info"
+            msg = f"plan {r.plan}: {r.job} {r.outcome} in {r.duration_s:.1f}s" + (
+                f": {r.error}" if r.error else "")
+            click.echo(json_line(level, "job", msg, **{k: v for k, v in d.items()
+                                                        if k != "time"}, started=d["time"]))
         else:
             extra = f": {r.error}" if r.error else ""
             click.echo(f"{r.time} plan {r.plan}: {r.job} {r.outcome} in {r.duration_s:.1f}s"
@@ -874,32 +873,86 @@ def unlock(plan: str, remove_all: bool, as_json: bool) -> None:
         click.echo("no locks")
 
 
+GLOBAL_FLAGS = {"-v", "-vv", "-vvv", "--verbose", "-q", "--quiet", "--debug"}
+
+
+def hoist_globals(args: list[str]) -> list[str]:
+    """Global options given after the command (`restorer backup PLAN -q`, as restic takes
+    them) moved before it, where Click looks for them."""
+    names = set(cli.commands)
+    try:
+        at = next(i for i, a in enumerate(args) if a in names)
+    except StopIteration:
+        return args
+    head, tail, moved = args[:at + 1], [], []
+    rest = args[at + 1:]
+    i = 0
+    while i < len(rest):
+        a = rest[i]
+        if a == "--":
+            tail += rest[i:]
+            break
+        if a in GLOBAL_FLAGS:
+            moved.append(a)
+        elif a == "--log-format" and i + 1 < len(rest):
+            moved += [a, rest[i + 1]]
+            i += 1
+        elif a.startswith("--log-format="):
+            moved.append(a)
+        else:
+            tail.append(a)
+        i += 1
+    return [*head[:-1], *moved, head[-1], *tail]
+
+
+def _log_format(args: list[str]) -> str:
+    for i, a in enumerate(args):
+        if a == "--log-format" and i + 1 < len(args):
+            return args[i + 1]
+        if a.startswith("--log-format="):
+            return a.split("=", 1)[1]
+    return "text"
+
+
+def _fail(structured: bool, level: str, message: str, code: int,
+          hint: str | None = None) -> None:
+    """Print a fatal error (one JSON line under --log-format json) and exit with `code`."""
+    if structured:
+        from restorer.cli.logfmt import json_line
+
+        click.echo(json_line(level, "exit", message, hint=hint, exit_code=code), err=True)
+    else:
+        click.echo(f"restorer: {'error: ' if level == 'error' else ''}{message}"
+                   + (f"\nHint: {hint}" if hint else ""), err=True)
+    sys.exit(code)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the command and map every failure to a documented exit code."""
-    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    args = hoist_globals(list(argv if argv is not None else sys.argv[1:]))
+    debug = "--debug" in args
+    structured = _log_format(args) == "json"
     try:
-        rv = cli.main(args=argv, prog_name="restorer", standalone_mode=False)
+        rv = cli.main(args=args, prog_name="restorer", standalone_mode=False)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
     except click.exceptions.Abort:
-        click.echo("aborted", err=True)
-        sys.exit(130)
+        _fail(structured, "error", "aborted", 130)
     except click.ClickException as e:
+        if structured:
+            _fail(True, "error", e.format_message(), EXIT_USAGE)
         e.show()
         sys.exit(EXIT_USAGE)
     except PartialError as e:
-        click.echo(f"restorer: {e}", err=True)
-        sys.exit(EXIT_PARTIAL)
+        _fail(structured, "warning", e.message, EXIT_PARTIAL, e.hint)
     except RestorerError as e:
         if debug:
             import traceback
 
             traceback.print_exc()
-        click.echo(f"restorer: error: {e}", err=True)
-        sys.exit(e.exit_code)
+        _fail(structured, "error", e.message, e.exit_code, e.hint)
     except KeyboardInterrupt:
-        click.echo("restorer: interrupted", err=True)
-        sys.exit(130)
+        _fail(structured, "error", "interrupted", 130)
     except BrokenPipeError:
         os._exit(EXIT_OK)
     sys.exit(rv if isinstance(rv, int) else EXIT_OK)

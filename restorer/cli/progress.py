@@ -79,21 +79,27 @@ class QuietProgress:
               total_files: int | None = None) -> None:
         self._label, self._bytes, self._files = label, 0, 0
         self._t0 = self._last = time.monotonic()
+        log.info("%s: started", label)
 
     def advance(self, nbytes: int) -> None:
         self._bytes += nbytes
         now = time.monotonic()
         if now - self._last >= self.EVERY:
             self._last = now
-            rate = self._bytes / max(now - self._t0, 1e-6) / 1e6
-            log.info("%s: %d files, %.1f MB done, %.1f MB/s", self._label, self._files,
-                     self._bytes / 1e6, rate)
+            rate = self._bytes / max(now - self._t0, 1e-6) / (1 << 20)
+            log.info("%s: %d files, %.1f MiB done, %.1f MiB/s", self._label, self._files,
+                     self._bytes / (1 << 20), rate)
 
     def set_files(self, files: int) -> None:
         self._files = files
 
     def stop(self) -> None:
-        pass
+        if not self._label:
+            return
+        took = max(time.monotonic() - self._t0, 1e-6)
+        log.info("%s: %d files, %.1f MiB in %.1fs (%.1f MiB/s)", self._label, self._files,
+                 self._bytes / (1 << 20), took, self._bytes / (1 << 20) / took)
+        self._label = ""
 
 
 def make_progress(enabled: bool) -> TerminalProgress | QuietProgress | NoProgress:

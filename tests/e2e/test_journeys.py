@@ -134,3 +134,64 @@ def test_sftp_repository_takes_host_port_and_user_from_its_url(tmp_path: Path, s
     # one that repeats it is fine
     write_plan(plan, repository={"url": sshd.url(root), "ssh": {**ssh, "host": "127.0.0.1"}})
     assert run_cli("backup", plan).rc == 0
+
+
+# --- what cron's log holds --------------------------------------------------------------
+
+
+def _json_lines(text: str) -> list[dict]:
+    from datetime import datetime
+
+    out = []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        d = json.loads(line)  # every line: one JSON object
+        assert isinstance(d, dict), line
+        for k in ("time", "level", "event", "message"):
+            assert k in d, (k, line)
+        assert d["time"].endswith("Z") and datetime.fromisoformat(d["time"][:-1]), line
+        out.append(d)
+    return out
+
+
+def test_run_due_json_lines_have_one_shape(tmp_path: Path) -> None:
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "a.txt").write_text("a")
+    plans = tmp_path / "plans"
+    plans.mkdir()
+    write_plan(plans / "good.yaml", name="good", repository={"url": "file://../repo-good"},
+               targets=[{"name": "data", "kind": "files", "paths": ["../src"]}],
+               schedule={"backup": "0 3 * * *"})
+    write_plan(plans / "bad.yaml", name="bad", repository={"url": "file://../repo-bad"},
+               targets=[{"name": "data", "kind": "files", "paths": ["../src"]}],
+               schedule={"backup": "0 3 * * *"})
+    assert run_cli("init", plans / "good.yaml").rc == 0  # bad's repository is missing
+    r = run_cli("--log-format", "json", "run", "--due", plans)
+    assert r.rc == 1, r.text
+    lines = _json_lines(r.out) + _json_lines(r.err)
+    jobs = [d for d in lines if d["event"] == "job"]
+    assert {(d["plan"], d["outcome"]) for d in jobs} == {("good", "ok"), ("bad", "failed")}
+    assert all(d.get("run_id") for d in jobs)
+    assert any(d["event"] == "job_end" and d["level"] == "error" and d["plan"] == "bad"
+               for d in lines)
+    # a fatal error is a JSON line too, and the option may follow the command
+    r = run_cli("backup", tmp_path / "missing.yaml", "--log-format", "json")
+    assert r.rc == 2, r.text
+    (fatal,) = _json_lines(r.err)
+    assert fatal["level"] == "error" and fatal["exit_code"] == 2 and "missing.yaml" in \
+        fatal["message"]
+
+
+def test_global_options_after_the_command_and_progress_lines_under_v(tmp_path: Path) -> None:
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "a.bin").write_bytes(os.urandom(300_000))
+    plan = write_plan(tmp_path / "plan.yaml")
+    r = run_cli("backup", "--init", plan, "-q")
+    assert r.rc == 0 and r.err == "", r.text
+    r = run_cli("backup", plan, "-v")  # stderr is no terminal here: plain progress lines
+    assert r.rc == 0, r.text
+    assert "backup data: started" in r.err and "MiB in" in r.err, r.err
+    r = run_cli("snapshots", plan, "--log-format", "json", "-v", "--json")
+    assert r.rc == 0 and len(json.loads(r.out)) == 2
+    _json_lines(r.err)
