@@ -97,16 +97,13 @@ def cli(ctx: click.Context, log_format: str, verbose: int, quiet: bool, debug: b
 @json_option
 def validate(plans: tuple[str, ...], no_env: bool, as_json: bool) -> None:
     """Check plan files: shape, keys, secrets and paths. Lists every problem; exit 2 if any."""
-    from restorer.plan.load import PlanProblems, environment_problems, load_plan
+    from restorer.plan.load import validate_plan
 
     report: list[dict] = []
     bad = False
     for p in plans:
         try:
-            lp = load_plan(p)
-            problems = [] if no_env else environment_problems(lp)
-        except PlanProblems as e:
-            problems = e.problems
+            problems = validate_plan(p, environment=not no_env)
         except RestorerError as e:
             report.append({"plan": p, "ok": False, "problems": [{"message": str(e)}]})
             bad = True

@@ -42,8 +42,9 @@ class Problem:
 class PlanProblems(PlanError):
     """All the problems found in one plan file."""
 
-    def __init__(self, problems: list[Problem]) -> None:
+    def __init__(self, problems: list[Problem], plan: LoadedPlan | None = None) -> None:
         self.problems = problems
+        self.plan = plan  # when the shape was valid: the plan, for checks that need it
         super().__init__("\n".join(str(p) for p in problems))
 
 
@@ -259,8 +260,21 @@ def load_plan(path: str | os.PathLike[str]) -> LoadedPlan:
                         lines=lines)
     problems = _semantic_problems(loaded, shown)
     if problems:
-        raise PlanProblems(problems)
+        raise PlanProblems(problems, loaded)
     return loaded
+
+
+def validate_plan(path: str | os.PathLike[str], environment: bool = True) -> list[Problem]:
+    """Every problem of a plan in one pass: its shape, what pydantic cannot know, and
+    (with `environment`) secrets and paths on this machine."""
+    try:
+        lp = load_plan(path)
+        problems: list[Problem] = []
+    except PlanProblems as e:
+        if e.plan is None:
+            return e.problems
+        lp, problems = e.plan, e.problems
+    return problems + (environment_problems(lp) if environment else [])
 
 
 _LOOPBACK = {"localhost", "127.0.0.1", "::1", "", None}
@@ -290,8 +304,22 @@ DB_KINDS = (models.PostgresTarget, models.MySQLTarget, models.SQLiteTarget)
 
 
 def _semantic_problems(lp: LoadedPlan, shown: str) -> list[Problem]:
-    """What pydantic cannot know: staging that is production, checks that cannot apply."""
+    """What pydantic cannot know: names used twice or not at all, staging that is
+    production, checks that cannot apply."""
     out: list[Problem] = []
+    seen: set[str] = set()
+    for i, t in enumerate(lp.plan.targets):
+        if t.name in seen:
+            key = f"targets[{i}].name"
+            out.append(Problem(shown, key, f"two targets are named '{t.name}'; target names "
+                               "must be unique", lp.lines.get(key), "rename one of them"))
+        seen.add(t.name)
+    for j, name in enumerate(lp.plan.rollback.targets):
+        if name not in seen:
+            key = f"rollback.targets[{j}]"
+            out.append(Problem(shown, key, f"rollback.targets names '{name}', which is not a "
+                               f"target of this plan (targets: {', '.join(sorted(seen))})",
+                               lp.lines.get(key), "fix the name or remove it"))
     for i, t in enumerate(lp.plan.targets):
         for j, c in enumerate(t.checks):
             if isinstance(c, models.SQLCheck) and not isinstance(t, DB_KINDS):

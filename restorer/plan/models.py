@@ -164,6 +164,10 @@ class Objectives(Strict):
     rto: Duration | None = Field(None, description="max wall time of a restore into staging")
 
 
+CRON_FIELDS = (("minute", 0, 59), ("hour", 0, 23), ("day-of-month", 1, 31), ("month", 1, 12),
+               ("day-of-week", 0, 7))
+
+
 class Schedule(Strict):
     """Cron expressions (5 fields) for unattended runs."""
 
@@ -180,11 +184,25 @@ class Schedule(Strict):
             return v
         from croniter import croniter
 
-        if len(v.split()) != 5 or not croniter.is_valid(v):
+        fields = v.split()
+        if len(fields) != 5:
             raise ValueError(
                 f"'{v}' is not a 5-field cron expression (minute hour day month weekday), "
                 "e.g. '0 3 * * *'"
             )
+        for text, (what, low, high) in zip(fields, CRON_FIELDS, strict=True):
+            for n in re.findall(r"\d+", text.split("/")[0]):
+                if not low <= int(n) <= high:
+                    raise ValueError(f"'{v}': the {what} field '{text}' is out of range: "
+                                     f"{what} goes from {low} to {high}")
+        if not croniter.is_valid(v):
+            raise ValueError(f"'{v}' is not a valid cron expression (minute hour day month "
+                             "weekday), e.g. '0 3 * * *'")
+        try:
+            croniter(v).get_next(float)
+        except Exception:
+            raise ValueError(f"'{v}' never fires (no date matches it, as 30 February); "
+                             "give a day and month that exist together") from None
         return v
 
     @field_validator("timezone")
@@ -503,21 +521,6 @@ class Plan(Strict):
                              "reference, e.g. postgresql://USER:${env:LEDGER_PASSWORD}@HOST/DB, "
                              "or leave it to ~/.pgpass")
         return v
-
-    @model_validator(mode="after")
-    def _cross_references(self) -> "Plan":
-        seen: set[str] = set()
-        for t in self.targets:
-            if t.name in seen:
-                raise ValueError(f"two targets are named '{t.name}'; target names must be unique")
-            seen.add(t.name)
-        for name in self.rollback.targets:
-            if name not in seen:
-                raise ValueError(
-                    f"rollback.targets names '{name}', which is not a target of this plan "
-                    f"(targets: {', '.join(sorted(seen))})"
-                )
-        return self
 
     def target(self, name: str) -> Any:
         for t in self.targets:

@@ -148,3 +148,36 @@ def test_missing_sqlite_database_is_reported(tmp_path: Path) -> None:
     p = _plan(tmp_path, BASE + "  - name: db\n    kind: sqlite\n    path: data/app.db\n")
     r = run_cli("validate", p)
     assert r.rc == 2 and "targets[1].path" in r.err and "app.db" in r.err
+
+
+def test_validate_lists_every_problem_in_one_pass(tmp_path) -> None:
+    """Regression: a duplicate target name hid a missing path until it was fixed."""
+    from tests.conftest import write_plan
+
+    plan = write_plan(tmp_path / "plan.yaml", targets=[
+        {"name": "data", "kind": "files", "paths": ["missing-one"]},
+        {"name": "data", "kind": "files", "paths": ["missing-two"]}],
+        rollback={"targets": ["nope"]})
+    r = run_cli("validate", plan)
+    assert r.rc == 2, r.text
+    assert "two targets are named 'data'" in r.err and "targets[1].name" in r.err
+    assert "rollback.targets names 'nope'" in r.err
+    assert "missing-one does not exist" in r.err and "missing-two does not exist" in r.err
+
+
+@pytest.mark.parametrize(("expr", "words"), [
+    ("0 25 * * *", "the hour field '25' is out of range: hour goes from 0 to 23"),
+    ("61 * * * *", "the minute field '61' is out of range"),
+    ("0 0 32 * *", "day-of-month field '32'"),
+    ("0 0 * 13 *", "the month field '13'"),
+    ("0 0 30 2 *", "never fires"),
+    ("0 3 * *", "not a 5-field cron expression"),
+])
+def test_cron_expression_errors_name_the_field(tmp_path, expr: str, words: str) -> None:
+    from tests.conftest import write_plan
+
+    (tmp_path / "src").mkdir()
+    plan = write_plan(tmp_path / "plan.yaml", schedule={"backup": expr})
+    r = run_cli("validate", plan)
+    assert r.rc == 2, r.text
+    assert words in r.err and "schedule.backup" in r.err, r.err
