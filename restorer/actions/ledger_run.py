@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from restorer.errors import PlanError, RestorerError
+from restorer.errors import PlanError, RestorerError, UsageError
 from restorer.ledger import Ledger, LedgerError, RunRecorder
 from restorer.plan.load import LoadedPlan
 from restorer.repo.lock import pid_alive
@@ -50,9 +50,15 @@ def recorded_run(lp: LoadedPlan, command: str) -> Iterator[RunRecorder]:
         yield rec
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else 1
-        end(rec.outcome or {0: "ok", 3: "partial", 4: "locked"}.get(code, "failed"), code)
+        end(rec.outcome or {0: "ok", 2: "usage", 3: "partial", 4: "locked"}.get(code, "failed"),
+            code)
+        raise
+    except UsageError as e:
+        # a command-line mistake, not a failed backup: history shows it, reports do not
+        end("usage", e.exit_code, e.message)
         raise
     except RestorerError as e:
+        # a plan that cannot run (a secret that does not resolve under cron) is a failure
         end({4: "locked", 3: "partial"}.get(e.exit_code, "failed"), e.exit_code, e.message)
         raise
     except BaseException as e:

@@ -46,7 +46,9 @@ def plan_metrics(lp: LoadedPlan) -> list[tuple[str, dict[str, str], float]]:
     out: list[tuple[str, dict[str, str], float]] = []
     history = runs(lp)  # newest first
     for job in JOBS:
-        mine = [r for r in history if r.command == job and r.outcome != "running"]
+        # a usage mistake or a declined prompt is neither a success nor a failure of the job
+        mine = [r for r in history if r.command == job
+                and r.outcome not in ("running", "usage", "declined")]
         if mine:
             last = mine[0]
             lab = {"plan": lp.name, "job": job}

@@ -65,6 +65,13 @@ def test_declined_prompt_is_declined_not_failed(tmp_path: Path) -> None:
     assert tree_digest(site) == before
     last = json.loads(run_cli("history", plan, "--json").out)[0]
     assert (last["command"], last["outcome"], last["exit_code"]) == ("rollback", "declined", 0)
+    # a usage mistake is recorded as one; neither is a failure in the report
+    r = run_cli("restore", plan, "no-such-id", "--to", tmp_path / "out")
+    assert r.rc == 2, r.text
+    last = json.loads(run_cli("history", plan, "--json").out)[0]
+    assert (last["command"], last["outcome"], last["exit_code"]) == ("restore", "usage", 2)
+    report = json.loads(run_cli("report", plan, "--format", "json").out)
+    assert report["plans"][0]["failures"] == []
 
 
 def test_rollback_hooks_are_in_the_summary_and_the_ledger(tmp_path: Path) -> None:
