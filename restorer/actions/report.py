@@ -84,9 +84,13 @@ def _tests(run: Run, plan_digest: str) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _rpo(tests: list[dict[str, Any]], rpo: float | None, period: Period) -> dict[str, Any]:
+def _rpo(tests: list[dict[str, Any]], rpo: float | None, period: Period,
+         born: datetime | None = None) -> dict[str, Any]:
     """Age of the newest verified snapshot over the period, and when it exceeded the RPO.
-    A verified snapshot counts from the moment its verification passed."""
+    A verified snapshot counts from the moment its verification passed. Nothing is owed
+    before the target existed (`born`: its first backup): no breach starts earlier."""
+    if born is not None and born > period.start:
+        period = Period(min(born, period.end), period.end)
     passes = sorted((_t(x["time"]), _t(x["snapshot_time"])) for x in tests
                     if x["passed"] and x["snapshot_time"])
     newest: datetime | None = None
@@ -134,6 +138,15 @@ def _rto(tests: list[dict[str, Any]], rto: float | None) -> dict[str, Any]:
             "breaches": sum(1 for v in values if rto is not None and v > rto)}
 
 
+def _born(history: list[Run], target: str) -> datetime | None:
+    """When the target began to exist for restorer: its first backup, else the plan's
+    first run (history is oldest first)."""
+    for r in history:
+        if any(ph.get("phase") == "backup" and ph.get("target") == target for ph in r.phases):
+            return _t(r.started)
+    return _t(history[0].started) if history else None
+
+
 def plan_report(lp: LoadedPlan, period: Period) -> dict[str, Any]:
     history = sorted(runs(lp), key=lambda r: r.started)  # oldest first
     in_period = [r for r in history if _t(r.started) in period]
@@ -150,7 +163,7 @@ def plan_report(lp: LoadedPlan, period: Period) -> dict[str, Any]:
             "restore_tests": {"total": len(mine), "passed": passed,
                               "failed": len(mine) - passed},
             "tests": mine, "rto": _rto(mine, obj.rto),
-            "rpo": _rpo(every, obj.rpo, period),
+            "rpo": _rpo(every, obj.rpo, period, _born(history, t.name)),
         })
     rollbacks = [{
         "run_id": r.run_id, "time": _iso(_t(r.started)), "command": r.command,

@@ -136,17 +136,19 @@ def test_json_figures_match_the_timeline(scenario, tmp_path: Path) -> None:
         assert rto["median_s"] == statistics.median(restores)
         assert rto["breaches"] == sum(1 for x in restores if x > 0.020)
         assert rto["objective_s"] == 0.020
-    # RPO: no verified snapshot until the first test passed (day 0, 04:00); the db's newest
-    # verified snapshot (day 20, 03:00) aged past 15 days on day 35 until day 50's pass; and
-    # from day 85 (day 70's snapshot + 15 d) to the end; cache never verified
+    # RPO: nothing is owed before a target exists, so no breach starts before its first
+    # backup (day 0, 03:00; the period starts at 00:00); no verified snapshot until the first
+    # test passed (day 0, 04:00); the db's newest verified snapshot (day 20, 03:00) aged
+    # past 15 days on day 35 until day 50's pass; and from day 85 (day 70's snapshot + 15 d)
+    # to the end; cache never verified
     day = lambda d, h: _iso(DAY0 + timedelta(days=d, hours=h))  # noqa: E731
     assert [(b["start"], b["end"], b["ongoing"]) for b in t["db"]["rpo"]["breaches"]] == [
-        (day(0, 0), day(0, 4), False), (day(35, 3), day(50, 4), False),
+        (day(0, 3), day(0, 4), False), (day(35, 3), day(50, 4), False),
         (day(85, 3), _iso(END), True)]
     assert [(b["start"], b["end"]) for b in t["web"]["rpo"]["breaches"]] == [
-        (day(0, 0), day(0, 4))]
+        (day(0, 3), day(0, 4))]
     assert [(b["start"], b["end"], b["ongoing"]) for b in t["cache"]["rpo"]["breaches"]] == [
-        (day(0, 0), _iso(END), True)]
+        (day(0, 3), _iso(END), True)]
     db_breach = t["db"]["rpo"]["breaches"][1]
     assert db_breach["duration_s"] == (15 * 86400 + 3600)
     # failures and how long until the next success of the same command
