@@ -538,8 +538,11 @@ def _cleanup(lp: Any, plan: str, dry_run: bool, yes: bool, as_json: bool) -> Non
               help="Write here instead of stdout.")
 @click.option("--verify", "verify_file", type=click.Path(exists=True, dir_okay=False),
               default=None, help="Check a report against the ledger; exit 1 if it differs.")
+@click.option("--untested", type=click.Choice(["fail", "skip"]), default="fail",
+              show_default=True,
+              help="JUnit: a target never restore-tested in the period fails, or is skipped.")
 def report(plans: tuple[str, ...], since: str | None, from_: str | None, to: str | None,
-           fmt: str, output: str | None, verify_file: str | None) -> None:
+           fmt: str, output: str | None, verify_file: str | None, untested: str) -> None:
     """Restore-test report for auditors, from the ledger: coverage, tests, RTO, RPO,
     rollbacks, failures, and evidence that it was not edited."""
     from datetime import UTC, datetime, timedelta
@@ -580,7 +583,7 @@ def report(plans: tuple[str, ...], since: str | None, from_: str | None, to: str
         end = when(to, True) if to else now
     else:
         end, start = now, now - timedelta(seconds=_duration(since or "90d"))
-    text = render(build(list(plans), Period(start, end)), fmt)
+    text = render(build(list(plans), Period(start, end), untested=untested), fmt)
     if output:
         _Path(output).write_text(text)
         click.echo(f"wrote {output}", err=True)

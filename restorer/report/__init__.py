@@ -18,7 +18,9 @@ FORMATS = ("html", "json", "junit", "md")
 
 
 def params_of(data: dict[str, Any], fmt: str) -> str:
-    return json.dumps({"format": fmt, **{k: data[k] for k in PARAMS_KEYS}}, sort_keys=True)
+    extra = {"options": data["options"]} if data.get("options") else {}
+    return json.dumps({"format": fmt, **{k: data[k] for k in PARAMS_KEYS}, **extra},
+                      sort_keys=True)
 
 
 def render(data: dict[str, Any], fmt: str) -> str:
@@ -48,7 +50,8 @@ def find_params(text: str) -> dict[str, Any] | None:
     try:
         data = json.loads(text)
         if isinstance(data, dict) and data.get("schema", "").startswith("restorer-report/"):
-            return {"format": "json", **{k: data[k] for k in PARAMS_KEYS}}
+            return {"format": "json", **{k: data[k] for k in PARAMS_KEYS},
+                    **({"options": data["options"]} if data.get("options") else {})}
     except ValueError:
         pass
     m = _EMBEDDED.search(text)

@@ -1,6 +1,8 @@
 """JUnit XML: one testsuite per plan, one testcase per target (its latest restore test in the
 period), so CI dashboards show restore tests next to unit tests. A target whose latest test
-failed is a failure (with each check's result); one never tested in the period is skipped."""
+failed is a failure (with each check's result); one never tested in the period is a failure
+too (CI must go red on an untested target), or skipped with `--untested skip`. Times are
+plain seconds."""
 
 from __future__ import annotations
 
@@ -8,18 +10,27 @@ from typing import Any
 from xml.sax.saxutils import escape, quoteattr
 
 
-def _case(plan: str, t: dict[str, Any]) -> tuple[str, bool, bool]:
+def _secs(x: float | None) -> str:
+    return f"{x or 0.0:.3f}"
+
+
+def _case(plan: str, t: dict[str, Any], untested: str) -> tuple[str, bool, bool]:
     """(xml, failed, skipped)"""
     name = f'classname={quoteattr("restorer." + plan)} name={quoteattr(t["name"])}'
     if not t["tests"]:
-        return (f"<testcase {name} time=\"0\"><skipped message=\"no restore test in the "
-                "period\"/></testcase>", False, True)
+        if untested == "skip":
+            return (f"<testcase {name} time=\"0.000\"><skipped message=\"no restore test in "
+                    "the period\"/></testcase>", False, True)
+        return (f"<testcase {name} time=\"0.000\"><failure message=\"never restore-tested "
+                "in the period\" type=\"NotTested\">target "
+                f"{escape(t['name'])} has no restore test in the period; run `restorer verify`"
+                "</failure></testcase>", True, False)
     latest = t["tests"][-1]
     time_s = latest["restore_s"] or 0.0
-    lines = [f"{'pass' if c['passed'] else 'FAIL'} {c['name']} ({c['duration_s']}s): "
+    lines = [f"{'pass' if c['passed'] else 'FAIL'} {c['name']} ({_secs(c['duration_s'])}s): "
              f"{c['detail'] or ''}" for c in latest["checks"]]
     props = (f'<system-out>{escape(chr(10).join(lines))}\nsnapshot {latest["snapshot"]} '
-             f'restored in {latest["restore_s"]}s on {latest["host"]} at '
+             f'restored in {_secs(latest["restore_s"])}s on {latest["host"]} at '
              f'{latest["time"]}</system-out>')
     if latest["passed"]:
         return f"<testcase {name} time=\"{time_s:.3f}\">{props}</testcase>", False, False
@@ -32,9 +43,10 @@ def _case(plan: str, t: dict[str, Any]) -> tuple[str, bool, bool]:
 
 
 def render_junit(data: dict[str, Any], params: str) -> str:
+    untested = (data.get("options") or {}).get("untested", "skip")
     suites, total, failures, skipped_all = [], 0, 0, 0
     for i, p in enumerate(data["plans"]):
-        cases = [_case(p["name"], t) for t in p["targets"]]
+        cases = [_case(p["name"], t, untested) for t in p["targets"]]
         n, f = len(cases), sum(c[1] for c in cases)
         s = sum(c[2] for c in cases)
         total, failures, skipped_all = total + n, failures + f, skipped_all + s

@@ -215,10 +215,26 @@ def test_junit_validates_and_fails_the_failing_target(scenario, tmp_path: Path) 
     cases = {(s.name, c.name): c for s in xml for c in s}
     failing = [k for k, c in cases.items() if any(r._tag == "failure" for r in c.result)]
     skipped = [k for k, c in cases.items() if any(r._tag == "skipped" for r in c.result)]
-    assert failing == [("restore tests of plan shop", "db")]
-    assert skipped == [("restore tests of plan shop", "cache")]
+    # a target never restore-tested fails: CI must go red on it
+    assert failing == [("restore tests of plan shop", "db"), ("restore tests of plan shop",
+                                                                "cache")]
+    assert skipped == []
     assert "sql" in cases[failing[0]].result[0].message
+    assert cases[failing[1]].result[0].message == "never restore-tested in the period"
     assert PASSWORD not in text
+    # times are plain seconds, never exponents
+    assert not re.search(r"\d[eE]-\d", text), re.findall(r".{20}\d[eE]-\d.{10}", text)
+    assert all(re.fullmatch(r"\d+\.\d{3}", t) for t in re.findall(r'time="([^"]*)"', text))
+    # --untested skip keeps the old behaviour for those who ask for it
+    _root, plan, plan2, *_rest, env = scenario
+    r = run_cli("report", plan, plan2, "--from", "2026-06-01", "--to", "2026-08-29",
+                "--format", "junit", "--untested", "skip", "-o", tmp_path / "s.xml", env=env)
+    assert r.rc == 0, r.text
+    xml = JUnitXml.fromfile(str(tmp_path / "s.xml"))
+    cases = {(s.name, c.name): c for s in xml for c in s}
+    assert [k for k, c in cases.items() if any(r._tag == "skipped" for r in c.result)] == [
+        ("restore tests of plan shop", "cache")]
+    assert run_cli("report", "--verify", tmp_path / "s.xml", env=env).rc == 0
 
 
 def test_markdown_and_verify_finds_edits(scenario, tmp_path: Path) -> None:
