@@ -138,6 +138,20 @@ def _rto(tests: list[dict[str, Any]], rto: float | None) -> dict[str, Any]:
             "breaches": sum(1 for v in values if rto is not None and v > rto)}
 
 
+def _reason(r: Run) -> str | None:
+    """Why a run failed, from its failed phases when it ended without an error message (a
+    verify whose checks failed exits 1 without raising)."""
+    why = []
+    for p in r.phases:
+        if p.get("outcome") in ("failed", "partial"):
+            where = p["phase"] + (f" {p['target']}" if p.get("target") else "") + (
+                f" {p['check']}" if p.get("check") else "")
+            why.append(f"{where}: {p.get('error') or p.get('detail') or p.get('outcome')}")
+    if r.outcome == "interrupted" and not why:
+        return "the process ended without recording an outcome (killed?)"
+    return "; ".join(why)[:500] or None
+
+
 def _born(history: list[Run], target: str) -> datetime | None:
     """When the target began to exist for restorer: its first backup, else the plan's
     first run (history is oldest first)."""
@@ -168,7 +182,9 @@ def plan_report(lp: LoadedPlan, period: Period) -> dict[str, Any]:
     rollbacks = [{
         "run_id": r.run_id, "time": _iso(_t(r.started)), "command": r.command,
         "outcome": r.outcome, "duration_s": r.duration_s, "host": r.host, "user": r.user,
-        "error": _mask(r.error),
+        "error": _mask(r.error or _reason(r)),
+        "targets": [{"target": p["target"], "snapshot": p.get("snapshot")} for p in r.phases
+                    if p["phase"] == "restore" and p.get("target")],
         "steps": {p["phase"] + (f" {p['target']}" if p.get("target") else ""):
                   p.get("duration_s") for p in r.phases
                   if p["phase"] in ("decide", "restore", "safety_snapshot", "swap", "checks")},
@@ -181,7 +197,7 @@ def plan_report(lp: LoadedPlan, period: Period) -> dict[str, Any]:
                    None)
         failures.append({
             "run_id": r.run_id, "time": _iso(_t(r.started)), "command": r.command,
-            "outcome": r.outcome, "error": _mask(r.error),
+            "outcome": r.outcome, "error": _mask(r.error or _reason(r)),
             "recovered_at": _iso(_t(nxt.started)) if nxt else None,
             "time_to_recover_s": round((_t(nxt.started) - _t(r.started)).total_seconds(), 3)
             if nxt else None})

@@ -23,7 +23,16 @@ th { background: #eef2f5; } tr, .target { break-inside: avoid; }
 .findings h2 { color: #c0392b; margin-top: 1mm; } .bad { color: #c0392b; font-weight: bold; }
 .good { color: #1e8449; font-weight: bold; } .muted { color: #6c7a89; }
 .evidence { font-family: "DejaVu Sans Mono", monospace; font-size: 8.5pt; word-break: break-all; }
+.ts { white-space: nowrap; }
 """
+
+
+def _when(iso: str | None) -> str:
+    """A timestamp that never wraps inside itself: date and time on one line."""
+    if not iso:
+        return "-"
+    return f'<span class="ts">{escape(iso.replace("T", " ").replace("+00:00", " UTC"))}</span>'
+
 
 
 def _d(v: float | None) -> str:
@@ -52,8 +61,8 @@ def _target(plan: dict[str, Any], t: dict[str, Any], period: dict[str, str]) -> 
     if rp["breaches"]:
         out.append("<table><tr><th>RPO breached from</th><th>until</th><th>for</th></tr>")
         for b in rp["breaches"]:
-            out.append(f"<tr><td>{escape(b['start'])}</td><td>"
-                       f"{'ongoing at the end' if b['ongoing'] else escape(b['end'])}</td>"
+            out.append(f"<tr><td>{_when(b['start'])}</td><td>"
+                       f"{'ongoing at the end' if b['ongoing'] else _when(b['end'])}</td>"
                        f"<td class=\"bad\">{_d(b['duration_s'])}</td></tr>")
         out.append("</table>")
     if t["tests"]:
@@ -64,7 +73,7 @@ def _target(plan: dict[str, Any], t: dict[str, Any], period: dict[str, str]) -> 
                 f'{_ok(c["passed"])} {escape(str(c["name"]))} ({_d(c["duration_s"])}): '
                 f'{escape(c["detail"] or "")}' for c in x["checks"]) or escape(x["error"] or "")
             out.append(
-                f"<tr><td>{escape(x['time'])}<br>{_ok(x['passed'])}</td>"
+                f"<tr><td>{_when(x['time'])}<br>{_ok(x['passed'])}</td>"
                 f"<td>{escape((x['snapshot'] or '-')[:8])} ({_d(x['snapshot_age_s'])})</td>"
                 f"<td>{escape(x['user'])}@{escape(x['host'])}<br>restorer "
                 f"{escape(x['version'])}<br><span class=\"muted\">plan "
@@ -83,13 +92,17 @@ def _plan(p: dict[str, Any], period: dict[str, str]) -> str:
     out += [_target(p, t, period) for t in sorted(p["targets"], key=lambda t: t["covered"])]
     out.append("<h3>Rollbacks</h3>")
     if p["rollbacks"]:
-        out.append("<table><tr><th>when</th><th>command</th><th>outcome</th><th>took</th>"
-                   "<th>steps</th></tr>")
+        out.append("<table><tr><th>when</th><th>command</th><th>targets (snapshot)</th>"
+                   "<th>by</th><th>outcome</th><th>took</th><th>steps</th></tr>")
         for r in p["rollbacks"]:
             steps = ", ".join(f"{escape(k)} {_d(v)}" for k, v in r["steps"].items())
-            out.append(f"<tr><td>{escape(r['time'])}</td><td>{escape(r['command'])}</td>"
-                       f"<td>{_ok(r['outcome'] == 'ok', 'ok', escape(r['outcome']))}</td>"
-                       f"<td>{_d(r['duration_s'])}</td><td>{steps}</td></tr>")
+            targets = "<br>".join(f"{escape(x['target'])} ({escape((x['snapshot'] or '-')[:8])})"
+                                  for x in r.get("targets", [])) or "-"
+            outcome = _ok(r["outcome"] == "ok", "ok", escape(r["outcome"])) + (
+                f"<br>{escape(r['error'])}" if r.get("error") else "")
+            out.append(f"<tr><td>{_when(r['time'])}</td><td>{escape(r['command'])}</td>"
+                       f"<td>{targets}</td><td>{escape(r['user'])}@{escape(r['host'])}</td>"
+                       f"<td>{outcome}</td><td>{_d(r['duration_s'])}</td><td>{steps}</td></tr>")
         out.append("</table>")
     else:
         out.append("<p class=\"muted\">none in the period</p>")
@@ -98,9 +111,9 @@ def _plan(p: dict[str, Any], period: dict[str, str]) -> str:
         out.append("<table><tr><th>when</th><th>command</th><th>error</th>"
                    "<th>recovered</th></tr>")
         for f in p["failures"]:
-            rec = (f"{escape(f['recovered_at'])} (after {_d(f['time_to_recover_s'])})"
+            rec = (f"{_when(f['recovered_at'])} (after {_d(f['time_to_recover_s'])})"
                    if f["recovered_at"] else '<span class="bad">not yet</span>')
-            out.append(f"<tr><td>{escape(f['time'])}</td><td>{escape(f['command'])}</td>"
+            out.append(f"<tr><td>{_when(f['time'])}</td><td>{escape(f['command'])}</td>"
                        f"<td>{escape(f['error'] or f['outcome'])}</td><td>{rec}</td></tr>")
         out.append("</table>")
     else:

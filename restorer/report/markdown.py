@@ -45,9 +45,13 @@ def render_markdown(data: dict[str, Any], params: str) -> str:
                            f"{_d(x['restore_s'])} | {'pass' if x['passed'] else 'FAIL'} | "
                            f"{_cell(checks)} | {_cell(x['user'] + '@' + x['host'])} |")
         if p["rollbacks"]:
-            out += ["", "| rollback | command | outcome | took |", "|---|---|---|---|"]
-            out += [f"| {r['time']} | {r['command']} | {r['outcome']} | {_d(r['duration_s'])} |"
-                    for r in p["rollbacks"]]
+            out += ["", "| rollback | command | targets (snapshot) | by | outcome | took |",
+                    "|---|---|---|---|---|---|"]
+            out += [f"| {r['time']} | {r['command']} | "
+                    + _cell(", ".join(f"{x['target']} ({(x['snapshot'] or '-')[:8]})"
+                                      for x in r.get("targets", [])) or "-")
+                    + f" | {_cell(r['user'] + '@' + r['host'])} | {r['outcome']} | "
+                    f"{_d(r['duration_s'])} |" for r in p["rollbacks"]]
         if p["failures"]:
             out += ["", "| failure | command | error | recovered after |", "|---|---|---|---|"]
             out += [f"| {f['time']} | {f['command']} | {_cell(f['error'] or f['outcome'])} | "

@@ -157,8 +157,12 @@ def test_json_figures_match_the_timeline(scenario, tmp_path: Path) -> None:
                      (day(80, 4), "verify", None)]
     assert shop["failures"][0]["time_to_recover_s"] == 20 * 86400
     # the rollback of day 60
+    # each failure carries its reason (a verify whose check failed records no error itself)
+    assert all("check db sql" in f["error"] and "'50'" in f["error"] for f in shop["failures"])
     (rb,) = shop["rollbacks"]
     assert rb["time"] == day(ROLLBACK_DAY, 5) and rb["outcome"] == "ok"
+    assert [x["target"] for x in rb["targets"]] == ["web"] and rb["targets"][0]["snapshot"]
+    assert rb["user"] and rb["host"]
     assert {"decide", "restore web", "safety_snapshot web", "swap", "checks"} <= set(rb["steps"])
     # the second plan is in the same report
     billing = next(p for p in data["plans"] if p["name"] == "billing")
