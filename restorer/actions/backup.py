@@ -345,8 +345,9 @@ def _backup_stream_target(lp: LoadedPlan, repo: Repository, t: models.TargetBase
                 paths=[], tree=tree, parent=parent.id if parent else None,
                 tags=sorted(set(t.tags) | set(tags)), program_version=__version__,
                 uid=os.getuid(), gid=os.getgid(),
-                summary=_summary(BackupStats(files_new=1, total_files=1, total_bytes=size,
-                                             bytes_read=size), writer, repo, duration),
+                summary={**_summary(BackupStats(files_new=1, total_files=1,
+                                                total_bytes=size, bytes_read=size),
+                                    writer, repo, duration), "stream": True},
             )
             repo.save_snapshot(snap)
     except SourceError as e:

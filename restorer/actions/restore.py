@@ -108,7 +108,7 @@ def _run_restore(
         if str(dest).startswith("ssh://"):
             return _restore_over_ssh(lp, repo, snap, str(dest), overwrite, include, progress)
         writer = FilesWriter(repo, Path(dest), overwrite=overwrite, include=include,
-                             on_progress=progress.advance)
+                             on_progress=progress.advance, on_file=progress.set_files)
         start = time.monotonic()
         total = int(snap.summary.get("total_bytes", 0)) if not include else None
         progress.start(f"restore {snap.target} {snap.short_id}", total,

@@ -16,7 +16,7 @@ import click
 
 from restorer import __version__, clock
 from restorer.actions.ledger_run import recorded_run
-from restorer.cli.render import emit_json, human_bytes, local_time, table
+from restorer.cli.render import emit_json, human_bytes, local_time, plural, table
 from restorer.errors import PartialError, RestorerError, UsageError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PARTIAL, EXIT_LOCKED = 0, 1, 2, 3, 4
@@ -202,10 +202,13 @@ def _backup(ctx: click.Context, lp: Any, targets: tuple[str, ...], tags: tuple[s
                     + (" (adopted from an interrupted run)" if s.get("adopted") else "")
                     + f" in {t.duration:.1f}s")
                 continue
-            click.echo(
-                f"  files: {s['files_new']} new, {s['files_changed']} changed, "
-                f"{s['files_unmodified']} unmodified; {human_bytes(s['bytes_read'])} read of "
-                f"{human_bytes(s['total_bytes'])} in {t.duration:.2f}s")
+            if s.get("stream"):  # a database dump or a command's output: one stream
+                click.echo(f"  dump: {human_bytes(s['bytes_read'])} read in {t.duration:.2f}s")
+            else:
+                click.echo(
+                    f"  files: {s['files_new']} new, {s['files_changed']} changed, "
+                    f"{s['files_unmodified']} unmodified; {human_bytes(s['bytes_read'])} read "
+                    f"of {human_bytes(s['total_bytes'])} in {t.duration:.2f}s")
             click.echo(f"  added to the repository: {human_bytes(s['data_added'])} "
                        f"({human_bytes(s['data_added_stored'])} stored)")
             for w in t.warnings[:20]:
@@ -244,7 +247,7 @@ def snapshots(plan: str, target: str | None, as_json: bool) -> None:
              str(s.summary.get("total_files", "")), human_bytes(s.summary.get("total_bytes", 0)),
              ",".join(s.tags), " ".join(s.paths)] for s in snaps]
     table(["ID", "TIME", "TARGET", "HOST", "FILES", "SIZE", "TAGS", "PATHS"], rows)
-    click.echo(f"{len(snaps)} snapshot(s)")
+    click.echo(plural(len(snaps), "snapshot"))
 
 
 @cli.command()
@@ -281,7 +284,8 @@ def _show_restore(res: Any, as_json: bool) -> None:
         emit_json(res.to_json())
     else:
         click.echo(f"restored snapshot {res.snapshot[:8]} of {res.target} to {res.destination}: "
-                   f"{res.files} files, {res.dirs} dirs, {res.links} symlinks, "
+                   f"{plural(res.files, 'file')}, {plural(res.dirs, 'dir')}, "
+                   f"{plural(res.links, 'symlink')}, "
                    f"{human_bytes(res.bytes_written)} in {res.duration:.2f}s")
         for p, why in res.skipped[:20]:
             click.echo(f"  skipped {p}: {why}", err=True)
@@ -345,7 +349,8 @@ def _show_check(res: Any, pct: float, as_json: bool) -> None:
     if as_json:
         emit_json(res.to_json())
     else:
-        click.echo(f"{res.snapshots} snapshots, {res.trees} trees, {res.blobs_referenced} data "
+        click.echo(f"{plural(res.snapshots, 'snapshot')}, {plural(res.trees, 'tree')}, "
+                   f"{res.blobs_referenced} data "
                    f"blobs referenced, {res.packs_indexed} packs indexed")
         if pct:
             click.echo(f"read {res.packs_read} packs ({human_bytes(res.bytes_read)})")
@@ -830,16 +835,22 @@ def history(plan: str, since: str | None, verify_chain: bool, as_json: bool) -> 
         return
     for r in rs:
         dur = f"{r.duration_s:.2f}s" if r.duration_s is not None else "-"
-        click.echo(f"{local_time(r.started)}  {r.command:<8} {r.outcome:<11} {dur:>9}  "
-                   f"{r.user}@{r.host}  run {r.run_id[:8]}")
+        code = "" if r.exit_code is None else f"exit {r.exit_code}"
+        click.echo(f"{local_time(r.started)}  {r.command:<8} {r.outcome:<11} {code:<7} "
+                   f"{dur:>9}  {r.user}@{r.host}  run {r.run_id[:8]}")
         if r.error:
             click.echo(f"    error: {r.error}")
         for ph in r.phases:
             tgt = f" {ph['target']}" if ph.get("target") else ""
+            what = (f" {ph['check']}" if ph.get("check") else
+                    f" {ph['hook']} `{ph['command']}` exit {ph.get('exit_code')}"
+                    if ph.get("hook") else "")
             extra = f" snapshot {ph['snapshot'][:8]}" if ph.get("snapshot") else ""
             size = f" {human_bytes(ph['bytes'])}" if ph.get("bytes") else ""
-            click.echo(f"    {ph['phase']}{tgt}: {ph['outcome']} {ph['duration_s']:.2f}s"
-                       f"{size}{extra}")
+            click.echo(f"    {ph['phase']}{tgt}{what}: {ph['outcome']} "
+                       f"{ph['duration_s']:.2f}s{size}{extra}")
+            if ph.get("outcome") not in ("ok", None) and (ph.get("error") or ph.get("detail")):
+                click.echo(f"      {ph.get('error') or ph.get('detail')}")
 
 
 @cli.command()

@@ -12,6 +12,23 @@ from restorer.actions.progress import NoProgress
 log = logging.getLogger("restorer.progress")
 
 
+def _binary_speed_column() -> Any:
+    from rich.progress import ProgressColumn
+    from rich.text import Text
+
+    from restorer.cli.render import human_bytes
+
+    class BinarySpeed(ProgressColumn):
+        """Transfer speed in the binary units the summaries use (MiB/s)."""
+
+        def render(self, task: Any) -> Text:
+            speed = task.finished_speed or task.speed
+            return Text("?" if speed is None else f"{human_bytes(speed)}/s",
+                        style="progress.data.speed")
+
+    return BinarySpeed()
+
+
 class TerminalProgress:
     wants_total = True
 
@@ -33,14 +50,14 @@ class TerminalProgress:
             TextColumn,
             TimeElapsedColumn,
             TimeRemainingColumn,
-            TransferSpeedColumn,
         )
 
         self._total_files = total_files
         self._files = 0
         self._p = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(),
-            TransferSpeedColumn(), TextColumn("{task.fields[files]}"),
+            TextColumn("[bold]{task.description}"), BarColumn(),
+            DownloadColumn(binary_units=True), _binary_speed_column(),
+            TextColumn("{task.fields[files]}"),
             TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
             console=self.console, transient=True,
         )

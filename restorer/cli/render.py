@@ -18,6 +18,11 @@ def human_bytes(n: float) -> str:
     return f"{n:.1f} TiB"
 
 
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """'1 snapshot', '2 snapshots' (`many` when the plural is not word + 's')."""
+    return f"{n} {word if n == 1 else many or word + 's'}"
+
+
 def emit_json(obj: Any) -> None:
     click.echo(json.dumps(obj, indent=2, sort_keys=False, default=str))
 

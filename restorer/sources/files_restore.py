@@ -88,8 +88,10 @@ class FilesWriter:
         include: list[str] | None = None,
         restore_owner: bool | None = None,
         on_progress: Callable[[int], None] | None = None,
+        on_file: Callable[[int], None] | None = None,
     ) -> None:
         self.repo = repo
+        self.on_file = on_file  # hears the count of files restored so far
         self.dest = dest
         self.overwrite = overwrite
         self.include = _include_filter(include) if include else None
@@ -364,6 +366,9 @@ class FilesWriter:
         with self._stats_lock:
             self.stats.files += 1
             self.stats.bytes_written += written
+            files = self.stats.files
+        if self.on_file:
+            self.on_file(files)
 
     def _hardlink(self, name: str, first: tuple[str, ...], it: _Item) -> None:
         src_parent = self._dir_fd(first[:-1])

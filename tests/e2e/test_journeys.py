@@ -202,3 +202,34 @@ def test_global_options_after_the_command_and_progress_lines_under_v(tmp_path: P
     r = run_cli("snapshots", plan, "--log-format", "json", "-v", "--json")
     assert r.rc == 0 and len(json.loads(r.out)) == 2
     _json_lines(r.err)
+
+
+def test_history_text_and_summaries_read_as_a_person_writes(tmp_path: Path) -> None:
+    import sqlite3
+
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "a.txt").write_text("a")
+    con = sqlite3.connect(tmp_path / "app.db")
+    con.execute("CREATE TABLE t(x)")
+    con.commit()
+    con.close()
+    plan = write_plan(tmp_path / "plan.yaml", ledger="sqlite:///ledger.db", targets=[
+        {"name": "data", "kind": "files", "paths": ["src"], "staging": {"path": "staging"},
+         "checks": [{"files": {"exist": ["nope.txt"]}}]},
+        {"name": "db", "kind": "sqlite", "path": "app.db", "staging": {"path": "st-db"}}])
+    r = run_cli("backup", "--init", plan)
+    assert r.rc == 0, r.text
+    assert "dump: " in r.out and "files: 1 new" in r.out  # the database is a dump
+    assert r.out.count("files: ") == 1
+    r = run_cli("snapshots", plan)
+    assert r.out.rstrip().endswith("2 snapshots"), r.out
+    r = run_cli("restore", plan, "latest", "--target", "data", "--to", tmp_path / "out")
+    assert r.rc == 0 and "1 file, 1 dir, 0 symlinks" in r.out, r.out
+    r = run_cli("verify", plan, "--target", "data")
+    assert r.rc == 1, r.text
+    text = run_cli("history", plan).out
+    verify_line = next(x for x in text.splitlines() if " verify " in x)
+    assert "failed" in verify_line and "exit 1" in verify_line
+    check = next(x for x in text.splitlines() if "check data files" in x)
+    assert "failed" in check, text
+    assert "nope.txt" in text  # the failed phase's reason
