@@ -27,7 +27,7 @@ def _two_snapshots(plan_dir: Path, cli) -> tuple[Path, str, str]:
 def test_snapshots_lists_and_json(plan_dir: Path, cli) -> None:
     plan, a, b = _two_snapshots(plan_dir, cli)
     r = cli("snapshots", plan)
-    assert r.rc == 0 and a[:8] in r.out and b[:8] in r.out and "2 snapshot(s)" in r.out
+    assert r.rc == 0 and a[:8] in r.out and b[:8] in r.out and "2 snapshots" in r.out
     js = json.loads(cli("snapshots", plan, "--json").out)
     assert [s["id"] for s in js] == [a, b]
     assert js[1]["parent"] == a and js[1]["target"] == "data"

@@ -31,7 +31,8 @@ def test_runs_and_phases_are_recorded_with_timings(tmp_path: Path, cli) -> None:
     runs = json.loads(cli("history", plan, "--json").out)
     assert [r["command"] for r in runs] == ["restore", "check", "restore", "backup"]
     failed, check, restore, backup = runs
-    assert failed["outcome"] == "failed" and failed["exit_code"] == 2
+    # a usage mistake (no such snapshot id) is recorded as one, not as a failure
+    assert failed["outcome"] == "usage" and failed["exit_code"] == 2
     assert "nope" in failed["error"]
     assert backup["outcome"] == "ok" and backup["exit_code"] == 0
     phases = {p["phase"]: p for p in backup["phases"]}

@@ -169,8 +169,9 @@ def test_failures_half_way_leave_targets_consistent(tmp_path: Path, cli, pg_serv
     assert "targets: rolled back" in r.out
     assert _db_state(dsn) != broken[1] and tree_digest(site) != broken[0]
     r = cli("rollback", plan, "--undo", "--yes")
-    assert r.rc == 1  # the failing check runs after the undo too, but the data is back
-    assert "ROLLED BACK" in r.out and "targets: rolled back" in r.out, r.text
+    # the failing check runs after the undo too: the undo is done, its checks fail (exit 3)
+    assert r.rc == 3, r.text
+    assert "ROLLED BACK" in r.out and "checks fail on the state it returned to" in r.out
     assert (tree_digest(site), _db_state(dsn)) == broken
 
     # the restore source is damaged: nothing changes (the trees the failed runs above
