@@ -3,6 +3,23 @@
 from __future__ import annotations
 
 
+class Terminated(BaseException):
+    """SIGTERM, SIGHUP or SIGINT arrived: the run ends, cleaning up on the way (locks
+    released, the ledger told). A BaseException, like KeyboardInterrupt, so no `except
+    Exception` swallows it."""
+
+    def __init__(self, signum: int) -> None:
+        import signal
+
+        self.signum = signum
+        self.name = signal.Signals(signum).name
+        super().__init__(f"terminated by {self.name}")
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+
 class RestorerError(Exception):
     """An error a person can act on: `message` says what happened, `hint` what to do."""
 

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from restorer.errors import PlanError, RestorerError, UsageError
+from restorer.errors import PlanError, RestorerError, Terminated, UsageError
 from restorer.ledger import Ledger, LedgerError, RunRecorder
 from restorer.plan.load import LoadedPlan
 from restorer.repo.lock import pid_alive
@@ -52,6 +52,9 @@ def recorded_run(lp: LoadedPlan, command: str) -> Iterator[RunRecorder]:
         code = e.code if isinstance(e.code, int) else 1
         end(rec.outcome or {0: "ok", 2: "usage", 3: "partial", 4: "locked"}.get(code, "failed"),
             code)
+        raise
+    except Terminated as e:
+        end("terminated", e.exit_code, f"terminated by {e.name}")
         raise
     except UsageError as e:
         # a command-line mistake, not a failed backup: history shows it, reports do not

@@ -129,7 +129,7 @@ def _events(lp: LoadedPlan, run: RunRecorder, outcome: str, error: str | None,
         return Event(kind, lp.name, run.command, target, run.run_id, msg)
 
     out: list[Event] = []
-    if outcome in ("failed", "partial"):
+    if outcome in ("failed", "partial", "terminated"):
         failed: dict[str, str] = {}
         for p in run.phases:
             if p.get("target") and p.get("outcome") == "failed":
@@ -141,7 +141,7 @@ def _events(lp: LoadedPlan, run: RunRecorder, outcome: str, error: str | None,
             out.append(mk("failure", None, error or f"{run.command} failed"))
     elif outcome == "ok":
         out.append(mk("success", None, f"{run.command} succeeded"))
-        if previous in ("failed", "partial", "interrupted"):
+        if previous in ("failed", "partial", "interrupted", "terminated"):
             out.append(mk("recovered", None, f"{run.command} succeeded again after a "
                           f"{previous} run"))
     out += [mk(kind, target, msg) for kind, target, msg in run.events]
@@ -185,7 +185,7 @@ def send(lp: LoadedPlan, run: RunRecorder, outcome: str, error: str | None,
                 base = _url(lp, n, i, "ping")
                 if outcome == "ok" and "success" in n.on:
                     _send(lp, run, i, n, base, None, "success", wait)
-                elif outcome in ("failed", "partial") and "failure" in n.on:
+                elif outcome in ("failed", "partial", "terminated") and "failure" in n.on:
                     _send(lp, run, i, n, base + "/fail", None, "failure", wait)
                 continue
             url = _url(lp, n, i, "webhook")

@@ -191,7 +191,8 @@ def plan_report(lp: LoadedPlan, period: Period) -> dict[str, Any]:
     } for r in in_period if r.command.startswith("rollback") and "--dry-run" not in r.command]
     failures = []
     for i, r in enumerate(history):
-        if _t(r.started) not in period or r.outcome not in ("failed", "partial", "interrupted"):
+        if _t(r.started) not in period or r.outcome not in ("failed", "partial", "interrupted",
+                                                            "terminated"):
             continue
         nxt = next((s for s in history[i + 1:] if s.command == r.command and s.outcome == "ok"),
                    None)

@@ -938,8 +938,30 @@ def _fail(structured: bool, level: str, message: str, code: int,
     sys.exit(code)
 
 
+def _on_signal(signum: int, _frame: Any) -> None:
+    """The first SIGTERM/SIGHUP/SIGINT ends the run through its clean-up (locks, ledger);
+    a second one while it cleans up ends the process at once."""
+    import signal
+
+    for s in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        signal.signal(s, lambda n, _f: os._exit(128 + n))
+    from restorer.errors import Terminated
+
+    raise Terminated(signum)
+
+
+def _install_signal_handlers() -> None:
+    import signal
+
+    for s in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        signal.signal(s, _on_signal)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the command and map every failure to a documented exit code."""
+    from restorer.errors import Terminated
+
+    _install_signal_handlers()
     args = hoist_globals(list(argv if argv is not None else sys.argv[1:]))
     debug = "--debug" in args
     structured = _log_format(args) == "json"
@@ -962,6 +984,9 @@ def main(argv: list[str] | None = None) -> None:
 
             traceback.print_exc()
         _fail(structured, "error", e.message, e.exit_code, e.hint)
+    except Terminated as e:
+        _fail(structured, "error", f"{e}; the repository lock was released and nothing "
+              "partial was kept (the next run goes on from what was stored)", e.exit_code)
     except KeyboardInterrupt:
         _fail(structured, "error", "interrupted", 130)
     except BrokenPipeError:
