@@ -989,6 +989,14 @@ def main(argv: list[str] | None = None) -> None:
               "partial was kept (the next run goes on from what was stored)", e.exit_code)
     except KeyboardInterrupt:
         _fail(structured, "error", "interrupted", 130)
+    except Exception as e:  # a bug: still one clear line, the traceback only when asked
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        _fail(structured, "error", f"internal error: {type(e).__name__}: {e}", EXIT_FAILED,
+              "this is a bug in restorer; run again with --debug for the traceback and "
+              "report it")
     except BrokenPipeError:
         os._exit(EXIT_OK)
     sys.exit(rv if isinstance(rv, int) else EXIT_OK)

@@ -15,7 +15,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from restorer.errors import PlanError
-from restorer.plan import models
+from restorer.plan import models, yamlsafe
 from restorer.plan.secrets import SecretRef, resolve_secret
 
 
@@ -232,10 +232,18 @@ def load_plan(path: str | os.PathLike[str]) -> LoadedPlan:
         ) from None
     try:
         text = raw.decode("utf-8")
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        node = yamlsafe.compose(text)
+        data = yamlsafe.construct(node)
     except UnicodeDecodeError:
         raise PlanError(f"{shown}: the plan is not UTF-8 text") from None
+    except yamlsafe.PlanShapeError as e:
+        line = f":{e.line}" if e.line else ""
+        raise PlanProblems([Problem(f"{shown}{line}", "", str(e),
+                                    hint="write the plan out plainly (no deep nesting, no "
+                                    "alias chains), each key once")]) from None
+    except RecursionError:
+        raise PlanProblems([Problem(shown, "", "the plan is nested too deeply to read",
+                                    hint="write the plan out plainly")]) from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = f":{mark.line + 1}" if mark else ""

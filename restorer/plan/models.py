@@ -331,6 +331,20 @@ Check = Annotated[
 ]
 
 
+_DSN_PASSWORD = re.compile(r"^[a-z][a-z0-9+.-]*://[^/@?#]*:[^/@?#]*@|[?&]password=", re.I)
+
+
+def _no_password_in_dsn(v: Any) -> Any:
+    """A DSN ends up on a dump tool's command line, which every user of the machine can
+    read (`ps`): its password belongs in `password:`, passed to the tool another way."""
+    if isinstance(v, str) and _DSN_PASSWORD.search(v):
+        raise ValueError("the DSN holds a password, which would reach the command line of "
+                         "pg_dump/psql/mysql (visible to every user in `ps`); remove it from "
+                         "the DSN and write password: ${file:/etc/restorer/db.pass} (or "
+                         "${env:NAME}) beside it")
+    return v
+
+
 class Staging(Strict):
     """Where restore tests land; which keys apply depends on the target kind."""
 
@@ -346,6 +360,11 @@ class Staging(Strict):
     instance_class: str | None = Field(None, description="rds: class of the scratch instance")
     subnet_group: str | None = Field(None, description="rds: DB subnet group")
     keep: bool = Field(False, description="leave staging in place after verify")
+
+    @field_validator("dsn")
+    @classmethod
+    def _dsn_has_no_password(cls, v: Any) -> Any:
+        return _no_password_in_dsn(v)
 
 
 class TargetHooks(Strict):
@@ -400,12 +419,22 @@ class PostgresTarget(TargetBase):
     format: Literal["plain", "custom"] = "plain"
     via_ssh: SSHOptions | None = None
 
+    @field_validator("dsn")
+    @classmethod
+    def _dsn_has_no_password(cls, v: Any) -> Any:
+        return _no_password_in_dsn(v)
+
 
 class MySQLTarget(TargetBase):
     kind: Literal["mysql"]
     dsn: str = Field(description="mysql://user@host:port/db (no password here)")
     password: Secret | None = None
     via_ssh: SSHOptions | None = None
+
+    @field_validator("dsn")
+    @classmethod
+    def _dsn_has_no_password(cls, v: Any) -> Any:
+        return _no_password_in_dsn(v)
 
 
 class SQLiteTarget(TargetBase):
