@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from restorer.errors import PlanError
 from restorer.plan.load import LoadedPlan
 from restorer.plan.models import parse_size
 from restorer.repo.lock import RepoLock
@@ -44,7 +45,12 @@ def backend_for(lp: LoadedPlan) -> RetryingBackend:
 
 
 def password_for(lp: LoadedPlan) -> str | None:
-    return lp.secret(lp.plan.repository.password, "repository.password")
+    pw = lp.secret(lp.plan.repository.password, "repository.password")
+    if pw is not None and not pw.strip():
+        # an empty password would make an "encrypted" repository anyone can open
+        raise PlanError(f"{lp.path}: repository.password resolves to an empty value",
+                        hint="set the variable or file it refers to to a real password")
+    return pw
 
 
 def open_repository(lp: LoadedPlan) -> Repository:

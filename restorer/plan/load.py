@@ -322,6 +322,7 @@ def _semantic_problems(lp: LoadedPlan, shown: str) -> list[Problem]:
             out.append(Problem(shown, key, f"two targets are named '{t.name}'; target names "
                                "must be unique", lp.lines.get(key), "rename one of them"))
         seen.add(t.name)
+    out += _path_problems(lp, shown)
     for j, name in enumerate(lp.plan.rollback.targets):
         if name not in seen:
             key = f"rollback.targets[{j}]"
@@ -359,6 +360,53 @@ def _semantic_problems(lp: LoadedPlan, shown: str) -> list[Problem]:
                         "would overwrite production data",
                         lp.lines.get(key), "point staging at a scratch directory elsewhere",
                     ))
+    return out
+
+
+def _path_problems(lp: LoadedPlan, shown: str) -> list[Problem]:
+    """Paths that cannot work together: two paths of a target ending in one name (they
+    would land on one folder of a restore), a staging folder inside another target's source
+    (a restore test would write into production data that the next backup then takes), a
+    repository inside a backed-up source (each backup would copy the repository)."""
+    out: list[Problem] = []
+    sources: list[tuple[str, Path]] = []
+    for i, t in enumerate(lp.plan.targets):
+        if not isinstance(t, models.FilesTarget):
+            continue
+        names: dict[str, int] = {}
+        for j, p in enumerate(t.paths):
+            rp = lp.resolve_path(p).resolve()
+            sources.append((t.name, rp))
+            if rp.name in names:
+                key = f"targets[{i}].paths[{j}]"
+                out.append(Problem(shown, key, f"paths[{names[rp.name]}] and paths[{j}] both "
+                                   f"end in '{rp.name}'; a restore puts each path at "
+                                   "DEST/<last component>, so they would collide",
+                                   lp.lines.get(key), "back them up as separate targets"))
+            names.setdefault(rp.name, j)
+    for i, t in enumerate(lp.plan.targets):
+        st = t.staging.path if t.staging else None
+        if not st or (t.staging and t.staging.host):
+            continue
+        sp = lp.resolve_path(st).resolve()
+        for name, src in sources:
+            if name != t.name and (sp == src or sp.is_relative_to(src)):
+                key = f"targets[{i}].staging.path"
+                out.append(Problem(shown, key, f"staging path {sp} is inside {src}, the source "
+                                   f"of target {name}; restore tests would write into it",
+                                   lp.lines.get(key), "point staging outside every source"))
+    url = lp.plan.repository.url
+    if "://" not in url or url.startswith("file://"):
+        rest = url.split("://", 1)[1] if "://" in url else url
+        repo = lp.resolve_path(os.path.expanduser(rest)).resolve()
+        for name, src in sources:
+            if repo == src or repo.is_relative_to(src):
+                out.append(Problem(shown, "repository.url", f"the repository {repo} is inside "
+                                   f"{src}, the source of target {name}; every backup would "
+                                   "copy the repository into itself", lp.lines.get(
+                                       "repository.url"),
+                                   "move the repository out, or exclude it (a repository "
+                                   "belongs on another disk or host anyway)"))
     return out
 
 

@@ -62,3 +62,27 @@ def test_password_in_a_dsn_is_refused(tmp_path: Path) -> None:
     assert "targets[0].dsn" in r.err and "targets[1].dsn" in r.err
     assert "password: ${file:" in r.err
     assert "s3cret" not in r.err
+
+
+def test_plans_whose_paths_cannot_work_together_are_refused(tmp_path: Path) -> None:
+    for d in ("a/site", "b/site", "src", "other"):
+        (tmp_path / d).mkdir(parents=True)
+    plan = write_plan(tmp_path / "plan.yaml", repository={"url": "file://src/repo"}, targets=[
+        {"name": "two", "kind": "files", "paths": ["a/site", "b/site"]},
+        {"name": "main", "kind": "files", "paths": ["src"]},
+        {"name": "other", "kind": "files", "paths": ["other"],
+         "staging": {"path": "src/staging"}}])
+    r = run_cli("validate", plan)
+    assert r.rc == 2, r.text
+    assert "both end in 'site'" in r.err and "targets[0].paths[1]" in r.err
+    assert "is inside" in r.err and "targets[2].staging.path" in r.err
+    assert "copy the repository into itself" in r.err and "repository.url" in r.err
+
+
+def test_empty_repository_password_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "src").mkdir()
+    plan = write_plan(tmp_path / "plan.yaml",
+                      repository={"url": "file://repo", "password": "${env:EMPTY_PW}"})
+    r = run_cli("init", plan, env={"EMPTY_PW": ""})
+    assert r.rc == 2 and "resolves to an empty value" in r.err, r.text
+    assert not (tmp_path / "repo").exists()
