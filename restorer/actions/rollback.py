@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -67,6 +68,7 @@ class Recovery:
     #               (every target swapped: finished as it is)
     targets: dict[str, str] = field(default_factory=dict)  # target -> what was found / done
     error: str | None = None
+    unresolved: bool = False  # a target a person must look at (AWS kinds)
 
     @property
     def ok(self) -> bool:
@@ -367,7 +369,8 @@ def _decide(lp: LoadedPlan, repo: Repository, names: tuple[str, ...], to: str,
 def _write_record(repo: Repository, result: RollbackResult, status: str,
                   swaps: list[Swap] | None = None) -> None:
     rec = {"run_id": result.run_id, "plan": result.plan, "status": status,
-           "time": clock.iso(), "stamp": result.stamp,
+           "time": clock.iso(), "written_ns": time.time_ns(), "host": socket.gethostname(),
+           "stamp": result.stamp,
            "journal": {sw.t.name: sw.journal() for sw in swaps or []},
            "undo_of": result.undo_of,
            "safety": {t.target: t.safety_snapshot for t in result.targets
@@ -428,7 +431,9 @@ def _act(lp: LoadedPlan, repo: Repository, result: RollbackResult, swaps: list[S
                     raise RestoreError(f"target {sw.t.name}: cannot read the live tree: "
                                        f"{e}") from None
             _write_record(repo, result, "prepared", swaps)
-            # 3. the swap: all targets or none
+            # 3. the swap: all targets or none. SIGTERM/SIGHUP/SIGINT wait until the record
+            # says it happened, so a terminated run is never put back under a running app
+            blocked = _block_signals()
             with _timed(result, "swap", run):
                 try:
                     for sw in swaps:
@@ -438,12 +443,16 @@ def _act(lp: LoadedPlan, repo: Repository, result: RollbackResult, swaps: list[S
                         sw.out.state = "rolled back"
                 except BaseException as e:
                     _swap_back(swaps, result)
+                    _unblock_signals(blocked)
                     if isinstance(e, OSError):
                         raise RestoreError(f"the swap failed: {e}") from None
                     raise
             swapped = True
-            # from here a killed run is finished, not reverted: the app may write again
-            _write_record(repo, result, "swapped", swaps)
+            try:
+                # from here a killed run is finished, not reverted: the app may write again
+                _write_record(repo, result, "swapped", swaps)
+            finally:
+                _unblock_signals(blocked)
     except RestorerError as e:
         result.error = (f"{e.message}; " + ("every target is rolled back" if swapped else
                                             "nothing was changed")
@@ -467,8 +476,32 @@ def _act(lp: LoadedPlan, repo: Repository, result: RollbackResult, swaps: list[S
     _write_record(repo, result, "done" if result.ok else "failed", swaps)
 
 
+_SIGNALS = ("SIGTERM", "SIGHUP", "SIGINT")
+
+
+def _block_signals() -> set[int] | None:
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return set(signal.pthread_sigmask(signal.SIG_BLOCK,
+                                      {getattr(signal, n) for n in _SIGNALS}))
+
+
+def _unblock_signals(before: set[int] | None) -> None:
+    import signal
+
+    if before is not None:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
+
+
 def _discard(swaps: list[Swap], result: RollbackResult) -> None:
     for sw in swaps:
+        if sw.out.state == "unknown":  # its sibling may hold live data: kept for a person
+            result.warnings.append(f"target {sw.t.name}: its sibling copies are kept (the "
+                                   "swap back did not finish); look at them before removing")
+            continue
         try:
             sw.discard()
         except RestorerError as e:
@@ -515,7 +548,13 @@ def _check_live(sw: Swap, run: RunRecorder | None) -> list[dict[str, Any]]:
 
 # --- killed rollbacks and leftovers -----------------------------------------------------
 
-FINISHED = ("done", "failed", "reverted", "finished")
+FINISHED = ("done", "failed", "reverted", "finished", "unresolved")
+PROGRESS = {"started": 0, "prepared": 1, "swapped": 2}
+
+
+def _local(rec: dict[str, Any]) -> bool:
+    """Written on this host (records from before hosts were recorded count as local)."""
+    return rec.get("host") in (None, socket.gethostname())
 RECOVERABLE_KINDS = ("files", "postgres", "mysql")
 
 
@@ -527,8 +566,10 @@ def _unfinished(repo: Repository, plan: str, strict: bool) -> list[dict[str, Any
     for rec in _records(repo, "rollbacks", strict):
         if rec.get("plan") == plan and rec.get("run_id"):
             by_run.setdefault(rec["run_id"], []).append(rec)
-    return [recs[-1] for recs in by_run.values()
-            if not any(r.get("status") in FINISHED for r in recs)]
+    # the furthest step a run's records name (not the newest by time: drills fix the clock)
+    return [max(recs, key=lambda r: PROGRESS.get(str(r.get("status")), -1))
+            for recs in by_run.values()
+            if not any(r.get("status") in FINISHED for r in recs) and all(map(_local, recs))]
 
 
 def recover(lp: LoadedPlan, repo: Repository, snaps: list[Snapshot], by_run: str, *,
@@ -552,17 +593,30 @@ def recover(lp: LoadedPlan, repo: Repository, snaps: list[Snapshot], by_run: str
             if rv.reached != "prepared":
                 rv.targets[name] = "as before (the killed run had not swapped anything)"
                 continue
+            if t.get("kind") not in RECOVERABLE_KINDS or not rec.get("stamp"):
+                # AWS targets: their state is AWS's to tell; a person decides, nothing blocks
+                rv.unresolved = True
+                rv.targets[name] = ("not put back automatically: check it by hand "
+                                    "(`restorer rollback PLAN --undo` returns to the safety "
+                                    "snapshot)")
+                continue
             try:
                 rv.targets[name] = _put_back(lp, repo, rec, t, by_id, dry_run)
             except (RestorerError, OSError) as e:
                 rv.error = f"target {name}: {getattr(e, 'message', e)}"
                 rv.targets[name] = "unknown"
                 break
-        if not dry_run and rv.ok and rv.reached == "swapped":
-            done = {**rec, "status": "finished", "time": clock.iso(), "recovered_by": by_run}
+        if not dry_run and rv.ok and rv.unresolved:
+            done = {**rec, "status": "unresolved", "time": clock.iso(), "recovered_by": by_run,
+                    "written_ns": time.time_ns()}
+            repo.write_file("rollbacks", json.dumps(done, sort_keys=True).encode())
+        elif not dry_run and rv.ok and rv.reached == "swapped":
+            done = {**rec, "status": "finished", "time": clock.iso(), "recovered_by": by_run,
+                    "written_ns": time.time_ns()}
             repo.write_file("rollbacks", json.dumps(done, sort_keys=True).encode())
         elif not dry_run and rv.ok:
             done = {**rec, "status": "reverted", "time": clock.iso(), "recovered_by": by_run,
+                    "written_ns": time.time_ns(),
                     "targets": [{**t, "state": "as before", "kept": []}
                                 for t in rec.get("targets", [])]}
             repo.write_file("rollbacks", json.dumps(done, sort_keys=True).encode())
@@ -577,10 +631,6 @@ def recover(lp: LoadedPlan, repo: Repository, snaps: list[Snapshot], by_run: str
 def _put_back(lp: LoadedPlan, repo: Repository, rec: dict[str, Any], t: dict[str, Any],
               by_id: dict[str, Snapshot], dry_run: bool) -> str:
     name = t["target"]
-    if t.get("kind") not in RECOVERABLE_KINDS or not rec.get("stamp"):
-        raise RestoreError(f"a killed rollback of a {t.get('kind')} target is not put back "
-                           "automatically; check it by hand (`restorer rollback PLAN --undo` "
-                           "returns to the safety snapshot)")
     target = lp.targets([name])[0]
     snap = by_id.get(t["snapshot"])
     if snap is None:
@@ -657,9 +707,11 @@ def _leftovers(lp: LoadedPlan, repo: Repository, skip: set[str]) -> list[tuple[A
     seen: set[tuple[str, str]] = set()
     out = []
     for rec in _records(repo, "rollbacks", strict=True):
-        if rec.get("plan") != lp.name or rec.get("run_id") in skip:
-            continue
+        if rec.get("plan") != lp.name or rec.get("run_id") in skip or not _local(rec):
+            continue  # another host's folders are not ours to look at
         for t in rec.get("targets", []):
+            if t.get("state") == "unknown":
+                continue  # a swap back that did not finish: its copies may be live data
             try:
                 target = lp.targets([t["target"]])[0]
             except RestorerError:

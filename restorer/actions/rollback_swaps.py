@@ -151,6 +151,7 @@ class FilesSwap(Swap):
         self.siblings = {p: p.parent / f".restorer-rollback-{self.stamp}" for p in self.paths}
         self.done: list[Path] = []
         self.plans: dict[Path, CarryPlan] = {}
+        self.keep: set[Path] = set()  # siblings never to remove (a swap back met a conflict)
         self.out.scratch = sorted({str(s) for s in self.siblings.values()})
 
     def restore(self) -> None:
@@ -204,9 +205,11 @@ class FilesSwap(Swap):
         for p in self.paths:
             self.plans[p] = self._plan(p, self.safety_roots.get(p.name))
 
-    def _not_held(self, root: Path, held_root: dict[str, Any] | None) -> list[str]:
+    def _not_held(self, root: Path, held_root: dict[str, Any] | None,
+                  changed: bool = False) -> list[str]:
         """Entries under the folder `root` (relative to it) that the tree `held_root` of a
-        snapshot does not hold; a folder not held is one entry (not descended)."""
+        snapshot does not hold; a folder not held is one entry (not descended). With
+        `changed`, also files whose size or mtime differ from the snapshot's."""
         root_dev = os.lstat(root).st_dev
         out: list[str] = []
         stack: list[tuple[str, str | None]] = [
@@ -231,6 +234,9 @@ class FilesSwap(Swap):
                     out.append(r)
                 elif is_dir and n["type"] == DIR and n.get("subtree"):
                     stack.append((r, n["subtree"]))
+                elif changed and stat.S_ISREG(st.st_mode) and (
+                        n.get("size") != st.st_size or n.get("mtime_ns") != st.st_mtime_ns):
+                    out.append(r)
         return out
 
     def _plan(self, p: Path, held_root: dict[str, Any] | None) -> CarryPlan:
@@ -246,6 +252,7 @@ class FilesSwap(Swap):
         return plan
 
     def _plan_parents(self, p: Path, new_root: Path, r: str, plan: CarryPlan) -> None:
+        plan.new_times.setdefault("", _times(new_root))
         parent = posixpath.dirname(r)
         plan.live_times.setdefault(parent, _times(p / parent if parent else p))
         parts = r.split("/")
@@ -272,7 +279,6 @@ class FilesSwap(Swap):
                     f"snapshot {self.snap.short_id} {q} is not a folder that could hold it",
                     hint="move it out of the way first, or restore with `restorer restore`")
             plan.new_times.setdefault(q, _times(target))
-        plan.new_times.setdefault("", _times(new_root))
 
     def _carry(self, p: Path) -> None:
         plan = self.plans.get(p)
@@ -297,8 +303,13 @@ class FilesSwap(Swap):
             return
         new_root = self.siblings[p] / p.name
         for r in reversed(plan.entries):
-            if os.path.lexists(new_root / r) and not os.path.lexists(p / r):
-                move_noreplace(new_root / r, p / r)
+            if not os.path.lexists(new_root / r):
+                continue
+            if os.path.lexists(p / r):
+                # something was made at that path meanwhile: keep both, never delete either
+                self.keep.add(self.siblings[p])
+                continue
+            move_noreplace(new_root / r, p / r)
         for q in reversed(plan.made):
             with contextlib.suppress(OSError):
                 os.rmdir(new_root / q)
@@ -343,18 +354,31 @@ class FilesSwap(Swap):
         self.out.kept = [str(s / p.name) for p, s in self.siblings.items()]
 
     def swap_back(self) -> None:
-        for p in reversed(self.done):
-            exchange(self.siblings[p] / p.name, p)
-        self.done.clear()
-        for p in self.paths:
-            self._uncarry(p)
-        self.swapped = False
+        """Each path exchanged back and its carried entries returned; a path that fails
+        does not stop the others, and its sibling is kept (it may hold live data)."""
+        errors: list[str] = []
+        for p in reversed(self.paths):
+            try:
+                if p in self.done:
+                    exchange(self.siblings[p] / p.name, p)
+                    self.done.remove(p)
+                self._uncarry(p)
+            except OSError as e:
+                self.keep.add(self.siblings[p])
+                errors.append(f"{p}: {e}")
+        self.swapped = bool(self.done)
         self.out.kept = []
+        if errors:
+            raise OSError("; ".join(errors))
 
     def discard(self) -> None:
         for sib in set(self.siblings.values()):
+            if sib in self.keep:
+                self.out.error = (f"{sib} is kept: it may hold entries that are in no backup; "
+                                  "look at it before removing it by hand")
+                continue
             shutil.rmtree(sib, ignore_errors=True)
-        self.out.kept = []
+        self.out.kept = [str(s) for s in self.keep]
 
     def discard_replaced(self) -> str | None:
         """After a successful swap: remove the replaced trees, unless one holds an entry
@@ -368,13 +392,13 @@ class FilesSwap(Swap):
             if not os.path.isdir(old) or os.path.islink(old):
                 continue
             try:
-                extra = self._not_held(old, roots.get(p.name))
+                extra = self._not_held(old, roots.get(p.name), changed=True)
             except (OSError, RestoreError) as e:
                 return f"the replaced tree {old} cannot be read ({e}); it is kept"
             if extra:
                 return (f"the replaced tree {old} holds {len(extra)} entr"
-                        f"{'y' if len(extra) == 1 else 'ies'} no backup has (first: "
-                        f"{extra[0]}; written during the rollback?); it is kept until "
+                        f"{'y' if len(extra) == 1 else 'ies'} no backup has as they are now "
+                        f"(first: {extra[0]}; written during the rollback?); it is kept until "
                         "`restorer rollback PLAN --cleanup`")
         self.discard()
         return None

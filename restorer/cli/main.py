@@ -954,7 +954,8 @@ def _install_signal_handlers() -> None:
     import signal
 
     for s in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
-        signal.signal(s, _on_signal)
+        if signal.getsignal(s) is not signal.SIG_IGN:  # nohup, background jobs: kept
+            signal.signal(s, _on_signal)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -989,6 +990,8 @@ def main(argv: list[str] | None = None) -> None:
               "partial was kept (the next run goes on from what was stored)", e.exit_code)
     except KeyboardInterrupt:
         _fail(structured, "error", "interrupted", 130)
+    except BrokenPipeError:
+        os._exit(EXIT_OK)
     except Exception as e:  # a bug: still one clear line, the traceback only when asked
         if debug:
             import traceback
@@ -997,6 +1000,4 @@ def main(argv: list[str] | None = None) -> None:
         _fail(structured, "error", f"internal error: {type(e).__name__}: {e}", EXIT_FAILED,
               "this is a bug in restorer; run again with --debug for the traceback and "
               "report it")
-    except BrokenPipeError:
-        os._exit(EXIT_OK)
     sys.exit(rv if isinstance(rv, int) else EXIT_OK)

@@ -224,7 +224,8 @@ def load_plan(path: str | os.PathLike[str]) -> LoadedPlan:
     p = Path(path)
     shown = str(path)
     try:
-        raw = p.read_bytes()
+        with open(p, "rb") as f:
+            raw = f.read(yamlsafe.MAX_BYTES + 1)  # never more: the limit guards memory too
     except OSError as e:
         raise PlanError(
             f"{shown}: cannot read the plan: {e.strerror}",
@@ -368,15 +369,17 @@ def _path_problems(lp: LoadedPlan, shown: str) -> list[Problem]:
     would land on one folder of a restore), a staging folder inside another target's source
     (a restore test would write into production data that the next backup then takes), a
     repository inside a backed-up source (each backup would copy the repository)."""
+    from restorer.sources.excludes import Excluder
+
     out: list[Problem] = []
-    sources: list[tuple[str, Path]] = []
+    sources: list[tuple[str, Path, Excluder]] = []
     for i, t in enumerate(lp.plan.targets):
         if not isinstance(t, models.FilesTarget):
             continue
         names: dict[str, int] = {}
         for j, p in enumerate(t.paths):
             rp = lp.resolve_path(p).resolve()
-            sources.append((t.name, rp))
+            sources.append((t.name, rp, Excluder(t.exclude)))
             if rp.name in names:
                 key = f"targets[{i}].paths[{j}]"
                 out.append(Problem(shown, key, f"paths[{names[rp.name]}] and paths[{j}] both "
@@ -389,8 +392,8 @@ def _path_problems(lp: LoadedPlan, shown: str) -> list[Problem]:
         if not st or (t.staging and t.staging.host):
             continue
         sp = lp.resolve_path(st).resolve()
-        for name, src in sources:
-            if name != t.name and (sp == src or sp.is_relative_to(src)):
+        for name, src, ex in sources:
+            if name != t.name and _inside(sp, src, ex):
                 key = f"targets[{i}].staging.path"
                 out.append(Problem(shown, key, f"staging path {sp} is inside {src}, the source "
                                    f"of target {name}; restore tests would write into it",
@@ -399,8 +402,8 @@ def _path_problems(lp: LoadedPlan, shown: str) -> list[Problem]:
     if "://" not in url or url.startswith("file://"):
         rest = url.split("://", 1)[1] if "://" in url else url
         repo = lp.resolve_path(os.path.expanduser(rest)).resolve()
-        for name, src in sources:
-            if repo == src or repo.is_relative_to(src):
+        for name, src, ex in sources:
+            if _inside(repo, src, ex):
                 out.append(Problem(shown, "repository.url", f"the repository {repo} is inside "
                                    f"{src}, the source of target {name}; every backup would "
                                    "copy the repository into itself", lp.lines.get(
@@ -408,6 +411,14 @@ def _path_problems(lp: LoadedPlan, shown: str) -> list[Problem]:
                                    "move the repository out, or exclude it (a repository "
                                    "belongs on another disk or host anyway)"))
     return out
+
+
+def _inside(path: Path, src: Path, ex: Any) -> bool:
+    """Whether `path` is `src` or under it, and not excluded from its backups."""
+    if not (path == src or path.is_relative_to(src)):
+        return False
+    rel = path.relative_to(src).parts
+    return not any(ex.excluded("/".join(rel[: k + 1]), rel[k], True) for k in range(len(rel)))
 
 
 def _remote_staging_overlaps(lp: LoadedPlan, shown: str, i: int, t: Any) -> list[Problem]:

@@ -41,7 +41,7 @@ class _Composer(yaml.SafeLoader):
 def compose(text: str) -> yaml.Node | None:
     """The node tree of `text`, checked; yaml.YAMLError or PlanShapeError when refused."""
     if len(text.encode()) > MAX_BYTES:
-        raise PlanShapeError(f"the plan is {len(text.encode()) // 1024} KiB; plans are "
+        raise PlanShapeError(f"the plan is larger than {MAX_BYTES // 1024} KiB; plans are "
                              f"limited to {MAX_BYTES // 1024} KiB")
     loader = _Composer(text)
     try:

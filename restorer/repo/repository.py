@@ -201,7 +201,9 @@ class Repository:
                 continue
             if isinstance(rec, dict):
                 out.append((obj.name, rec))
-        return sorted(out, key=lambda nr: str(nr[1].get("time", "")))
+        # `time` may be a drill's fixed clock: the real write time orders records of one time
+        return sorted(out, key=lambda nr: (str(nr[1].get("time", "")),
+                                           int(nr[1].get("written_ns") or 0)))
 
     def write_named(self, name: str, data: bytes) -> None:
         """Write a content-addressed file. If it exists already (left by an interrupted run

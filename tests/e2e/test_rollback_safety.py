@@ -267,7 +267,7 @@ def test_replaced_tree_written_to_during_the_rollback_is_kept(tmp_path: Path) ->
     (site / "index.html").write_text("<h1>bad</h1>")
     r = run_cli("rollback", plan, "--yes")
     assert r.rc == 0, r.text
-    assert "no backup has (first: late.txt" in r.out
+    assert "no backup has as they are now (first: late.txt" in r.out
     kept = _leftovers(tmp_path)
     assert len(kept) == 1 and (tmp_path / kept[0] / "site" / "late.txt").read_text() == "late\n"
     r = run_cli("rollback", plan, "--cleanup", "--dry-run")

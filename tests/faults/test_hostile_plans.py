@@ -86,3 +86,12 @@ def test_empty_repository_password_is_refused(tmp_path: Path) -> None:
     r = run_cli("init", plan, env={"EMPTY_PW": ""})
     assert r.rc == 2 and "resolves to an empty value" in r.err, r.text
     assert not (tmp_path / "repo").exists()
+
+
+def test_an_excluded_repository_inside_a_source_is_fine(tmp_path: Path) -> None:
+    (tmp_path / "src").mkdir()
+    plan = write_plan(tmp_path / "plan.yaml", repository={"url": "file://src/.backup/repo"},
+                      targets=[{"name": "main", "kind": "files", "paths": ["src"],
+                                "exclude": [".backup/"]}])
+    r = run_cli("validate", plan)
+    assert r.rc == 0, r.text
