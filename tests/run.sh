@@ -17,6 +17,9 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     # tests stop the process at a chosen rename with strace's fault injection
     command -v faketime >/dev/null || need+=(faketime)
     command -v strace >/dev/null || need+=(strace)
+    # the signal tests find a run's hook child with pgrep; setpriv drops root's capabilities
+    command -v pgrep >/dev/null || need+=(procps)
+    command -v setpriv >/dev/null || need+=(util-linux)
     # PostgreSQL client tools (and a server to start when none runs on 127.0.0.1:5432)
     command -v pg_dump >/dev/null || need+=(postgresql postgresql-client)
     command -v mariadb-dump >/dev/null || command -v mysqldump >/dev/null \
