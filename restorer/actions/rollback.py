@@ -368,14 +368,19 @@ def _decide(lp: LoadedPlan, repo: Repository, names: tuple[str, ...], to: str,
 
 def _write_record(repo: Repository, result: RollbackResult, status: str,
                   swaps: list[Swap] | None = None) -> None:
-    rec = {"run_id": result.run_id, "plan": result.plan, "status": status,
-           "time": clock.iso(), "written_ns": time.time_ns(), "host": socket.gethostname(),
-           "stamp": result.stamp,
-           "journal": {sw.t.name: sw.journal() for sw in swaps or []},
-           "undo_of": result.undo_of,
-           "safety": {t.target: t.safety_snapshot for t in result.targets
-                      if t.safety_snapshot},
-           "targets": [asdict(t) for t in result.targets]}
+    _put_record(repo, {
+        "run_id": result.run_id, "plan": result.plan, "status": status,
+        "stamp": result.stamp, "journal": {sw.t.name: sw.journal() for sw in swaps or []},
+        "undo_of": result.undo_of,
+        "safety": {t.target: t.safety_snapshot for t in result.targets if t.safety_snapshot},
+        "targets": [asdict(t) for t in result.targets]})
+
+
+def _put_record(repo: Repository, rec: dict[str, Any]) -> None:
+    """One rollback record, stamped with restorer's time, the real write time (which orders
+    records of one drill time) and this host."""
+    rec = {**rec, "time": clock.iso(), "written_ns": time.time_ns(),
+           "host": socket.gethostname()}
     repo.write_file("rollbacks", json.dumps(rec, sort_keys=True).encode())
 
 
@@ -606,20 +611,16 @@ def recover(lp: LoadedPlan, repo: Repository, snaps: list[Snapshot], by_run: str
                 rv.error = f"target {name}: {getattr(e, 'message', e)}"
                 rv.targets[name] = "unknown"
                 break
-        if not dry_run and rv.ok and rv.unresolved:
-            done = {**rec, "status": "unresolved", "time": clock.iso(), "recovered_by": by_run,
-                    "written_ns": time.time_ns()}
-            repo.write_file("rollbacks", json.dumps(done, sort_keys=True).encode())
-        elif not dry_run and rv.ok and rv.reached == "swapped":
-            done = {**rec, "status": "finished", "time": clock.iso(), "recovered_by": by_run,
-                    "written_ns": time.time_ns()}
-            repo.write_file("rollbacks", json.dumps(done, sort_keys=True).encode())
-        elif not dry_run and rv.ok:
-            done = {**rec, "status": "reverted", "time": clock.iso(), "recovered_by": by_run,
-                    "written_ns": time.time_ns(),
-                    "targets": [{**t, "state": "as before", "kept": []}
-                                for t in rec.get("targets", [])]}
-            repo.write_file("rollbacks", json.dumps(done, sort_keys=True).encode())
+        if not dry_run and rv.ok:
+            end = {**rec, "recovered_by": by_run}
+            if rv.unresolved:
+                end["status"] = "unresolved"
+            elif rv.reached == "swapped":
+                end["status"] = "finished"
+            else:
+                end.update(status="reverted", targets=[
+                    {**t, "state": "as before", "kept": []} for t in rec.get("targets", [])])
+            _put_record(repo, end)
         if run and not dry_run:
             run.record_phase("recover", time.monotonic() - t0, rollback=rv.run_id,
                              outcome="ok" if rv.ok else "failed", targets=rv.targets,

@@ -477,16 +477,9 @@ def rollback(plan: str, targets: tuple[str, ...], to: str, allow_unverified: boo
     if cleanup:
         _cleanup(lp, plan, dry_run, yes, as_json)
         return
-    if not dry_run and not yes and not sys.stdin.isatty():
-        raise UsageError("rollback changes live data and needs confirmation; this is not a "
-                         "terminal, so nothing was changed",
-                         hint="pass --yes to roll back, or --dry-run to see what it would do")
-
-    def confirm(preview: Any) -> bool:
-        if yes:
-            return True
-        render_plan(preview, plan)
-        return click.confirm("Roll back now?", default=False)
+    confirm = _confirmer(dry_run, yes, "rollback changes live data", "nothing was changed",
+                         "roll back", lambda preview: render_plan(preview, plan),
+                         "Roll back now?")
 
     command = "rollback" + (" --undo" if undo else "") + (" --dry-run" if dry_run else "")
     with recorded_run(lp, command) as run:
@@ -506,20 +499,30 @@ def rollback(plan: str, targets: tuple[str, ...], to: str, allow_unverified: boo
             sys.exit(EXIT_FAILED)
 
 
-def _cleanup(lp: Any, plan: str, dry_run: bool, yes: bool, as_json: bool) -> None:
-    from restorer.actions.rollback import cleanup as do_cleanup
-    from restorer.cli.rollback_render import render_cleanup
-
+def _confirmer(dry_run: bool, yes: bool, what: str, unchanged: str, verb: str,
+               show: Any, question: str) -> Any:
+    """How a destructive command asks: never on a dry run, not with --yes, on a terminal
+    after showing what it will do; elsewhere without --yes it refuses (exit 2)."""
     if not dry_run and not yes and not sys.stdin.isatty():
-        raise UsageError("rollback --cleanup deletes what rollbacks kept and needs "
-                         "confirmation; this is not a terminal, so nothing was removed",
-                         hint="pass --yes to remove, or --dry-run to list what it would remove")
+        raise UsageError(f"{what} and needs confirmation; this is not a terminal, so "
+                         f"{unchanged}", hint=f"pass --yes to {verb}, or --dry-run to see "
+                         "what it would do")
 
     def confirm(preview: Any) -> bool:
         if yes:
             return True
-        render_cleanup(preview)
-        return click.confirm("Remove these now?", default=False)
+        show(preview)
+        return click.confirm(question, default=False)
+
+    return confirm
+
+
+def _cleanup(lp: Any, plan: str, dry_run: bool, yes: bool, as_json: bool) -> None:
+    from restorer.actions.rollback import cleanup as do_cleanup
+    from restorer.cli.rollback_render import render_cleanup
+
+    confirm = _confirmer(dry_run, yes, "rollback --cleanup deletes what rollbacks kept",
+                         "nothing was removed", "remove", render_cleanup, "Remove these now?")
 
     command = "rollback --cleanup" + (" --dry-run" if dry_run else "")
     with recorded_run(lp, command) as run:

@@ -189,6 +189,13 @@ def test_verify_creates_and_removes_staging_even_on_failure(aws, world,
     assert staging_volumes() == [] and staging_instances() == []
 
 
+def _at_device(ec2, instance: str, device: str = "/dev/sdf") -> str:
+    """The volume attached at `device` of `instance`."""
+    inst = ec2.describe_instances(InstanceIds=[instance])["Reservations"][0]["Instances"][0]
+    return next(m["Ebs"]["VolumeId"] for m in inst["BlockDeviceMappings"]
+                if m["DeviceName"] == device)
+
+
 def test_rollback_and_undo_ebs_and_rds(aws, world, tmp_path: Path) -> None:
     env = world["env"]
     plan = _plan(tmp_path, world)
@@ -197,10 +204,7 @@ def test_rollback_and_undo_ebs_and_rds(aws, world, tmp_path: Path) -> None:
     ec2 = aws("ec2")
 
     def at_device() -> str:
-        inst = ec2.describe_instances(InstanceIds=[world["instance"]])[
-            "Reservations"][0]["Instances"][0]
-        return next(m["Ebs"]["VolumeId"] for m in inst["BlockDeviceMappings"]
-                    if m["DeviceName"] == "/dev/sdf")
+        return _at_device(ec2, world["instance"])
 
     original_db = str(aws("rds").describe_db_instances(DBInstanceIdentifier=world["db"])[
         "DBInstances"][0]["InstanceCreateTime"])
@@ -270,10 +274,7 @@ def test_ebs_rollback_finds_the_attachment_without_instance_and_device(aws, worl
     ec2 = aws("ec2")
 
     def at_device() -> str:
-        inst = ec2.describe_instances(InstanceIds=[world["instance"]])[
-            "Reservations"][0]["Instances"][0]
-        return next(m["Ebs"]["VolumeId"] for m in inst["BlockDeviceMappings"]
-                    if m["DeviceName"] == "/dev/sdf")
+        return _at_device(ec2, world["instance"])
 
     assert run_cli("backup", "--init", plan, "--target", "data", env=env).rc == 0
     assert run_cli("verify", plan, "--target", "data", env=env).rc == 0

@@ -58,10 +58,16 @@ def _leftovers(root: Path) -> list[str]:
     return [p.name for p in root.iterdir() if p.name.startswith(".restorer-rollback-")]
 
 
-def test_rollback_keeps_excluded_paths_and_undo_brings_the_rest_back(tmp_path: Path) -> None:
+@pytest.mark.parametrize("encrypted", [False, True], ids=["plain", "encrypted"])
+def test_rollback_keeps_excluded_paths_and_undo_brings_the_rest_back(
+        tmp_path: Path, encrypted: bool, monkeypatch) -> None:
     site = tmp_path / "site"
     _make_site(site)
-    plan = _files_plan(tmp_path, ["site"])
+    repo: dict = {"url": "file://repo"}
+    if encrypted:
+        monkeypatch.setenv("RESTORER_PASSWORD", "rollback-pw")
+        repo["password"] = "${env:RESTORER_PASSWORD}"
+    plan = _files_plan(tmp_path, ["site"], repository=repo)
     assert run_cli("backup", "--init", plan).rc == 0
     assert run_cli("verify", plan).rc == 0
     good = _held(site)
