@@ -961,11 +961,24 @@ def _install_signal_handlers() -> None:
             signal.signal(s, _on_signal)
 
 
+def _remove_leftovers() -> None:
+    """Private files of earlier runs killed before they could remove them (a password
+    option file), whichever command this run is."""
+    from restorer.statedir import remove_leftovers
+
+    try:
+        remove_leftovers()
+    except OSError as e:  # never a reason not to run; the next run tries again
+        logging.getLogger("restorer.state").warning(
+            "cannot remove what killed runs left in the state folder: %s", e)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the command and map every failure to a documented exit code."""
     from restorer.errors import Terminated
 
     _install_signal_handlers()
+    _remove_leftovers()
     args = hoist_globals(list(argv if argv is not None else sys.argv[1:]))
     debug = "--debug" in args
     structured = _log_format(args) == "json"

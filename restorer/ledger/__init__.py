@@ -29,6 +29,7 @@ from typing import Any
 
 from restorer import __version__, clock
 from restorer.errors import RestorerError, UsageError
+from restorer.statedir import state_dir
 
 log = logging.getLogger("restorer.ledger")
 GENESIS = "0" * 64
@@ -40,9 +41,7 @@ class LedgerError(RestorerError):
 
 
 def default_path() -> Path:
-    base = os.environ.get("RESTORER_STATE_DIR") or os.path.join(
-        os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state"), "restorer")
-    return Path(base) / "ledger.db"
+    return state_dir() / "ledger.db"
 
 
 def row_hash(prev: str, seq: int, t: str, run_id: str, kind: str, data: str) -> str:

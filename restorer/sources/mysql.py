@@ -1,8 +1,9 @@
 """MySQL/MariaDB targets: mysqldump --single-transaction streamed into the repository, and the
 mysql client streaming it back into a database created for it.
 
-A password reaches the tools through a private option file (--defaults-extra-file, mode 0600,
-removed afterwards), never argv; without one, the tools' own option files apply (~/.my.cnf).
+A password reaches the tools through a private option file (--defaults-extra-file) that lives
+in memory and is inherited as a descriptor (never on a disk, never in argv); without a
+password, the tools' own option files apply (~/.my.cnf).
 """
 
 from __future__ import annotations
@@ -11,15 +12,16 @@ import contextlib
 import os
 import re
 import shutil
-import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import IO, Any
 from urllib.parse import unquote, urlsplit
 
 from restorer.errors import RestoreError, SourceError
 from restorer.sources.process import feed, output_of
 from restorer.sources.remote import q, remote_output, remote_secret_file
+from restorer.statedir import private_file
 
 
 def _tool(*names: str) -> str:
@@ -45,20 +47,44 @@ def parse_dsn(dsn: str) -> tuple[list[str], str]:
     return opts, unquote(u.path.strip("/"))
 
 
+@dataclass(frozen=True)
+class _Creds:
+    """How the client tools get the password: `args` come first on their command line, and
+    they must inherit `fds` to read it."""
+
+    args: list[str] = field(default_factory=list)
+    fds: tuple[int, ...] = ()
+
+
 @contextmanager
-def _options_file(password: str | None) -> Iterator[list[str]]:
+def _options_file(password: str | None) -> Iterator[_Creds]:
+    """The password as an option file the tools read. Preferably a memfd the tools inherit
+    and read as /dev/fd/N: nothing reaches a disk, and nothing outlives the processes that
+    hold it, even when restorer is killed with SIGKILL. Where memfd_create is unavailable, a
+    0600 file in a private folder of the state dir, which the next run removes if this one
+    is killed (see restorer.statedir)."""
     if not password:
-        yield []
+        yield _Creds()
         return
-    d = tempfile.mkdtemp(prefix="restorer-my-")
-    path = os.path.join(d, "client.cnf")
+    text = _option_text(password).encode()
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(_option_text(password))
-        yield [f"--defaults-extra-file={path}"]  # must come first on the command line
+        fd = os.memfd_create("restorer-client.cnf", os.MFD_CLOEXEC)
+    except (AttributeError, OSError):
+        fd = -1
+    if fd < 0:
+        with private_file("client.cnf", text) as path:
+            yield _Creds([f"--defaults-extra-file={path}"])
+        return
+    try:
+        # a memfd starts as 0777, and the client ignores a world-writable option file
+        os.fchmod(fd, 0o600)
+        view = memoryview(text)
+        while view:
+            view = view[os.write(fd, view):]
+        # the client opens /dev/fd/N afresh, reading from the start; must come first
+        yield _Creds([f"--defaults-extra-file=/dev/fd/{fd}"], (fd,))
     finally:
-        shutil.rmtree(d, ignore_errors=True)
+        os.close(fd)
 
 
 def _flavor_version(text: str) -> tuple[str, tuple[int, int]] | None:
@@ -90,18 +116,18 @@ def mysql_dump(dsn: str, password: str | None, *, what: str) -> Iterator[IO[byte
     with _options_file(password) as extra:
         check_versions(feed([tool, "--version"], (), what=what),
                        _sql(conn, extra, "SELECT VERSION();", what, password), what)
-        argv = [tool, *extra, *conn, "--single-transaction", "--routines", "--triggers",
+        argv = [tool, *extra.args, *conn, "--single-transaction", "--routines", "--triggers",
                 "--events", "--hex-blob", db]  # no --databases: no USE, so it restores anywhere
-        with output_of(argv, what=what, secrets=[password]) as out:
+        with output_of(argv, what=what, secrets=[password], pass_fds=extra.fds) as out:
             yield out
 
 
-def _sql(conn: list[str], extra: list[str], sql: str, what: str, password: str | None,
+def _sql(conn: list[str], extra: _Creds, sql: str, what: str, password: str | None,
          db: str | None = None) -> str:
-    argv = [_tool("mariadb", "mysql"), *extra, *conn, "--batch", "--skip-column-names"]
+    argv = [_tool("mariadb", "mysql"), *extra.args, *conn, "--batch", "--skip-column-names"]
     if db:
         argv.append(db)
-    return feed(argv, [sql.encode()], what=what, secrets=[password])
+    return feed(argv, [sql.encode()], what=what, secrets=[password], pass_fds=extra.fds)
 
 
 def _quote(name: str) -> str:
@@ -129,8 +155,8 @@ def mysql_restore_stream(chunks: Iterable[bytes], dsn: str, password: str | None
             exists = False
         if not exists:
             _sql(conn, extra, f"CREATE DATABASE {_quote(db)};", what, password)
-        feed([_tool("mariadb", "mysql"), *extra, *conn, "--binary-mode", db],
-             chunks, what=what, secrets=[password])
+        feed([_tool("mariadb", "mysql"), *extra.args, *conn, "--binary-mode", db],
+             chunks, what=what, secrets=[password], pass_fds=extra.fds)
 
 
 # Written on a database verify creates (MariaDB keeps a comment per database), so that only
@@ -142,7 +168,7 @@ def _lit(text: str) -> str:
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def _scratch_comment(conn: list[str], extra: list[str], db: str, what: str,
+def _scratch_comment(conn: list[str], extra: _Creds, db: str, what: str,
                      password: str | None) -> str | None:
     out = _sql(conn, extra, "SELECT CONCAT('x', SCHEMA_COMMENT) FROM information_schema.schemata "
                f"WHERE schema_name = {_lit(db)};", what, password)
@@ -192,9 +218,10 @@ def mysql_query(dsn: str, password: str | None, query: str, *, what: str,
     """The rows of one query, as text (NULL reads as '')."""
     conn, db = parse_dsn(dsn)
     with _options_file(password) as extra:
-        argv = [_tool("mariadb", "mysql"), *extra, *conn, "--batch", "--skip-column-names",
+        argv = [_tool("mariadb", "mysql"), *extra.args, *conn, "--batch", "--skip-column-names",
                 "--execute", query, db]
-        out = feed(argv, (), what=what, secrets=[password], timeout=timeout)
+        out = feed(argv, (), what=what, secrets=[password], timeout=timeout,
+                   pass_fds=extra.fds)
     rows = []
     for line in out.splitlines():
         rows.append(["" if c == "NULL" else _BATCH_ESCAPE.sub(_unescape, c)
@@ -224,7 +251,7 @@ def mysql_dump_remote(client: Any, dsn: str, password: str | None, *,
             yield out
 
 
-def _schema_objects(conn: list[str], extra: list[str], db: str, what: str,
+def _schema_objects(conn: list[str], extra: _Creds, db: str, what: str,
                     password: str | None) -> dict[str, int]:
     lit = _lit(db)
     out = _sql(conn, extra, (

@@ -52,11 +52,13 @@ def _describe(what: str, argv: Sequence[str] | str, code: int, tail: str,
 
 
 def _spawn(argv: Sequence[str] | str, what: str, env: dict[str, str] | None,
-           stdin: int) -> subprocess.Popen[bytes]:
-    """Start a tool (a string runs through the shell); SourceError naming a missing tool."""
+           stdin: int, pass_fds: Sequence[int] = ()) -> subprocess.Popen[bytes]:
+    """Start a tool (a string runs through the shell); SourceError naming a missing tool.
+    `pass_fds` are inherited by the tool (a secret it reads from /dev/fd/N)."""
     try:
         return subprocess.Popen(argv, stdin=stdin, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, env=env, shell=isinstance(argv, str))
+                                stderr=subprocess.PIPE, env=env, shell=isinstance(argv, str),
+                                pass_fds=tuple(pass_fds))
     except FileNotFoundError:
         raise SourceError(f"{what}: {argv[0] if not isinstance(argv, str) else argv} is not "
                           "installed or not on PATH",
@@ -66,10 +68,10 @@ def _spawn(argv: Sequence[str] | str, what: str, env: dict[str, str] | None,
 @contextmanager
 def output_of(argv: Sequence[str] | str, *, what: str, env: dict[str, str] | None = None,
               secrets: Iterable[str | None] = (), timeout: float | None = None,
-              ) -> Iterator[IO[bytes]]:
+              pass_fds: Sequence[int] = ()) -> Iterator[IO[bytes]]:
     """Run a command and yield its stdout; on leaving, the command must have exited 0."""
     secrets = list(secrets)
-    proc = _spawn(argv, what, env, stdin=subprocess.DEVNULL)
+    proc = _spawn(argv, what, env, stdin=subprocess.DEVNULL, pass_fds=pass_fds)
     assert proc.stdout is not None and proc.stderr is not None
     tail = _Tail(proc.stderr)
     try:
@@ -86,11 +88,12 @@ def output_of(argv: Sequence[str] | str, *, what: str, env: dict[str, str] | Non
 
 def feed(argv: Sequence[str] | str, chunks: Iterable[bytes], *, what: str,
          env: dict[str, str] | None = None, secrets: Iterable[str | None] = (),
-         timeout: float | None = None, stderr_lines: list[str] | None = None) -> str:
+         timeout: float | None = None, stderr_lines: list[str] | None = None,
+         pass_fds: Sequence[int] = ()) -> str:
     """Run a command with `chunks` on its stdin; returns its stdout (must exit 0).
     Every stderr line is also appended to `stderr_lines` when given."""
     secrets = list(secrets)
-    proc = _spawn(argv, what, env, stdin=subprocess.PIPE)
+    proc = _spawn(argv, what, env, stdin=subprocess.PIPE, pass_fds=pass_fds)
     assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
     tail = _Tail(proc.stderr, sink=stderr_lines)
     out: list[bytes] = []
