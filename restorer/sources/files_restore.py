@@ -177,12 +177,32 @@ class FilesWriter:
                                hint="restore as a user that may write there") from None
         try:
             self._write_all(items)
+        except OSError as e:
+            raise self._write_error(e) from None
         finally:
             for fd in self._fds.values():
                 os.close(fd)
             self._fds.clear()
             os.close(self._root_fd)
         return self.stats
+
+    def _write_error(self, e: OSError) -> RestoreError:
+        """A file system error while writing (a full disk, a quota, an I/O error): one
+        message naming the destination and what was restored. A file being written when it
+        happened was removed (see _write_file), so every file left there is whole."""
+        st = self.stats
+        done = (f"{st.files} file(s), {st.bytes_written / (1 << 20):.1f} MiB, were restored "
+                "before it happened")
+        why = {errno.ENOSPC: "no space left", errno.EDQUOT: "the disk quota is exceeded"}
+        if e.errno in why:
+            return RestoreError(
+                f"{why[e.errno]} on the file system of {self.dest}: {done}; the file being "
+                "written was removed, so every file there is whole",
+                hint="free space there (or restore elsewhere, or part of the snapshot with "
+                "--include), then restore again with --overwrite")
+        where = f" ({e.filename})" if e.filename else ""
+        return RestoreError(f"cannot write into {self.dest}{where}: {e.strerror}; {done}",
+                            hint="check the destination's file system and permissions")
 
     @staticmethod
     def _hardlinks(items: list[_Item]) -> dict[int, tuple[str, ...]]:

@@ -1,0 +1,109 @@
+"""Resource faults: a full disk under the restore destination or under the repository, a
+read-only repository, a 5 GiB sparse file, a directory chain 1,200 deep."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from tests.conftest import run_cli, write_plan
+
+MiB = 1 << 20
+
+
+@contextmanager
+def tmpfs(where: Path, size: str) -> Iterator[Path]:
+    """A small tmpfs mounted at `where` for the test; a mount that fails fails the test."""
+    where.mkdir(parents=True, exist_ok=True)
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs",
+                        str(where)], capture_output=True, text=True)
+    assert r.returncode == 0, f"cannot mount a tmpfs (the test needs root): {r.stderr}"
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=True)
+
+
+def _last_run(plan: Path) -> dict:
+    return json.loads(run_cli("history", plan, "--json").out)[0]
+
+
+def _files_under(root: Path) -> dict[str, bytes]:
+    out = {}
+    for dirpath, _dirs, files in os.walk(root):
+        for n in files:
+            p = Path(dirpath, n)
+            out[str(p.relative_to(root))] = p.read_bytes()
+    return out
+
+
+# --- disk full ----------------------------------------------------------------------------
+
+
+def test_disk_full_during_restore_is_a_clear_error_and_leaves_no_partial_file(
+        tmp_path: Path, cli) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a-small.txt").write_bytes(b"small\n" * 100)
+    (src / "b-medium.bin").write_bytes(os.urandom(3 * MiB))
+    (src / "c-big.bin").write_bytes(os.urandom(6 * MiB))  # does not fit after the others
+    plan = write_plan(tmp_path / "plan.yaml")
+    r = cli("backup", "--init", plan)
+    assert r.rc == 0, r.text
+    with tmpfs(tmp_path / "dest", "5m") as dest:
+        r = cli("restore", plan, "latest", "--to", dest)
+        assert r.rc == 1, r.text
+        assert "Traceback" not in r.text and "internal error" not in r.text, r.text
+        assert "no space left" in r.err and str(dest) in r.err, r.err
+        assert "restored before" in r.err and "MiB" in r.err, r.err  # how much was written
+        left = _files_under(dest)
+        assert not [n for n in left if ".restorer-tmp-" in n], f"partial files left: {left}"
+        # what is there is whole: each file equals its original
+        for name, data in left.items():
+            assert data == (tmp_path / name).read_bytes(), f"{name} is not the original"
+        assert "src/c-big.bin" not in left
+        last = _last_run(plan)
+        assert (last["command"], last["outcome"], last["exit_code"]) == ("restore", "failed", 1)
+        # with room, the same restore succeeds and the bytes are the originals
+        subprocess.run(["mount", "-o", "remount,size=64m", str(dest)], check=True)
+        r = cli("restore", plan, "latest", "--to", dest, "--overwrite")
+        assert r.rc == 0, r.text
+        assert _files_under(dest / "src") == _files_under(src)
+
+
+def test_disk_full_in_the_repository_fails_the_backup_cleanly(tmp_path: Path, cli) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "first.bin").write_bytes(os.urandom(1 * MiB))
+    with tmpfs(tmp_path / "repo", "6m") as repo:
+        plan = write_plan(tmp_path / "plan.yaml", repository={"url": f"file://{repo}"})
+        r = cli("backup", "--init", plan, "--json")
+        assert r.rc == 0, r.text
+        first = json.loads(cli("snapshots", plan, "--json").out)
+        assert len(first) == 1
+        (src / "second.bin").write_bytes(os.urandom(8 * MiB))  # random: does not compress
+        r = cli("backup", plan)
+        assert r.rc == 1, r.text
+        assert "Traceback" not in r.text and "internal error" not in r.text, r.text
+        assert "no space left" in r.err, r.err
+        assert json.loads(cli("snapshots", plan, "--json").out) == first  # no new snapshot
+        assert _last_run(plan)["outcome"] == "failed"
+        # after freeing space, the repository checks clean, the earlier snapshot restores,
+        # and the next backup succeeds
+        subprocess.run(["mount", "-o", "remount,size=64m", str(repo)], check=True)
+        r = cli("check", plan, "--read-data")
+        assert r.rc == 0 and "no errors were found" in r.out, r.text
+        out = tmp_path / "out"
+        r = cli("restore", plan, first[0]["id"], "--to", out)
+        assert r.rc == 0, r.text
+        assert (out / "src" / "first.bin").read_bytes() == (src / "first.bin").read_bytes()
+        assert not (out / "src" / "second.bin").exists()
+        r = cli("backup", plan)
+        assert r.rc == 0, r.text
+        out2 = tmp_path / "out2"
+        assert cli("restore", plan, "latest", "--to", out2).rc == 0
+        assert _files_under(out2 / "src") == _files_under(src)
