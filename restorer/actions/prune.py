@@ -60,8 +60,9 @@ def run_prune(lp: LoadedPlan, *, dry_run: bool = False, lock_wait: float = 0.0,
     with locked(repo, exclusive=True, wait=lock_wait) as lock:
         if run:
             run.record_phase("lock", lock.waited)
-        repo.load_index()
-        snaps = repo.list_snapshots()
+        # strict: a damaged index or snapshot record would make what it protects look unused
+        repo.load_index(strict=True)
+        snaps = repo.list_snapshots(strict=True)
         # strict: an unreadable record may be the one that protects a snapshot
         records = verified_records(repo, strict=True)
         verified = {sid for sid, rs in records.items() if any(r.get("passed") for r in rs)}

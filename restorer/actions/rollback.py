@@ -209,14 +209,8 @@ def _file_changes(repo: Repository, snap: Snapshot, paths: list[Path],
     and ones that stay as they are because no backup holds them (kept: excluded)."""
     want: dict[str, tuple] = {}
 
-    def walk(tree_id: str, rel: str) -> None:
-        for n in repo.load_tree(tree_id):
-            p = f"{rel}/{n['name']}" if rel else n["name"]
-            want[p] = (n["type"], n.get("size"), n.get("mode"), n.get("mtime_ns"))
-            if n["type"] == DIR and n.get("subtree"):
-                walk(n["subtree"], p)
-
-    walk(snap.tree, "")  # type: ignore[arg-type]
+    for p, n in repo.walk(snap.tree):  # type: ignore[arg-type]
+        want[p] = (n["type"], n.get("size"), n.get("mode"), n.get("mtime_ns"))
     have: dict[str, tuple] = {}
     for root in paths:
         if not os.path.lexists(root):

@@ -32,7 +32,7 @@ from restorer.plan import models
 from restorer.plan.load import LoadedPlan
 from restorer.repo.repository import Repository
 from restorer.repo.snapshot import Snapshot
-from restorer.repo.tree import DIR, FILE
+from restorer.repo.tree import FILE
 from restorer.sources import mysql, postgres
 from restorer.sources.files_restore import FilesWriter
 from restorer.sources.process import mask
@@ -327,18 +327,11 @@ def compare_tree(repo: Repository, snap: Snapshot, restored: Restored,
     bad: list[str] = []
     n = 0
 
-    def walk(tree_id: str, rel: Path) -> None:
-        nonlocal n
-        for node in repo.load_tree(tree_id):
-            p = rel / node["name"]
-            if node["type"] == DIR and node.get("subtree"):
-                walk(node["subtree"], p)
-            elif node["type"] == FILE:
-                n += 1
-                if ids_of(p) != list(node.get("content", ())):
-                    bad.append(str(p))
-
-    walk(snap.tree, Path())  # type: ignore[arg-type]
+    for rel, node in repo.walk(snap.tree):  # type: ignore[arg-type]
+        if node["type"] == FILE:
+            n += 1
+            if ids_of(Path(rel)) != list(node.get("content", ())):
+                bad.append(rel)
     if bad:
         return False, f"{len(bad)} of {n} files differ from the snapshot: " + ", ".join(bad[:10])
     return True, f"{n} files match the snapshot"

@@ -60,6 +60,11 @@ json_option = click.option("--json", "as_json", is_flag=True,
 lock_wait_option = click.option(
     "--lock-wait", default="0s", show_default=True, metavar="DURATION",
     help="Wait this long for another run's lock before giving up with exit 4.")
+# readers only: a writer without a lock could commit data a concurrent prune is deleting
+no_lock_option = click.option(
+    "--no-lock", is_flag=True,
+    help="Read the repository without taking a lock (a read-only repository); nothing may "
+    "prune it meanwhile.")
 
 
 def _duration(text: str) -> float:
@@ -263,10 +268,12 @@ def snapshots(plan: str, target: str | None, as_json: bool) -> None:
               help="Restore only matching paths (relative to the snapshot root; repeatable).")
 @click.option("--overwrite", is_flag=True, help="Replace files that already exist in --to.")
 @lock_wait_option
+@no_lock_option
 @json_option
 @click.pass_context
 def restore(ctx: click.Context, plan: str, snapshot: str, target: str | None, dest: str,
-            include: tuple[str, ...], overwrite: bool, lock_wait: str, as_json: bool) -> None:
+            include: tuple[str, ...], overwrite: bool, lock_wait: str, no_lock: bool,
+            as_json: bool) -> None:
     """Restore SNAPSHOT (an id prefix, or 'latest') into a directory."""
     from restorer.actions.restore import run_restore
 
@@ -275,7 +282,7 @@ def restore(ctx: click.Context, plan: str, snapshot: str, target: str | None, de
         # a DSN is not a path (Path would fold its '//')
         res = run_restore(lp, snapshot, dest, target=target, include=list(include) or None,
                           overwrite=overwrite, lock_wait=_duration(lock_wait),
-                          progress=_progress(ctx, as_json), run=run)
+                          progress=_progress(ctx, as_json), run=run, no_lock=no_lock)
         _show_restore(res, as_json)
 
 
@@ -327,10 +334,11 @@ def diff(plan: str, snap_a: str, snap_b: str, as_json: bool) -> None:
 @click.option("--read-data-subset", type=click.FloatRange(0, 100, min_open=True),
               metavar="PERCENT", help="Read and verify a random PERCENT of the pack files.")
 @lock_wait_option
+@no_lock_option
 @json_option
 @click.pass_context
 def check(ctx: click.Context, plan: str, read_data: bool, read_data_subset: float | None,
-          lock_wait: str, as_json: bool) -> None:
+          lock_wait: str, no_lock: bool, as_json: bool) -> None:
     """Verify the repository's structure (and with --read-data, every stored byte)."""
     from restorer.actions.inspect import check_repository
     from restorer.errors import UsageError
@@ -341,8 +349,106 @@ def check(ctx: click.Context, plan: str, read_data: bool, read_data_subset: floa
     lp = _load(plan)
     with recorded_run(lp, "check") as run:
         res = check_repository(lp, pct, progress=_progress(ctx, as_json),
-                               lock_wait=_duration(lock_wait), run=run)
+                               lock_wait=_duration(lock_wait), run=run, no_lock=no_lock)
         _show_check(res, pct, as_json)
+
+
+@cli.group()
+def repair() -> None:
+    """Mend damaged repository metadata (index, snapshot records); nothing is deleted
+    that could be kept: damaged files are moved aside under damaged/."""
+
+
+def _repair(plan: str, what: str, dry_run: bool, yes: bool, lock_wait: str, as_json: bool,
+            action: Any, show: Any, question: str) -> None:
+    confirm = _confirmer(dry_run, yes, f"repair {what} rewrites repository metadata",
+                         "nothing was changed", "repair", show, question)
+    lp = _load(plan)
+    command = f"repair {what}" + (" --dry-run" if dry_run else "")
+    with recorded_run(lp, command) as run:
+        res = action(lp, dry_run=dry_run, lock_wait=_duration(lock_wait), confirm=confirm,
+                     run=run)
+        if res.declined:
+            run.outcome = "declined"
+        if as_json:
+            emit_json(res.to_json())
+        else:
+            show(res)
+
+
+def _show_index_repair(res: Any) -> None:
+    done = not (res.dry_run or res.declined) and res.written
+    click.echo(f"read the headers of {plural(res.packs_read, 'pack')}: "
+               f"{plural(res.blobs, 'blob')}; the index has "
+               f"{plural(res.index_files_before, 'file')}")
+    for name, problem in res.damaged_index.items():
+        click.echo(f"damaged index file {name}: {problem}", err=True)
+    for pack, problem in res.unreadable_packs.items():
+        kept = " (kept from the old index)" if pack in res.kept_from_old_index else \
+            " (its blobs cannot be indexed)"
+        click.echo(f"pack {pack[:16]}: header unreadable: {problem}{kept}", err=True)
+    if res.newly_indexed_packs:
+        click.echo(f"{plural(len(res.newly_indexed_packs), 'pack')} no readable index named "
+                   "will be indexed")
+    if res.dropped_missing_packs:
+        click.echo(f"{plural(len(res.dropped_missing_packs), 'indexed pack')} no longer "
+                   "exist; their entries are dropped", err=True)
+    if done:
+        click.echo(f"wrote {plural(len(res.written), 'index file')}; removed "
+                   f"{len(res.removed)} old, moved {len(res.moved_aside)} damaged aside to "
+                   "damaged/index/")
+    elif res.declined:
+        click.echo("declined at the prompt; nothing was changed")
+    elif res.dry_run:
+        click.echo(f"dry run: would write the index anew and replace the "
+                   f"{res.index_files_before} index file(s); nothing was changed")
+
+
+def _show_snapshot_repair(res: Any) -> None:
+    click.echo(f"{plural(res.readable, 'snapshot record')} readable, "
+               f"{len(res.damaged)} damaged")
+    for sid, problem in res.damaged.items():
+        where = res.moved_aside.get(sid)
+        tail = f" -> moved to {where}" if where else ""
+        click.echo(f"damaged snapshot {sid[:8]}: {problem}{tail}", err=True)
+    if res.declined:
+        click.echo("declined at the prompt; nothing was changed")
+    elif res.dry_run and res.damaged:
+        click.echo("dry run: would move these aside to damaged/snapshots/; nothing was changed")
+    elif not res.damaged:
+        click.echo("nothing to repair")
+
+
+@repair.command("index")
+@click.argument("plan", type=click.Path(dir_okay=False))
+@click.option("--dry-run", is_flag=True, help="Read and report; change nothing.")
+@click.option("--yes", is_flag=True, help="Do not ask (required when not on a terminal).")
+@lock_wait_option
+@json_option
+def repair_index_cmd(plan: str, dry_run: bool, yes: bool, lock_wait: str,
+                     as_json: bool) -> None:
+    """Rebuild the index from the packs' own headers; damaged index files go to
+    damaged/index/."""
+    from restorer.actions.repair import repair_index
+
+    _repair(plan, "index", dry_run, yes, lock_wait, as_json, repair_index,
+            _show_index_repair, "Write the new index and replace the old index files?")
+
+
+@repair.command("snapshots")
+@click.argument("plan", type=click.Path(dir_okay=False))
+@click.option("--dry-run", is_flag=True, help="List the damaged records; change nothing.")
+@click.option("--yes", is_flag=True, help="Do not ask (required when not on a terminal).")
+@lock_wait_option
+@json_option
+def repair_snapshots_cmd(plan: str, dry_run: bool, yes: bool, lock_wait: str,
+                         as_json: bool) -> None:
+    """Move snapshot records that cannot be read aside to damaged/snapshots/ (never
+    deleted)."""
+    from restorer.actions.repair import repair_snapshots
+
+    _repair(plan, "snapshots", dry_run, yes, lock_wait, as_json, repair_snapshots,
+            _show_snapshot_repair, "Move these snapshot records aside?")
 
 
 def _show_check(res: Any, pct: float, as_json: bool) -> None:
@@ -373,6 +479,9 @@ def _show_check(res: Any, pct: float, as_json: bool) -> None:
                 click.echo(f"  {p}", err=True)
             if len(paths) > 20:
                 click.echo(f"  ... and {len(paths) - 20} more", err=True)
+        for what in res.repairs:
+            click.echo(f"hint: `restorer repair {what} PLAN --dry-run` shows how it would be "
+                       "mended", err=True)
         click.echo("no errors were found" if res.ok else "the repository is damaged")
     if not res.ok:
         sys.exit(EXIT_FAILED)

@@ -34,6 +34,18 @@ class CheckResult:
     # blobs a snapshot reaches that no index names (a lost index file, not lost data, when
     # unreferenced packs hold them)
     unindexed: int = 0
+    damaged_index: dict[str, str] = field(default_factory=dict)  # index file -> problem
+    damaged_snapshots: dict[str, str] = field(default_factory=dict)  # snapshot id -> problem
+
+    @property
+    def repairs(self) -> list[str]:
+        """The `restorer repair` commands that would mend what was found."""
+        out = []
+        if self.damaged_index or (self.unindexed and self.unreferenced_packs):
+            out.append("index")
+        if self.damaged_snapshots:
+            out.append("snapshots")
+        return out
 
     @property
     def ok(self) -> bool:
@@ -53,6 +65,11 @@ class CheckResult:
             "affected": [{"snapshot": k, "paths": v} for k, v in self.affected.items()],
             "unreferenced_packs": self.unreferenced_packs,
             "unindexed_blobs": self.unindexed,
+            "damaged_index_files": [{"file": k, "problem": v}
+                                    for k, v in self.damaged_index.items()],
+            "damaged_snapshots": [{"snapshot": k, "problem": v}
+                                  for k, v in self.damaged_snapshots.items()],
+            "repairs": self.repairs,
         }
 
 
@@ -73,8 +90,9 @@ class Checker:
             try:
                 for pack, entries in repo.read_index_file(obj.name).items():
                     repo.index.add(pack, entries)
-            except (IntegrityError, ValueError, KeyError, TypeError) as e:
-                r.errors.append(f"index file {obj.name}: {e}")
+            except IntegrityError as e:
+                r.damaged_index[obj.name] = e.message
+                r.errors.append(e.message)
         repo._index_loaded = True
         r.packs_indexed = len(repo.index.packs)
         for pack, ids in repo.index.packs.items():
@@ -100,8 +118,12 @@ class Checker:
             for pack in packs:
                 self._read_pack(pack)
         # snapshots and trees
-        snaps = repo.list_snapshots(on_error=lambda sid, e: r.errors.append(
-            f"snapshot {sid[:8]}: cannot be read: {e}"))
+        def damaged(sid: str, e: Exception) -> None:
+            why = e.message if isinstance(e, RestorerError) else str(e)
+            r.damaged_snapshots[sid] = why
+            r.errors.append(f"snapshot {sid[:8]} cannot be read: {why}")
+
+        snaps = repo.list_snapshots(on_error=damaged)
         r.snapshots = len(snaps)
         seen_trees: set[str] = set()
         seen_blobs: set[bytes] = set()
@@ -163,10 +185,13 @@ class Checker:
         affected: list[str] = []
         repo = self.repo
 
-        def walk(tree_id: str, path: str) -> None:
+        # an explicit stack: the depth of a tree is the repository's to choose, not Python's
+        stack: list[tuple[str, str]] = [(s.tree, "")]
+        while stack:
+            tree_id, path = stack.pop()
             if tree_id in self._bad_trees:
                 affected.append(f"{path or '/'} (whole directory: {self._bad_trees[tree_id]})")
-                return
+                continue
             bid = bytes.fromhex(tree_id)
             if bid in self._bad_blobs or bid not in repo.index:
                 why = "its listing is in a damaged pack" if bid in self._bad_blobs else \
@@ -177,16 +202,17 @@ class Checker:
                     self.result.unindexed += 1
                     self.result.errors.append(
                         f"snapshot {s.short_id}: tree {tree_id[:16]} ({path or '/'}) not indexed")
-                return
+                continue
             try:
                 nodes = repo.load_tree(tree_id, f"snapshot {s.short_id}:{path or '/'}")
             except RestorerError as e:
                 self._bad_trees[tree_id] = e.message
                 affected.append(f"{path or '/'} (whole directory: {e.message})")
                 self.result.errors.append(f"snapshot {s.short_id}: {e.message}")
-                return
+                continue
             first_visit = tree_id not in seen_trees
             seen_trees.add(tree_id)
+            subdirs = []
             for n in nodes:
                 p = f"{path}/{n['name']}"
                 if n["type"] == FILE:
@@ -204,8 +230,8 @@ class Checker:
                             affected.append(p)
                             break
                 elif n["type"] == DIR and n.get("subtree"):
-                    walk(n["subtree"], p)
+                    subdirs.append((n["subtree"], p))
+            stack.extend(reversed(subdirs))  # visited in listing order, as before
 
-        walk(s.tree, "")
         if affected:
             self.result.affected[s.id] = affected

@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from restorer.errors import IntegrityError, RepositoryError
+from restorer.repo import schema
 
 NONCE = 12
 TAG = 16
@@ -45,8 +46,10 @@ class MasterKey:
 
     @classmethod
     def from_json(cls, data: bytes) -> MasterKey:
-        d = json.loads(data)
-        return cls(base64.b64decode(d["enc"]), base64.b64decode(d["id"]), int(d["seed"]))
+        what = "the master key"
+        d = schema.fields(schema.load_json(data, what), schema.MASTER_KEY, what)
+        return cls(schema.b64(d["enc"], what, "enc", 32), schema.b64(d["id"], what, "id", 32),
+                   d["seed"])
 
 
 class Sealer:
@@ -102,14 +105,16 @@ def make_key_file(master: MasterKey, password: str, host: str, user: str) -> byt
 
 def open_key_file(raw: bytes, password: str) -> MasterKey | None:
     """The master key if `password` opens this key file, else None."""
-    try:
-        d = json.loads(raw)
-        if d.get("kdf") != "scrypt":
-            raise RepositoryError(f"unsupported key derivation {d.get('kdf')!r}")
-        kek = _kek(password, base64.b64decode(d["salt"]), int(d["n"]), int(d["r"]), int(d["p"]))
-        sealed = base64.b64decode(d["data"])
-    except (ValueError, KeyError, TypeError) as e:
-        raise RepositoryError(f"a key file is damaged: {e}") from None
+    what = "a key file"
+    d = schema.fields(schema.load_json(raw, what), schema.KEY_FILE, what)
+    if d["kdf"] != "scrypt":
+        raise RepositoryError(f"{what}: unsupported key derivation {d['kdf']!r}")
+    if d["n"] & (d["n"] - 1):
+        raise schema.fail(what, "n", "must be a power of two")
+    kek = _kek(password, schema.b64(d["salt"], what, "salt"), d["n"], d["r"], d["p"])
+    sealed = schema.b64(d["data"], what, "data")
+    if len(sealed) < NONCE + TAG:
+        raise schema.fail(what, "data", "is too short to hold a sealed key")
     try:
         plain = AESGCM(kek).decrypt(sealed[:NONCE], sealed[NONCE:], b"restorer-key")
     except InvalidTag:

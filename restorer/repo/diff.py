@@ -22,6 +22,23 @@ class Change:
 
 
 def diff_trees(repo: Repository, a: str | None, b: str | None, path: str = "") -> Iterator[Change]:
+    """Changes in path order. An explicit stack of directory steps, not recursion: the depth
+    of a tree is the repository's to choose."""
+    stack: list[Iterator[Change | tuple]] = [_compare(repo, a, b, path)]
+    while stack:
+        step = next(stack[-1], None)
+        if step is None:
+            stack.pop()
+        elif isinstance(step, Change):
+            yield step
+        elif step[0] == "both":
+            stack.append(_compare(repo, step[1], step[2], step[3]))
+        else:
+            stack.append(_all(repo, step[1], step[2], step[3]))
+
+
+def _compare(repo: Repository, a: str | None, b: str | None,
+             path: str) -> Iterator[Change | tuple]:
     if a == b:
         return
     na = {n["name"]: n for n in repo.load_tree(a)} if a else {}
@@ -30,28 +47,27 @@ def diff_trees(repo: Repository, a: str | None, b: str | None, path: str = "") -
         p = f"{path}/{name}"
         x, y = na.get(name), nb.get(name)
         if x is None:
-            assert y is not None
-            yield from _all(repo, y, p, "+")
+            yield ("all", y, p, "+")
         elif y is None:
-            yield from _all(repo, x, p, "-")
+            yield ("all", x, p, "-")
         elif x["type"] != y["type"]:
-            yield from _all(repo, x, p, "-")
-            yield from _all(repo, y, p, "+")
+            yield ("all", x, p, "-")
+            yield ("all", y, p, "+")
         elif x["type"] == DIR:
             if any(x.get(k) != y.get(k) for k in _META):
                 yield Change("U", p + "/", DIR)
-            yield from diff_trees(repo, x.get("subtree"), y.get("subtree"), p)
+            yield ("both", x.get("subtree"), y.get("subtree"), p)
         elif x.get("content") != y.get("content") or x.get("target") != y.get("target"):
             yield Change("M", p, y["type"])
         elif any(x.get(k) != y.get(k) for k in _META):
             yield Change("U", p, y["type"])
 
 
-def _all(repo: Repository, n: Node, path: str, status: str) -> Iterator[Change]:
-    if n["type"] == DIR:
-        yield Change(status, path + "/", DIR)
-        if n.get("subtree"):
-            for c in repo.load_tree(n["subtree"]):
-                yield from _all(repo, c, f"{path}/{c['name']}", status)
-    else:
+def _all(repo: Repository, n: Node, path: str, status: str) -> Iterator[Change | tuple]:
+    if n["type"] != DIR:
         yield Change(status, path, n["type"])
+        return
+    yield Change(status, path + "/", DIR)
+    if n.get("subtree"):
+        for c in repo.load_tree(n["subtree"]):
+            yield ("all", c, f"{path}/{c['name']}", status)

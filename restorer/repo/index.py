@@ -6,6 +6,7 @@ from typing import NamedTuple
 
 import orjson
 
+from restorer.repo import schema
 from restorer.repo.packs import PackEntry
 
 
@@ -70,15 +71,13 @@ class Index:
         })
 
     @staticmethod
-    def parse_rows(data: bytes) -> dict[str, list[list]]:
-        return {p["id"]: p["blobs"] for p in orjson.loads(data)["packs"]}
+    def parse_rows(data: bytes, what: str = "index file") -> dict[str, list[list]]:
+        """pack id -> checked rows (IntegrityError naming the row when one is malformed)."""
+        return schema.index_packs(schema.load_json(data, what), what)
 
     @staticmethod
-    def parse(data: bytes) -> dict[str, list[PackEntry]]:
-        d = orjson.loads(data)
+    def parse(data: bytes, what: str = "index file") -> dict[str, list[PackEntry]]:
         return {
-            p["id"]: [
-                PackEntry(t, bytes.fromhex(h), off, ln, raw) for t, h, off, ln, raw in p["blobs"]
-            ]
-            for p in d["packs"]
+            pack: [PackEntry(t, bytes.fromhex(h), off, ln, raw) for t, h, off, ln, raw in rows]
+            for pack, rows in Index.parse_rows(data, what).items()
         }

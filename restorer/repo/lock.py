@@ -28,7 +28,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from restorer import clock
-from restorer.errors import LockError, LockLostError, NotFoundError, StorageError
+from restorer.errors import (
+    IntegrityError,
+    LockError,
+    LockLostError,
+    NotFoundError,
+    StorageError,
+)
+from restorer.repo import schema
 from restorer.storage.base import Backend
 
 log = logging.getLogger("restorer.lock")
@@ -73,12 +80,13 @@ def read_locks(backend: Backend) -> list[LockInfo]:
     out = []
     for obj in backend.list("locks/"):
         try:
-            d = json.loads(backend.read(obj.name))
-            out.append(LockInfo(obj.name, d["host"], int(d["pid"]), bool(d["exclusive"]),
+            d = schema.fields(schema.load_json(backend.read(obj.name), obj.name), schema.LOCK,
+                              obj.name)
+            out.append(LockInfo(obj.name, d["host"], d["pid"], d["exclusive"],
                                 float(d["time"]), d.get("command", "")))
         except NotFoundError:
             continue
-        except (ValueError, KeyError, TypeError):
+        except IntegrityError:
             # a lock we cannot parse: written by a crashed run mid-way is impossible
             # (writes are atomic), so it is foreign; report it rather than ignore it
             out.append(LockInfo(obj.name, "?", 0, True, 0.0, "unreadable lock file"))

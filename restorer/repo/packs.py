@@ -50,22 +50,39 @@ class PackBuilder:
         return hashlib.sha256(data).hexdigest(), data
 
 
-def read_header(sealer: Sealer, data: bytes, what: str) -> list[PackEntry]:
-    """The entries a whole pack's header lists (IntegrityError when it cannot be read)."""
-    if len(data) < _TAIL.size:
+def header_span(tail: bytes, size: int, what: str) -> tuple[int, int]:
+    """(offset, length) of the sealed header of a pack of `size` bytes ending in `tail`."""
+    if size < _TAIL.size or len(tail) < _TAIL.size:
         raise IntegrityError(f"{what}: too short to be a pack")
-    (hlen,) = _TAIL.unpack_from(data, len(data) - _TAIL.size)
-    start = len(data) - _TAIL.size - hlen
+    (hlen,) = _TAIL.unpack_from(tail, len(tail) - _TAIL.size)
+    start = size - _TAIL.size - hlen
     if hlen <= 0 or start < 0:
         raise IntegrityError(f"{what}: header length {hlen} is impossible")
-    header = sealer.open(data[start : len(data) - _TAIL.size], aad=b"pack-header", what=what)
+    return start, hlen
+
+
+def parse_header(sealer: Sealer, sealed: bytes, start: int, what: str) -> list[PackEntry]:
+    """The entries of a sealed header found at offset `start` (where the blobs end)."""
+    header = sealer.open(sealed, aad=b"pack-header", what=what)
     if len(header) % _ENTRY.size:
         raise IntegrityError(f"{what}: header is damaged")
     out, off = [], 0
     for i in range(0, len(header), _ENTRY.size):
         t, bid, length, raw = _ENTRY.unpack_from(header, i)
+        if t not in (0, 1) or length == 0:
+            raise IntegrityError(f"{what}: header entry {i // _ENTRY.size} is impossible "
+                                 f"(type {t}, length {length})")
         out.append(PackEntry(t, bid, off, length, raw))
         off += length
     if off != start:
         raise IntegrityError(f"{what}: header does not match the pack's size")
     return out
+
+
+def read_header(sealer: Sealer, data: bytes, what: str) -> list[PackEntry]:
+    """The entries a whole pack's header lists (IntegrityError when it cannot be read)."""
+    start, hlen = header_span(data[-_TAIL.size:], len(data), what)
+    return parse_header(sealer, data[start: start + hlen], start, what)
+
+
+TAIL_SIZE = _TAIL.size

@@ -25,7 +25,7 @@ from restorer.repo.index import Index
 from restorer.repo.packs import PackEntry
 from restorer.repo.repository import BlobWriter, Repository, pack_name
 from restorer.repo.snapshot import Snapshot
-from restorer.repo.tree import DIR, FILE
+from restorer.repo.tree import FILE
 
 # a pack is rewritten when more than this share of its bytes is garbage
 REPACK_GARBAGE = 0.25
@@ -55,21 +55,12 @@ class PrunePlan:
 def reachable(repo: Repository, snaps: Iterable[Snapshot]) -> set[bytes]:
     """Every blob id (trees and file contents) the snapshots reach."""
     seen: set[bytes] = set()
-
-    def walk(tree_id: str) -> None:
-        bid = bytes.fromhex(tree_id)
-        if bid in seen:
-            return  # an unchanged directory shared with another snapshot
-        seen.add(bid)
-        for n in repo.load_tree(tree_id):
-            if n["type"] == DIR and n.get("subtree"):
-                walk(n["subtree"])
-            elif n["type"] == FILE:
-                seen.update(bytes.fromhex(c) for c in n.get("content", ()))
-
     for s in snaps:
-        if s.tree:
-            walk(s.tree)
+        # an unchanged directory shared with another snapshot is walked once
+        if s.tree and bytes.fromhex(s.tree) not in seen:
+            for _path, n in repo.walk(s.tree, seen):
+                if n["type"] == FILE:
+                    seen.update(bytes.fromhex(c) for c in n.get("content", ()))
     return seen
 
 

@@ -33,11 +33,11 @@ from restorer.errors import (
     UsageError,
     WrongPasswordError,
 )
-from restorer.repo import blobs, crypto
+from restorer.repo import blobs, crypto, schema
 from restorer.repo.blobs import DATA, TREE
 from restorer.repo.chunker import AVG_SIZE, MAX_SIZE, MIN_SIZE, Chunker
 from restorer.repo.index import Index
-from restorer.repo.packs import PackBuilder, PackEntry
+from restorer.repo.packs import TAIL_SIZE, PackBuilder, PackEntry, header_span, parse_header
 from restorer.repo.snapshot import Snapshot
 from restorer.repo.tree import Node, decode_tree, encode_tree
 from restorer.storage.base import Backend
@@ -75,6 +75,10 @@ class Repository:
         self.pack_size = int(config.get("pack_size", DEFAULT_PACK_SIZE))
         # set while a lock is held: raises when the lock was taken over (repo.lock)
         self.lock_guard: Callable[[], None] | None = None
+        # what could not be read, by name: the warnings name them, `check` lists them
+        self.damaged_index: dict[str, str] = {}
+        self.damaged_snapshots: dict[str, str] = {}
+        self.unreadable_packs: dict[str, str] = {}
 
     # --- creating and opening -----------------------------------------------------------
 
@@ -110,14 +114,20 @@ class Repository:
     @classmethod
     def open(cls, backend: Backend, password: str | None) -> Repository:
         try:
-            config = json.loads(backend.read("config"))
+            raw = backend.read("config")
         except NotFoundError:
             raise RepositoryError(
                 f"no repository at {backend.location}",
                 hint="create it with `restorer init PLAN`",
             ) from None
-        except ValueError:
-            raise RepositoryError(f"{backend.location}/config is damaged") from None
+        what = f"{backend.location}/config"
+        doc = schema.load_json(raw, what)
+        if isinstance(doc, dict) and doc.get("version") not in (None, FORMAT_VERSION):
+            raise RepositoryError(
+                f"{backend.location}: repository format {doc.get('version')} is not supported "
+                f"by this restorer (format {FORMAT_VERSION})"
+            )
+        config = schema.config(doc, what)
         if config.get("version") != FORMAT_VERSION:
             raise RepositoryError(
                 f"{backend.location}: repository format {config.get('version')} is not supported "
@@ -148,25 +158,73 @@ class Repository:
 
     # --- index --------------------------------------------------------------------------
 
-    def load_index(self) -> None:
+    def load_index(self, strict: bool = False) -> None:
+        """Merge every index file into memory.
+
+        An index file that cannot be read is named in a warning and skipped; the packs no
+        readable index names are then read for their own headers, so every snapshot stays
+        restorable and backups keep deduplicating. With `strict` (prune, which deletes what
+        the index does not name) it raises instead."""
         if self._index_loaded:
             return
         for obj in self.backend.list("index/"):
-            for pack, rows in self.read_index_rows(obj.name).items():
-                self.index.add_rows(pack, rows)
+            try:
+                rows = self.read_index_rows(obj.name)
+            except IntegrityError as e:
+                if strict:
+                    raise RepositoryError(
+                        f"{e.message}; nothing is deleted while an index file is unreadable "
+                        "(the packs it names would look unused)",
+                        hint="rebuild the index with `restorer repair index PLAN`") from None
+                log.warning("%s; skipping it (run `restorer repair index` to rebuild the "
+                            "index from the packs)", e.message)
+                self.damaged_index[obj.name] = e.message
+                continue
+            for pack, r in rows.items():
+                self.index.add_rows(pack, r)
+        if self.damaged_index:
+            found = self.recover_unindexed_packs()
+            log.warning("read the headers of %d pack(s) that no readable index names",
+                        found)
         self._index_loaded = True
+
+    def recover_unindexed_packs(self) -> int:
+        """Add to the in-memory index the packs no index file names, from their headers;
+        returns how many were read. A pack whose header is unreadable is left out."""
+        n = 0
+        for obj in self.backend.list("data/"):
+            pid = obj.name.rsplit("/", 1)[-1]
+            if pid in self.index.packs:
+                continue
+            try:
+                entries = self.read_pack_header(pid, obj.size)
+            except (IntegrityError, NotFoundError) as e:
+                log.warning("pack %s: header unreadable (%s)", pid[:16], e.message)
+                self.unreadable_packs[pid] = e.message
+                continue
+            self.index.add(pid, entries)
+            n += 1
+        return n
+
+    def read_pack_header(self, pack: str, size: int) -> list[PackEntry]:
+        """A pack's entries from its own header: two ranged reads, not the whole pack."""
+        what = f"pack {pack[:16]}"
+        tail = self.backend.read(pack_name(pack), max(size - TAIL_SIZE, 0), TAIL_SIZE)
+        start, hlen = header_span(tail, size, what)
+        sealed = self.backend.read(pack_name(pack), start, hlen)
+        return parse_header(self.sealer, sealed, start, what)
 
     def read_index_rows(self, name: str) -> dict[str, list[list]]:
         raw = self.backend.read(name)
         if hashlib.sha256(raw).hexdigest() != name.rsplit("/", 1)[-1]:
             raise IntegrityError(f"index file {name} does not match its name (damaged)")
-        return Index.parse_rows(blobs.decode_file(self.sealer, raw, name))
+        return Index.parse_rows(blobs.decode_file(self.sealer, raw, name), name)
 
     def read_index_file(self, name: str) -> dict[str, list[PackEntry]]:
         raw = self.backend.read(name)
         if hashlib.sha256(raw).hexdigest() != name.rsplit("/", 1)[-1]:
             raise IntegrityError(f"index file {name} does not match its name (damaged)")
-        return Index.parse(blobs.decode_file(self.sealer, raw, name))
+        return Index.parse(blobs.decode_file(self.sealer, raw, name), name)
 
     def write_file(self, folder: str, plain: bytes) -> str:
         if folder in ("index", "snapshots") and self.lock_guard is not None:
@@ -263,6 +321,32 @@ class Repository:
             self._tree_cache.popitem(last=False)
         return nodes
 
+    def walk(self, tree_id: str, seen: set[bytes] | None = None,
+             where: str = "") -> Iterator[tuple[str, Node]]:
+        """(path relative to the tree, node) for every entry below `tree_id`, each directory
+        before its entries, in listing order. With `seen`, a subtree whose id is in it is not
+        entered again (and every entered tree's id is added). An explicit stack: the depth of
+        a tree is the repository's to choose, and must not be Python's recursion limit."""
+        if seen is not None:
+            seen.add(bytes.fromhex(tree_id))
+        stack = [_under("", self.load_tree(tree_id, where))]
+        while stack:
+            step = next(stack[-1], None)
+            if step is None:
+                stack.pop()
+                continue
+            path, node = step
+            yield step
+            sub = node.get("subtree") if node["type"] == "dir" else None
+            if sub:
+                if seen is not None:
+                    bid = bytes.fromhex(sub)
+                    if bid in seen:
+                        continue
+                    seen.add(bid)
+                here = f"{where}/{path}" if where else path
+                stack.append(_under(path, self.load_tree(sub, here)))
+
     def stream_blobs(self, ids: Iterable[bytes], workers: int = 2,
                      window: int = 8) -> Iterator[tuple[bytes, bytes | Exception]]:
         """(id, plaintext or the error loading it) for each id in order, read ahead by threads.
@@ -348,22 +432,41 @@ class Repository:
         snap.id = self.write_file("snapshots", snap.to_json())
         return snap.id
 
-    def list_snapshots(self, on_error: Callable[[str, Exception], None] | None = None
-                       ) -> list[Snapshot]:
+    def list_snapshots(self, on_error: Callable[[str, Exception], None] | None = None,
+                       strict: bool = False) -> list[Snapshot]:
+        """Every readable snapshot, oldest first. One that cannot be read is passed to
+        `on_error`, or with `strict` raises (a caller about to delete), or else is named in a
+        warning, kept in `damaged_snapshots` and skipped: one damaged record must not hide
+        the others."""
         out = []
         for obj in self.backend.list("snapshots/"):
             sid = obj.name.rsplit("/", 1)[-1]
             try:
-                raw = self.backend.read(obj.name)
-                if hashlib.sha256(raw).hexdigest() != sid:
-                    raise IntegrityError(f"snapshot file {sid[:8]} does not match its name")
-                out.append(Snapshot.from_json(blobs.decode_file(self.sealer, raw, obj.name), sid))
-            except (IntegrityError, ValueError, KeyError, TypeError) as e:
-                if on_error is None:
-                    raise IntegrityError(f"snapshot {sid[:8]} cannot be read: {e}") from None
-                on_error(sid, e)
+                out.append(self.read_snapshot(obj.name))
+            except RepositoryError as e:
+                if on_error is not None:
+                    on_error(sid, e)
+                    continue
+                if strict:
+                    raise RepositoryError(
+                        f"snapshot {sid[:8]} cannot be read ({e.message}); nothing is deleted "
+                        "while a snapshot record is unreadable",
+                        hint="move damaged records aside with `restorer repair snapshots PLAN`"
+                    ) from None
+                if sid not in self.damaged_snapshots:
+                    log.warning("snapshot %s cannot be read (%s); skipping it (`restorer "
+                                "repair snapshots` moves it aside)", sid[:8], e.message)
+                self.damaged_snapshots[sid] = e.message
         out.sort(key=lambda s: (s.time, s.id))
         return out
+
+    def read_snapshot(self, name: str) -> Snapshot:
+        sid = name.rsplit("/", 1)[-1]
+        raw = self.backend.read(name)
+        if hashlib.sha256(raw).hexdigest() != sid:
+            raise IntegrityError("its content does not match its name (damaged, or another "
+                                 "snapshot's file copied over it)")
+        return Snapshot.from_json(blobs.decode_file(self.sealer, raw, name), sid)
 
     def find_snapshot(self, ref: str, target: str | None = None,
                       snapshots: list[Snapshot] | None = None) -> Snapshot:
@@ -400,6 +503,11 @@ class Repository:
                 hint="give more characters of the id",
             )
         return matches[0]
+
+
+def _under(path: str, nodes: list[Node]) -> Iterator[tuple[str, Node]]:
+    for n in nodes:
+        yield (f"{path}/{n['name']}" if path else n["name"]), n
 
 
 class BlobWriter:

@@ -7,6 +7,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
+from restorer.repo import schema
+
 
 @dataclass
 class Snapshot:
@@ -37,7 +39,8 @@ class Snapshot:
 
     @classmethod
     def from_json(cls, data: bytes, sid: str) -> Snapshot:
-        d = json.loads(data)
+        what = f"snapshot {sid[:8]}"
+        d = schema.fields(schema.load_json(data, what), schema.SNAPSHOT, what)
         known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
         return cls(**known, id=sid)
 

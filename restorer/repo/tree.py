@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 
 from restorer.errors import RestoreError
+from restorer.repo import schema
 
 FILE, DIR, SYMLINK, FIFO, CHARDEV, BLOCKDEV, SOCKET = (
     "file", "dir", "symlink", "fifo", "chardev", "blockdev", "socket",
@@ -53,13 +54,9 @@ def check_name(name: Any, where: str) -> str:
 
 
 def decode_tree(data: bytes, where: str) -> list[Node]:
-    try:
-        try:
-            nodes = orjson.loads(data)["nodes"]
-        except orjson.JSONDecodeError:
-            nodes = json.loads(data)["nodes"]
-    except (ValueError, KeyError, TypeError) as e:
-        raise RestoreError(f"{where}: tree is not readable ({e})") from None
+    """The checked nodes of a stored listing (IntegrityError or RestoreError naming the entry
+    when it is damaged or crafted)."""
+    nodes = schema.tree_nodes(schema.load_json(data, where), where)
     seen: set[str] = set()
     for n in nodes:
         name = check_name(n.get("name"), where)
