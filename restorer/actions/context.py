@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from restorer.errors import PlanError
+from restorer.errors import PlanError, StorageError
 from restorer.plan.load import LoadedPlan
 from restorer.plan.models import parse_size
 from restorer.repo.lock import RepoLock
@@ -66,13 +66,36 @@ def init_repository(lp: LoadedPlan) -> Repository:
 
 @contextmanager
 def locked(repo: Repository, exclusive: bool, wait: float = 0.0,
-           label: str | None = None) -> Iterator[RepoLock]:
+           label: str | None = None, *, offer_no_lock: bool = False) -> Iterator[RepoLock]:
+    """Hold the repository's lock; `offer_no_lock` for a reader that could go without it,
+    whose failure to write its lock then says so."""
     cmd = " ".join(sys.argv[1:3]) if sys.argv else "restorer"
     lock = RepoLock(repo.backend, exclusive, label or f"restorer {cmd}".strip())
-    lock.acquire(wait)
+    try:
+        lock.acquire(wait)
+    except StorageError as e:
+        if not offer_no_lock:
+            raise
+        raise StorageError(
+            f"cannot take a lock in the repository: {e.message}",
+            hint="if the repository is read-only (a read-only mount, WORM storage, credentials "
+            "that may only read), restore and check can read it without a lock: pass "
+            "--no-lock (then nothing may prune it meanwhile)") from None
     outer, repo.lock_guard = repo.lock_guard, lock.check
     try:
         yield lock
     finally:
         repo.lock_guard = outer
         lock.release()
+
+
+@contextmanager
+def reading(repo: Repository, wait: float = 0.0, no_lock: bool = False) -> Iterator[None]:
+    """A reader's shared lock, or with `no_lock` none at all: a read-only repository cannot
+    hold a lock file, and a reader without one risks only that a prune running meanwhile
+    removes data it is reading (an error, never a wrong byte: every blob is verified)."""
+    if no_lock:
+        yield
+        return
+    with locked(repo, exclusive=False, wait=wait, offer_no_lock=True):
+        yield

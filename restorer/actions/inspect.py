@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from restorer.actions.context import locked, open_repository
+from restorer.actions.context import open_repository, reading
 from restorer.actions.progress import NoProgress, Progress
 from restorer.errors import UsageError
 from restorer.ledger import RunRecorder
@@ -35,11 +35,11 @@ def diff_snapshots(lp: LoadedPlan, a: str, b: str) -> tuple[Snapshot, Snapshot, 
 
 def check_repository(lp: LoadedPlan, read_data_percent: float = 0.0,
                      progress: Progress | None = None, lock_wait: float = 0.0,
-                     run: RunRecorder | None = None) -> CheckResult:
+                     run: RunRecorder | None = None, no_lock: bool = False) -> CheckResult:
     if run is None:
-        return _check(lp, read_data_percent, progress, lock_wait)
+        return _check(lp, read_data_percent, progress, lock_wait, no_lock)
     with run.phase("check") as ph:
-        res = _check(lp, read_data_percent, progress, lock_wait)
+        res = _check(lp, read_data_percent, progress, lock_wait, no_lock)
         ph.bytes = res.bytes_read
         ph.detail.update(outcome="ok" if res.ok else "failed", read_data=read_data_percent,
                          damaged_packs=len(res.damaged_packs),
@@ -48,10 +48,10 @@ def check_repository(lp: LoadedPlan, read_data_percent: float = 0.0,
 
 
 def _check(lp: LoadedPlan, read_data_percent: float, progress: Progress | None,
-           lock_wait: float) -> CheckResult:
+           lock_wait: float, no_lock: bool) -> CheckResult:
     progress = progress or NoProgress()
     repo = open_repository(lp)
-    with locked(repo, exclusive=False, wait=lock_wait):
+    with reading(repo, lock_wait, no_lock):
         total = None
         if read_data_percent > 0 and progress.wants_total:
             total = sum(o.size for o in repo.backend.list("data/"))

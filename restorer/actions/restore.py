@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from restorer.actions.context import locked, open_repository
+from restorer.actions.context import open_repository, reading
 from restorer.actions.progress import NoProgress, Progress
 from restorer.errors import RestoreError, RestorerError, SourceError, UsageError
 from restorer.ledger import RunRecorder
@@ -64,14 +64,18 @@ def run_restore(
     lock_wait: float = 0.0,
     progress: Progress | None = None,
     run: RunRecorder | None = None,
+    no_lock: bool = False,
 ) -> RestoreResult:
-    """Restore one snapshot; with `run`, the restore is a ledger phase with its timing."""
+    """Restore one snapshot; with `run`, the restore is a ledger phase with its timing.
+    `no_lock` reads the repository without a lock (a read-only repository)."""
     if run is None:
         return _run_restore(lp, snapshot_ref, dest, target=target, include=include,
-                            overwrite=overwrite, lock_wait=lock_wait, progress=progress)
+                            overwrite=overwrite, lock_wait=lock_wait, progress=progress,
+                            no_lock=no_lock)
     with run.phase("restore", target=target) as ph:
         res = _run_restore(lp, snapshot_ref, dest, target=target, include=include,
-                           overwrite=overwrite, lock_wait=lock_wait, progress=progress)
+                           overwrite=overwrite, lock_wait=lock_wait, progress=progress,
+                           no_lock=no_lock)
         ph.bytes, ph.files = res.bytes_written, res.files
         ph.detail.update(snapshot=res.snapshot, target=res.target,
                          outcome="ok" if res.ok else "failed",
@@ -89,12 +93,13 @@ def _run_restore(
     overwrite: bool = False,
     lock_wait: float = 0.0,
     progress: Progress | None = None,
+    no_lock: bool = False,
 ) -> RestoreResult:
     progress = progress or NoProgress()
     if target is not None:
         lp.targets([target])  # an unknown name is a plan error, not "no snapshot"
     repo = open_repository(lp)
-    with locked(repo, exclusive=False, wait=lock_wait):
+    with reading(repo, lock_wait, no_lock):
         repo.load_index()
         snaps = repo.list_snapshots()
         if snapshot_ref == "latest":  # latest of this plan (plans may share a repository)

@@ -107,3 +107,57 @@ def test_disk_full_in_the_repository_fails_the_backup_cleanly(tmp_path: Path, cl
         out2 = tmp_path / "out2"
         assert cli("restore", plan, "latest", "--to", out2).rc == 0
         assert _files_under(out2 / "src") == _files_under(src)
+
+
+# --- a read-only repository -----------------------------------------------------------------
+
+
+@contextmanager
+def read_only(where: Path) -> Iterator[Path]:
+    """`where` bind-mounted read-only onto itself: no write succeeds, even root's."""
+    for args in (["--bind", str(where), str(where)], ["-o", "remount,ro,bind", str(where)]):
+        r = subprocess.run(["mount", *args], capture_output=True, text=True)
+        if r.returncode != 0:
+            subprocess.run(["umount", str(where)], capture_output=True)
+            raise AssertionError(f"cannot make {where} read-only (needs root): {r.stderr}")
+    try:
+        probe = where / "probe"
+        try:
+            probe.write_bytes(b"x")
+        except OSError:
+            pass
+        else:
+            raise AssertionError(f"{where} is still writable")
+        yield where
+    finally:
+        subprocess.run(["umount", str(where)], check=True)
+
+
+def test_read_only_repository_restores_and_checks_with_no_lock(tmp_path: Path, cli) -> None:
+    src = tmp_path / "src"
+    (src / "docs").mkdir(parents=True)
+    (src / "docs" / "a.txt").write_text("alpha\n")
+    (src / "b.bin").write_bytes(os.urandom(300_000))
+    plan = write_plan(tmp_path / "plan.yaml")
+    assert cli("backup", "--init", plan).rc == 0
+    with read_only(tmp_path / "repo"):
+        out = tmp_path / "out"
+        r = cli("restore", plan, "latest", "--to", out)
+        assert r.rc == 1, r.text
+        assert "read-only" in r.err.lower() and "--no-lock" in r.err, r.err
+        assert not out.exists() or not any(out.iterdir())
+        r = cli("check", plan)
+        assert r.rc == 1 and "--no-lock" in r.err, r.text
+
+        r = cli("restore", plan, "latest", "--to", out, "--no-lock")
+        assert r.rc == 0, r.text
+        assert _files_under(out / "src") == _files_under(src)
+        r = cli("check", plan, "--read-data", "--no-lock")
+        assert r.rc == 0 and "no errors were found" in r.out, r.text
+        # commands that write never read without a lock
+        for args in (["backup", plan], ["prune", plan], ["copy", plan, "--to",
+                     f"file://{tmp_path / 'copy'}"], ["rollback", plan, "--yes"]):
+            r = cli(*args, "--no-lock")
+            assert r.rc == 2 and "--no-lock" in r.err, (args, r.text)
+        assert cli("snapshots", plan).rc == 0
+        assert cli("diff", plan, "latest", "latest").rc == 0
