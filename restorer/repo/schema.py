@@ -49,8 +49,8 @@ def load_json(raw: bytes, what: str) -> Any:
 
 def fail(what: str, field: str, problem: str) -> IntegrityError:
     return IntegrityError(f"{what}: {field} {problem} (damaged or crafted)",
-                          hint="run `restorer check PLAN`; `restorer repair` lists what can "
-                          "be rebuilt")
+                          hint="`restorer check PLAN` lists every damaged record and the "
+                          "repair that mends what can be mended")
 
 
 def _show(v: Any) -> str:
