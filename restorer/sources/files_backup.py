@@ -55,6 +55,19 @@ class BackupStats:
     warnings: list[str] = field(default_factory=list)
 
 
+@dataclass
+class _DirFrame:
+    """One directory being read: its entries, how far through them, the nodes so far."""
+
+    path: str
+    rel: str
+    node: Node | None  # the directory's own node, whose subtree this fills (None: the top)
+    parent_children: dict[str, Node]
+    entries: list[os.DirEntry[str]]
+    pos: int = 0
+    nodes: list[Node] = field(default_factory=list)
+
+
 def _type_of(mode: int) -> str:
     if stat.S_ISREG(mode):
         return FILE
@@ -138,8 +151,8 @@ class FilesReader:
         log.warning("%s", msg)
         self.stats.warnings.append(msg)
 
-    def _node(self, path: str, name: str, st: os.stat_result, parent: Node | None,
-              root_dev: int, rel: str) -> Node | None:
+    def _describe(self, path: str, name: str, st: os.stat_result, parent: Node | None) -> Node:
+        """The entry's node without contents or subtree: type, mode, owner, times, xattrs."""
         mode = st.st_mode
         t = _type_of(mode)
         node: Node = {
@@ -158,6 +171,12 @@ class FilesReader:
                 x = self._read_xattrs(path)
             if x:
                 node["xattrs"] = x
+        return node
+
+    def _node(self, path: str, name: str, st: os.stat_result, parent: Node | None,
+              root_dev: int, rel: str) -> Node | None:
+        node = self._describe(path, name, st, parent)
+        t = node["type"]
         if t == FILE:
             self.stats.total_files += 1
             return self._file_node(path, node, st, parent)
@@ -180,6 +199,24 @@ class FilesReader:
         return node
 
     def _dir_tree(self, path: str, parent: Node | None, root_dev: int, rel: str) -> str:
+        """The tree id of directory `path` and everything below it. Walked with an explicit
+        stack, not recursion: the depth is the file system's to choose (a chain 1,200 deep
+        must back up like any other tree)."""
+        stack = [self._open_dir(path, parent, rel, None)]
+        while True:
+            frame = stack[-1]
+            sub = self._next_subdir(frame, root_dev)
+            if sub is not None:
+                stack.append(sub)
+                continue
+            tree_id = self.writer.add_tree(frame.nodes)
+            stack.pop()
+            if frame.node is None:
+                return tree_id
+            frame.node["subtree"] = tree_id
+
+    def _open_dir(self, path: str, parent: Node | None, rel: str,
+                  node: Node | None) -> _DirFrame:
         parent_children: dict[str, Node] = {}
         if parent and parent.get("type") == DIR and parent.get("subtree"):
             parent_children = self._parent_nodes(parent["subtree"])
@@ -188,10 +225,16 @@ class FilesReader:
                 entries = sorted(it, key=lambda e: e.name)
         except OSError as e:
             self._warn(f"{path}: cannot list directory: {e.strerror}; saved as empty")
-            return self.writer.add_tree([])
-        nodes: list[Node] = []
+            entries = []
+        return _DirFrame(path, rel, node, parent_children, entries)
+
+    def _next_subdir(self, frame: _DirFrame, root_dev: int) -> _DirFrame | None:
+        """Add the frame's entries to its nodes up to the next directory to descend into
+        (returned, its node already placed so that order is kept), or None when done."""
         excluder = self.excluder if self.excluder.rules else None
-        for e in entries:
+        while frame.pos < len(frame.entries):
+            e = frame.entries[frame.pos]
+            frame.pos += 1
             name = e.name
             try:
                 st = e.stat(follow_symlinks=False)
@@ -201,14 +244,14 @@ class FilesReader:
             except OSError as err:
                 self._warn(f"{e.path}: cannot stat: {err.strerror}; not saved")
                 continue
-            child_rel = f"{rel}/{name}" if rel else name
+            child_rel = f"{frame.rel}/{name}" if frame.rel else name
             if excluder and excluder.excluded(child_rel, name, stat.S_ISDIR(st.st_mode)):
                 continue
-            prev = parent_children.get(name)
+            prev = frame.parent_children.get(name)
             if prev is not None and self._unchanged_file(prev, st):
                 # same inode, size, mtime and ctime (which any chmod, chown, link or xattr
                 # change moves): the parent's entry describes this file exactly
-                nodes.append(prev)
+                frame.nodes.append(prev)
                 self.stats.total_files += 1
                 self.stats.files_unmodified += 1
                 self.stats.total_bytes += st.st_size
@@ -216,10 +259,16 @@ class FilesReader:
                     self.on_read(st.st_size)
                 self._progress()
                 continue
+            if stat.S_ISDIR(st.st_mode) and not (self.one_file_system
+                                                 and st.st_dev != root_dev):
+                node = self._describe(e.path, name, st, prev)
+                self.stats.dirs += 1
+                frame.nodes.append(node)
+                return self._open_dir(e.path, prev, child_rel, node)
             child = self._node(e.path, name, st, prev, root_dev, child_rel)
             if child is not None:
-                nodes.append(child)
-        return self.writer.add_tree(nodes)
+                frame.nodes.append(child)
+        return None
 
     def _read_xattrs(self, path: str) -> dict[str, str] | None:
         try:
@@ -401,27 +450,30 @@ def scan_size(paths: list[Path], excluder: Excluder) -> tuple[int, int]:
     """(regular files, bytes) under `paths`, for a progress bar's total; errors are skipped."""
     files = size = 0
 
-    def walk(d: str, rel: str) -> None:
+    def walk(top: str) -> None:
         nonlocal files, size
-        try:
-            it = os.scandir(d)
-        except OSError:
-            return
-        with it:
-            for e in it:
-                r = f"{rel}/{e.name}" if rel else e.name
-                try:
-                    st = e.stat(follow_symlinks=False)
-                except OSError:
-                    continue
-                is_dir = stat.S_ISDIR(st.st_mode)
-                if excluder.excluded(r, e.name, is_dir):
-                    continue
-                if is_dir:
-                    walk(e.path, r)
-                elif stat.S_ISREG(st.st_mode):
-                    files += 1
-                    size += st.st_size
+        stack = [(top, "")]  # not recursion: the depth is the file system's
+        while stack:
+            d, rel = stack.pop()
+            try:
+                it = os.scandir(d)
+            except OSError:
+                continue
+            with it:
+                for e in it:
+                    r = f"{rel}/{e.name}" if rel else e.name
+                    try:
+                        st = e.stat(follow_symlinks=False)
+                    except OSError:
+                        continue
+                    is_dir = stat.S_ISDIR(st.st_mode)
+                    if excluder.excluded(r, e.name, is_dir):
+                        continue
+                    if is_dir:
+                        stack.append((e.path, r))
+                    elif stat.S_ISREG(st.st_mode):
+                        files += 1
+                        size += st.st_size
 
     for p in paths:
         try:
@@ -429,7 +481,7 @@ def scan_size(paths: list[Path], excluder: Excluder) -> tuple[int, int]:
         except OSError:
             continue
         if stat.S_ISDIR(st.st_mode):
-            walk(str(p), "")
+            walk(str(p))
         elif stat.S_ISREG(st.st_mode):
             files += 1
             size += st.st_size

@@ -17,7 +17,7 @@ import secrets
 import stat
 import threading
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,21 +110,30 @@ class FilesWriter:
             raise RestoreError(f"snapshot {snap.short_id} has no file tree to restore")
         items: list[_Item] = []
 
-        def walk(tree_id: str, rel: tuple[str, ...], all_in: bool) -> None:
-            where = f"snapshot {snap.short_id}:/" + "/".join(rel)
-            for n in self.repo.load_tree(tree_id, where):
-                r = (*rel, n["name"])
-                verdict = "yes" if all_in or self.include is None else self.include("/".join(r))
-                if verdict == "no":
-                    continue
-                if n["type"] == DIR:
-                    items.append(_Item(r, n, verdict == "yes"))
-                    if n.get("subtree"):
-                        walk(n["subtree"], r, verdict == "yes")
-                elif verdict == "yes":
-                    items.append(_Item(r, n))
+        def listing(tree_id: str, rel: tuple[str, ...]) -> Iterator[Node]:
+            return iter(self.repo.load_tree(tree_id, f"snapshot {snap.short_id}:/"
+                                            + "/".join(rel)))
 
-        walk(snap.tree, (), False)
+        # depth first, a directory right before its contents, with an explicit stack: the
+        # depth is the snapshot's (a chain 1,200 deep restores like any tree)
+        stack: list[tuple[Iterator[Node], tuple[str, ...], bool]] = [
+            (listing(snap.tree, ()), (), False)]
+        while stack:
+            nodes, rel, all_in = stack[-1]
+            n = next(nodes, None)
+            if n is None:
+                stack.pop()
+                continue
+            r = (*rel, n["name"])
+            verdict = "yes" if all_in or self.include is None else self.include("/".join(r))
+            if verdict == "no":
+                continue
+            if n["type"] == DIR:
+                items.append(_Item(r, n, verdict == "yes"))
+                if n.get("subtree"):
+                    stack.append((listing(n["subtree"], r), r, verdict == "yes"))
+            elif verdict == "yes":
+                items.append(_Item(r, n))
         if self.include is not None:
             # drop directories that only lead to nothing
             needed: set[tuple[str, ...]] = set()
@@ -297,21 +306,29 @@ class FilesWriter:
         if fd is not None:
             self._fds.move_to_end(rel)
             return fd
-        parent = self._dir_fd(rel[:-1])
-        try:
-            fd = os.open(rel[-1], _DIR_FLAGS, dir_fd=parent)
-        except OSError as e:
-            if e.errno in (errno.ELOOP, errno.ENOTDIR):
-                raise RestoreError(
-                    f"{self.dest.joinpath(*rel)} is not a directory (a symlink or file is in the "
-                    "way); refusing to write through it"
-                ) from None
-            raise
-        self._fds[rel] = fd
-        if len(self._fds) > 64:
-            _, old = self._fds.popitem(last=False)
-            os.close(old)
-        return fd
+        # from the nearest directory still open, down one level at a time (a loop, not
+        # recursion: the depth is the snapshot's)
+        top = len(rel) - 1
+        while top > 0 and rel[:top] not in self._fds:
+            top -= 1
+        parent = self._root_fd if top == 0 else self._fds[rel[:top]]
+        for level in range(top, len(rel)):
+            try:
+                fd = os.open(rel[level], _DIR_FLAGS, dir_fd=parent)
+            except OSError as e:
+                if e.errno in (errno.ELOOP, errno.ENOTDIR):
+                    raise RestoreError(
+                        f"{self.dest.joinpath(*rel[:level + 1])} is not a directory (a symlink "
+                        "or file is in the way); refusing to write through it"
+                    ) from None
+                raise
+            self._fds[rel[:level + 1]] = fd
+            if len(self._fds) > 64:
+                # the oldest: never the one just opened, which the next level is opened from
+                _, old = self._fds.popitem(last=False)
+                os.close(old)
+            parent = fd
+        return parent
 
     def _replace_nondir(self, parent: int, name: str, it: _Item) -> None:
         try:
@@ -391,16 +408,21 @@ class FilesWriter:
             self.on_file(files)
 
     def _hardlink(self, name: str, first: tuple[str, ...], it: _Item) -> None:
-        src_parent = self._dir_fd(first[:-1])
-        parent = self._dir_fd(it.rel[:-1])
-        self._replace_nondir(parent, name, it)
+        # a copy: opening the second folder may close the first one's cached descriptor
+        src_parent = os.dup(self._dir_fd(first[:-1]))
         try:
-            os.link(first[-1], name, src_dir_fd=src_parent, dst_dir_fd=parent,
-                    follow_symlinks=False)
-        except FileNotFoundError:
-            # the first link failed to restore (damaged data): this one fails with it
-            self.stats.failed.append((it.path, f"hard link to {'/'.join(first)}, not restored"))
-            return
+            parent = self._dir_fd(it.rel[:-1])
+            self._replace_nondir(parent, name, it)
+            try:
+                os.link(first[-1], name, src_dir_fd=src_parent, dst_dir_fd=parent,
+                        follow_symlinks=False)
+            except FileNotFoundError:
+                # the first link failed to restore (damaged data): this one fails with it
+                self.stats.failed.append(
+                    (it.path, f"hard link to {'/'.join(first)}, not restored"))
+                return
+        finally:
+            os.close(src_parent)
         self.stats.files += 1
 
     def _special(self, parent: int, name: str, it: _Item) -> None:

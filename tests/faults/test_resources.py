@@ -161,3 +161,72 @@ def test_read_only_repository_restores_and_checks_with_no_lock(tmp_path: Path, c
             assert r.rc == 2 and "--no-lock" in r.err, (args, r.text)
         assert cli("snapshots", plan).rc == 0
         assert cli("diff", plan, "latest", "latest").rc == 0
+
+
+# --- a directory chain 1,200 deep -------------------------------------------------------------
+
+DEPTH = 1200
+
+
+def _make_chain(root: Path, depth: int) -> None:
+    """root/d/d/.../d (depth levels) with a file at a few levels, made through directory
+    descriptors: os.makedirs recurses once per level."""
+    root.mkdir()
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for level in range(1, depth + 1):
+            os.mkdir("d", dir_fd=fd)
+            nfd = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = nfd
+            if level % 400 == 0 or level == depth:
+                wfd = os.open(f"f{level}", os.O_WRONLY | os.O_CREAT, 0o640, dir_fd=fd)
+                os.write(wfd, f"level {level}\n".encode() * level)
+                os.close(wfd)
+    finally:
+        os.close(fd)
+
+
+def _describe_chain(root: Path) -> list[tuple[str, int, int, bytes | None]]:
+    """(relative path, mode, mtime, content) of everything below root, walked with a stack
+    (os.walk recurses once per level on Python 3.11)."""
+    out = []
+    stack = [str(root)]
+    while stack:
+        d = stack.pop()
+        with os.scandir(d) as it:
+            for e in sorted(it, key=lambda e: e.name):
+                st = e.stat(follow_symlinks=False)
+                data = None
+                if e.is_dir(follow_symlinks=False):
+                    stack.append(e.path)
+                else:
+                    with open(e.path, "rb") as f:
+                        data = f.read()
+                out.append((os.path.relpath(e.path, root), st.st_mode, st.st_mtime_ns, data))
+    return sorted(out)
+
+
+def test_directories_nested_1200_deep_back_up_and_restore_exactly(tmp_path: Path, cli) -> None:
+    try:
+        _make_chain(tmp_path / "src", DEPTH)
+        plan = write_plan(tmp_path / "plan.yaml")
+        r = cli("backup", "--init", plan)
+        assert r.rc == 0, r.text
+        assert "RecursionError" not in r.text
+        r = cli("restore", plan, "latest", "--to", tmp_path / "out")
+        assert r.rc == 0, r.text
+        restored = _describe_chain(tmp_path / "out" / "src")
+        assert len([x for x in restored if x[3] is None]) == DEPTH
+        assert restored == _describe_chain(tmp_path / "src")
+        # a second backup walks the chain again against its parent snapshot
+        r = cli("backup", plan)
+        assert r.rc == 0 and "0 new" in r.out, r.text
+        r = cli("check", plan, "--read-data")
+        assert r.rc == 0 and "no errors were found" in r.out, r.text
+        snaps = json.loads(cli("snapshots", plan, "--json").out)
+        r = cli("diff", plan, snaps[0]["id"], snaps[1]["id"])
+        assert r.rc == 0 and "0 added, 0 removed, 0 modified" in r.out, r.text
+    finally:
+        # shutil.rmtree (pytest's clean-up) also recurses once per level
+        subprocess.run(["rm", "-rf", str(tmp_path / "src"), str(tmp_path / "out")], check=True)
