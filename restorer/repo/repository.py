@@ -122,10 +122,12 @@ class Repository:
             ) from None
         what = f"{backend.location}/config"
         doc = schema.load_json(raw, what)
-        if isinstance(doc, dict) and doc.get("version") not in (None, FORMAT_VERSION):
+        version = doc.get("version") if isinstance(doc, dict) else None
+        if type(version) is int and version != FORMAT_VERSION:
+            # before the shape check: a newer format may hold other keys
             raise RepositoryError(
-                f"{backend.location}: repository format {doc.get('version')} is not supported "
-                f"by this restorer (format {FORMAT_VERSION})"
+                f"{what}: repository format {version} is not supported by this restorer "
+                f"(format {FORMAT_VERSION})"
             )
         config = schema.config(doc, what)
         if config.get("version") != FORMAT_VERSION:

@@ -66,6 +66,7 @@ def decode_tree(data: bytes, where: str) -> list[Node]:
                 "restore it (the snapshot was crafted or damaged)"
             )
         seen.add(name)
-        if n.get("type") not in NODE_TYPES:
-            raise RestoreError(f"{where}/{name}: unknown entry type {n.get('type')!r}")
+        t = n.get("type")
+        if not isinstance(t, str) or t not in NODE_TYPES:
+            raise RestoreError(f"{where}/{name}: unknown entry type {t!r}")
     return nodes
