@@ -21,6 +21,16 @@ ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("RESTORER_STATE_DIR", tempfile.mkdtemp(prefix="restorer-test-state-"))
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--faults-long", action="store_true",
+                     help="run the fault catalogue's long loops (tests/bench/run.sh does)")
+
+
+@pytest.fixture
+def faults_long(request: pytest.FixtureRequest) -> bool:
+    return bool(request.config.getoption("--faults-long"))
+
+
 @dataclass
 class Result:
     rc: int
