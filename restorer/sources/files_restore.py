@@ -3,7 +3,8 @@
 Safety: every name comes from a checked tree (plain names only); every file-system call is made
 relative to an open directory descriptor with O_NOFOLLOW, so nothing is ever written through a
 symlink, whether it came from the snapshot or was already in the destination. Files are written
-under a temporary name and renamed into place only when all their blobs verified.
+under a temporary name and renamed into place only when all their blobs verified; runs of
+zeros are left as holes, so sparse files restore sparse.
 """
 
 from __future__ import annotations
@@ -33,6 +34,36 @@ _TMP = ".restorer-tmp-"
 _WRITERS = 8
 _POOLED_FILE_MAX = 4 << 20  # files up to this size are written by the pool
 _POOLED_BYTES_MAX = 64 << 20  # bound on file data waiting for a writer
+_HOLE = 64 << 10  # aligned windows of zeros this size are left unwritten: holes
+_ZEROS = bytes(_HOLE)
+
+
+def _pwrite_all(fd: int, view: memoryview, offset: int) -> None:
+    while view:
+        n = os.pwrite(fd, view, offset)
+        view, offset = view[n:], offset + n
+
+
+def _write_sparse(fd: int, data: bytes, offset: int) -> None:
+    """Write `data` at `offset` of a new file, except its aligned all-zero windows, which
+    stay holes (they read as zeros and take no space): a sparse disk image restores sparse.
+    Comparing bytes slices is a memcmp, a fraction of the cost of writing the zeros."""
+    if not isinstance(data, bytes):
+        data = bytes(data)
+    view = memoryview(data)
+    run_start: int | None = None  # start of the data not written yet
+    i, n = 0, len(data)
+    while i < n:
+        j = min(n, (offset + i) // _HOLE * _HOLE + _HOLE - offset)  # end of i's window
+        if data[i:j] == (_ZEROS if j - i == _HOLE else _ZEROS[:j - i]):
+            if run_start is not None:
+                _pwrite_all(fd, view[run_start:i], offset + run_start)
+                run_start = None
+        elif run_start is None:
+            run_start = i
+        i = j
+    if run_start is not None:
+        _pwrite_all(fd, view[run_start:], offset + run_start)
 
 
 @dataclass
@@ -371,14 +402,12 @@ class FilesWriter:
                 if isinstance(data, Exception):
                     error = str(data)
                     continue
-                view = memoryview(data)
-                while view:
-                    n = os.write(fd, view)
-                    view = view[n:]
+                _write_sparse(fd, data, written)
                 written += len(data)
                 if self.on_progress:
                     self.on_progress(len(data))
             if error is None:
+                os.ftruncate(fd, written)  # the size, when the file ends in a hole
                 self._apply_meta_fd(fd, it.node, it.path)
         except BaseException:
             os.close(fd)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -230,3 +231,97 @@ def test_directories_nested_1200_deep_back_up_and_restore_exactly(tmp_path: Path
     finally:
         # shutil.rmtree (pytest's clean-up) also recurses once per level
         subprocess.run(["rm", "-rf", str(tmp_path / "src"), str(tmp_path / "out")], check=True)
+
+
+# --- a 5 GiB sparse file ----------------------------------------------------------------------
+
+GiB = 1 << 30
+
+
+def _data_extents(path: Path) -> list[tuple[int, int]]:
+    """(start, end) of every data region of a file (SEEK_DATA/SEEK_HOLE); the rest are holes,
+    which read as zeros."""
+    out = []
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        size, pos = os.fstat(fd).st_size, 0
+        while pos < size:
+            try:
+                start = os.lseek(fd, pos, os.SEEK_DATA)
+            except OSError:  # ENXIO: no data after pos
+                break
+            end = os.lseek(fd, start, os.SEEK_HOLE)
+            out.append((start, end))
+            pos = end
+    finally:
+        os.close(fd)
+    return out
+
+
+def _same_bytes(a: Path, b: Path) -> bool:
+    """Whether two sparse files hold the same bytes, reading only their data regions: outside
+    the data regions of both, both read as zeros."""
+    if a.stat().st_size != b.stat().st_size:
+        return False
+    with open(a, "rb") as fa, open(b, "rb") as fb:
+        for start, end in _data_extents(a) + _data_extents(b):
+            pos = start
+            while pos < end:
+                n = min(end - pos, 8 << 20)
+                fa.seek(pos)
+                fb.seek(pos)
+                if fa.read(n) != fb.read(n):
+                    return False
+                pos += n
+    return True
+
+
+def _run_measured(*args: str | Path) -> tuple[int, str, int]:
+    """(exit code, stderr, peak RSS in bytes) of `restorer ARGS`: wait4 reports the child's
+    own peak resident set."""
+    import sys
+
+    p = subprocess.Popen([sys.executable, "-m", "restorer", *map(str, args)],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert p.stderr is not None
+    err = p.stderr.read().decode()
+    _pid, status, usage = os.wait4(p.pid, 0)
+    p.returncode = os.waitstatus_to_exitcode(status)
+    return p.returncode, err, usage.ru_maxrss * 1024
+
+
+def test_5gib_sparse_file_backs_up_and_restores_sparse_in_bounded_memory(tmp_path: Path,
+                                                                          cli) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    big = src / "disk.img"
+    with open(big, "wb") as f:
+        f.truncate(5 * GiB)
+        for off in (0, 1 * GiB + 12345, 3 * GiB, 5 * GiB - MiB):  # a few MiB of real data
+            f.seek(off)
+            f.write(os.urandom(MiB))
+    (src / "small.txt").write_text("beside the image\n")
+    plan = write_plan(tmp_path / "plan.yaml")
+    try:
+        assert cli("init", plan).rc == 0
+        t0 = time.monotonic()
+        rc, err, rss = _run_measured("backup", plan)
+        backup_s = time.monotonic() - t0
+        assert rc == 0, err
+        assert rss < 400 * MiB, f"backup peak RSS {rss / MiB:.0f} MiB"
+        out = tmp_path / "out"
+        rc, err, rss = _run_measured("restore", plan, "latest", "--to", out)
+        assert rc == 0, err
+        assert rss < 400 * MiB, f"restore peak RSS {rss / MiB:.0f} MiB"
+        restored = out / "src" / "disk.img"
+        st = restored.stat()
+        assert st.st_size == 5 * GiB
+        # restored sparse: zeros are holes, not 5 GiB of allocated blocks
+        assert st.st_blocks * 512 < 64 * MiB, \
+            f"restored file allocates {st.st_blocks * 512 / MiB:.0f} MiB"
+        assert _same_bytes(big, restored)
+        assert (out / "src" / "small.txt").read_text() == "beside the image\n"
+        print(f"5 GiB sparse backup took {backup_s:.1f}s")
+    finally:
+        for p in (big, tmp_path / "out"):
+            subprocess.run(["rm", "-rf", str(p)], check=True)
