@@ -234,10 +234,11 @@ def index_packs(doc: Any, what: str) -> dict[str, list[list]]:
     return out
 
 
+# FastCDC's own bounds (pyfastcdc refuses sizes outside them)
 CHUNKER: dict[str, tuple[Check, bool]] = {
-    "avg": (integer(64, 1 << 26), True),
-    "min": (integer(64, 1 << 26), True),
-    "max": (integer(64, 1 << 26), True),
+    "avg": (integer(256, 4 << 20), True),
+    "min": (integer(64, 1 << 20), True),
+    "max": (integer(1024, 16 << 20), True),
     "seed": (integer(0, I64_MAX), False),
 }
 CONFIG: dict[str, tuple[Check, bool]] = {

@@ -41,7 +41,8 @@ class Snapshot:
     def from_json(cls, data: bytes, sid: str) -> Snapshot:
         what = f"snapshot {sid[:8]}"
         d = schema.fields(schema.load_json(data, what), schema.SNAPSHOT, what)
-        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        # `id` is the file's name, never its content
+        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__ and k != "id"}
         return cls(**known, id=sid)
 
     @property

@@ -101,3 +101,18 @@ def test_the_valid_record_decodes(name: str, tmp_path: Path) -> None:
     """The fuzzing starts from records the decoders accept: a mutation is a real change."""
     target = targets.TARGETS[name]
     assert target.decode(target.seed, tmp_path) is not None
+
+
+FOUND_BY_ATHERIS = [
+    # a chunker size FastCDC refuses was a ValueError from the chunker
+    ("config", b'{"version": 1, "id": "x", "encrypted": false, "chunker": {"avg": 5519853, '
+     b'"min": 524288, "max": 8388608, "seed": 3}}'),
+    # an `id` key in a snapshot record was a TypeError (the id is the file's name)
+    ("snapshot", b'{"time": "2026-12-01T00:00:00+00:00", "plan": "p", "target": "t", '
+     b'"kind": "files", "hostname": "h", "username": "u", "paths": [], "id": 1}'),
+]
+
+
+@pytest.mark.parametrize(("name", "raw"), FOUND_BY_ATHERIS, ids=["chunker_range", "id_key"])
+def test_atheris_findings_stay_fixed(name: str, raw: bytes, tmp_path: Path) -> None:
+    targets.run_one(targets.TARGETS[name], raw, tmp_path)

@@ -10,8 +10,8 @@ from the counts of a clean run of the same command. After every kill:
     snapshot holds, never a mix;
   - the next run of the same command succeeds.
 
-The suite runs a short sample (one point per command); `pytest tests/faults/test_kill_loop.py --faults-long` (run by
-tests/bench/run.sh) runs the long loop and prints the counts.
+The suite runs a short sample (one point per command); `pytest tests/faults/test_kill_loop.py
+--faults-long` (run by tests/bench/run.sh) runs the long loop and prints the counts.
 """
 
 from __future__ import annotations
