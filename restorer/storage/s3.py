@@ -270,6 +270,7 @@ class S3Backend(Backend):
             EndpointConnectionError,
             IncompleteReadError,
             ReadTimeoutError,
+            ResponseStreamingError,
         )
         from urllib3.exceptions import ProtocolError
 
@@ -282,6 +283,9 @@ class S3Backend(Backend):
             if isinstance(cause, EndpointConnectionError | ConnectionClosedError
                           | ReadTimeoutError | ConnectTimeoutError | ProtocolError
                           | IncompleteReadError
+                          # a body cut off after its headers (a reset mid-download): botocore
+                          # wraps urllib3's error without chaining it as the cause
+                          | ResponseStreamingError
                           | ConnectionError | TimeoutError):
                 return False
             code = _code(cause)
