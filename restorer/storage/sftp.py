@@ -171,7 +171,18 @@ class SFTPBackend(Backend):
                     return b""
                 # readv pipelines the requests for exactly this range (prefetch would start
                 # at offset 0 and read the whole file)
-                return b"".join(f.readv([(offset, length)]))
+                data = b"".join(f.readv([(offset, length)]))
+                if len(data) < length:
+                    # paramiko reads a connection dropped mid-read as the end of the file:
+                    # only the file's size tells a short file (damage, for the repository
+                    # to report) from a lost connection (to retry). A dead connection makes
+                    # this stat fail, which is retried too.
+                    size = f.stat().st_size or 0
+                    if offset + len(data) < min(size, offset + length):
+                        raise ConnectionError(
+                            f"short read: {len(data)} of {length} bytes at offset {offset} "
+                            f"of a {size}-byte file (connection lost?)")
+                return data
         except Exception as e:
             self._reraise("read", name, e)
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 from restorer.errors import StorageError
@@ -38,9 +40,50 @@ class SSHParams:
         return f"SSHParams({self.user or ''}@{self.host}:{self.port})"
 
 
+_quieted = threading.Lock()
+_quiet = False
+
+
+def _from_prefetch(tb: TracebackType | None) -> bool:
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        if code.co_name == "_prefetch_thread" and "paramiko" in code.co_filename:
+            return True
+        tb = tb.tb_next
+    return False
+
+
+def _quiet_paramiko() -> None:
+    """Keep paramiko's own noise off stderr when a connection drops. Its transport logs
+    "Socket exception: ..." at ERROR with no handler configured (Python's last-resort handler
+    then prints it bare), and the thread behind readv/prefetch has no error handling, so a
+    dropped connection prints its traceback. The read waiting on that thread fails with the
+    same dropped connection and is reported (and retried) by us, so both only mislead."""
+    global _quiet
+    with _quieted:
+        if _quiet:
+            return
+        _quiet = True
+    logging.getLogger("paramiko").addHandler(logging.NullHandler())
+    previous = threading.excepthook
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        import paramiko
+
+        if isinstance(args.exc_value, EOFError | OSError | paramiko.SSHException) \
+                and _from_prefetch(args.exc_traceback):
+            log.debug("SFTP read-ahead thread ended: %r", args.exc_value)
+            return
+        previous(args)
+
+    threading.excepthook = hook
+
+
 def connect_ssh(p: SSHParams, location: str) -> Any:
     """A connected paramiko SSHClient; StorageError (HostKeyError) with a hint otherwise."""
     import paramiko
+
+    _quiet_paramiko()
 
     known_hosts = os.path.expanduser(p.known_hosts)
     key_file = os.path.expanduser(p.key_file) if p.key_file else None
@@ -78,7 +121,10 @@ def connect_ssh(p: SSHParams, location: str) -> Any:
                            hint="give key_passphrase: ${env:...} in the plan") from None
     except (OSError, paramiko.SSHException, EOFError) as e:
         client.close()
-        raise StorageError(f"{location}: cannot connect: {e}") from e
+        # paramiko's "no address answered" error reads "[Errno None] Unable to connect ...":
+        # its strerror alone is the sentence
+        why = e.strerror if isinstance(e, OSError) and e.strerror else e
+        raise StorageError(f"{location}: cannot connect: {why}") from e
     transport = client.get_transport()
     if transport is not None and p.keepalive:
         transport.set_keepalive(p.keepalive)
