@@ -7,6 +7,7 @@ import contextlib
 import os
 import shutil
 import socket
+import struct
 import subprocess
 import threading
 import time
@@ -88,7 +89,15 @@ class FaultPlan:
     """Decides, per request, whether to pass it on or answer with a fault."""
 
     #: called with (method, path, request number); returns None to forward, or a fault:
-    #: ("status", code, s3_error_code) or ("delay", seconds)
+    #: ("status", code, s3_error_code): answer with that error;
+    #: ("delay", seconds): wait, then forward;
+    #: ("reset",): read the request, drop it, reset the connection (no answer);
+    #: ("reset_after_forward",): forward it (the store acts on it), reset instead of answering;
+    #: ("cut_body", fraction): forward, send the headers (full Content-Length) and that
+    #: fraction of the body, then reset;
+    #: ("stall", seconds): send nothing for that long (or until the proxy closes), then reset;
+    #: ("stall_body", seconds): forward, send the headers and half the body, then nothing
+    #: for that long, then reset
     decide: Callable[[str, str, int], tuple | None] = lambda m, p, n: None
     #: consulted when `decide` forwards: sees the request body (AWS query APIs name the
     #: operation there, e.g. b"Action=CopySnapshot")
@@ -98,12 +107,19 @@ class FaultPlan:
     log: list[tuple[str, str, str]] = field(default_factory=list)
 
 
+_HOP_HEADERS = ("connection", "keep-alive", "transfer-encoding", "content-length", "server",
+                "date")
+
+
 class FaultProxy:
     """An HTTP proxy on loopback in front of `upstream_port` that injects faults."""
 
     def __init__(self, upstream_port: int, plan: FaultPlan) -> None:
         self.plan = plan
         self.upstream_port = upstream_port
+        #: set on close: ends every stall at once, so no handler outlives the test
+        self.closing = threading.Event()
+        counter = threading.Lock()
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -112,48 +128,81 @@ class FaultProxy:
             def log_message(self, *a: object) -> None:
                 pass
 
+            def _reset(self) -> None:
+                # SO_LINGER 0: close() sends a RST, as a crashed server or middlebox does
+                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                           struct.pack("ii", 1, 0))
+                self.close_connection = True
+                self.connection.close()
+
+            def _forward(self, body: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
+                conn = HTTPConnection("127.0.0.1", proxy.upstream_port, timeout=60)
+                try:
+                    headers = {k: v for k, v in self.headers.items()
+                               if k.lower() not in ("connection", "keep-alive")}
+                    conn.request(self.command, self.path, body=body, headers=headers)
+                    resp = conn.getresponse()
+                    return resp.status, resp.getheaders(), resp.read()
+                finally:
+                    conn.close()
+
+            def _send_head(self, status: int, headers: list[tuple[str, str]],
+                           length: int) -> None:
+                self.send_response(status)
+                for k, v in headers:
+                    if k.lower() not in _HOP_HEADERS:
+                        self.send_header(k, v)
+                self.send_header("Content-Length", str(length))
+                self.end_headers()
+
             def _handle(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
-                with threading.Lock():
+                with counter:
                     proxy.plan.requests += 1
                     n = proxy.plan.requests
                 fault = proxy.plan.decide(self.command, self.path, n) or \
                     proxy.plan.decide_body(body)
-                if fault is not None and fault[0] == "delay":
-                    proxy.plan.faults += 1
-                    proxy.plan.log.append((self.command, self.path, "delay"))
-                    time.sleep(fault[1])
-                    fault = None
                 if fault is not None:
                     proxy.plan.faults += 1
-                    _, status, code = fault
-                    proxy.plan.log.append((self.command, self.path, code))
+                    proxy.plan.log.append((self.command, self.path, str(fault[-1])
+                                           if fault[0] == "status" else fault[0]))
+                kind = fault[0] if fault is not None else None
+                if kind == "delay":
+                    time.sleep(fault[1])  # type: ignore[index]
+                    kind = None
+                if kind == "status":
+                    _, status, code = fault  # type: ignore[misc]
                     xml = (f"<?xml version='1.0' encoding='UTF-8'?><Error><Code>{code}</Code>"
                            f"<Message>injected {code}</Message></Error>").encode()
-                    self.send_response(status)
-                    self.send_header("Content-Type", "application/xml")
-                    self.send_header("Content-Length", str(len(xml)))
-                    self.end_headers()
+                    self._send_head(status, [("Content-Type", "application/xml")], len(xml))
                     if self.command != "HEAD":
                         self.wfile.write(xml)
                     return
-                conn = HTTPConnection("127.0.0.1", proxy.upstream_port, timeout=60)
-                headers = {k: v for k, v in self.headers.items()
-                           if k.lower() not in ("connection", "keep-alive")}
-                conn.request(self.command, self.path, body=body, headers=headers)
-                resp = conn.getresponse()
-                data = resp.read()
-                self.send_response(resp.status)
-                for k, v in resp.getheaders():
-                    if k.lower() not in ("connection", "keep-alive", "transfer-encoding",
-                                         "content-length", "server", "date"):
-                        self.send_header(k, v)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(data)
-                conn.close()
+                if kind == "reset":
+                    self._reset()
+                    return
+                if kind == "stall":
+                    proxy.closing.wait(fault[1])  # type: ignore[index]
+                    self._reset()
+                    return
+                status, headers, data = self._forward(body)
+                if kind == "reset_after_forward":
+                    self._reset()
+                    return
+                self._send_head(status, headers, len(data))
+                if self.command == "HEAD":
+                    return
+                if kind in ("cut_body", "stall_body"):
+                    part = 0.5 if kind == "stall_body" else float(fault[1])  # type: ignore[index]
+                    self.wfile.write(data[:int(len(data) * part)])
+                    # let the client take the headers and the first bytes before the end
+                    time.sleep(0.05)
+                    if kind == "stall_body":
+                        proxy.closing.wait(fault[1])  # type: ignore[index]
+                    self._reset()
+                    return
+                self.wfile.write(data)
 
             do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle
 
@@ -168,6 +217,7 @@ class FaultProxy:
         return f"http://127.0.0.1:{self.port}"
 
     def close(self) -> None:
+        self.closing.set()
         self.server.shutdown()
         self.server.server_close()
 
@@ -314,6 +364,21 @@ def _pg_ok(dsn: str) -> bool:
     return r.returncode == 0 and r.stdout.strip() == "1"
 
 
+#: server DSN -> (run-as prefix, bin dir, data dir, work dir) of the clusters started here
+_THROWAWAY_PG: dict[str, tuple[list[str], Path, Path, Path]] = {}
+
+
+def restart_postgres(dsn: str) -> None:
+    """Restart a throwaway server `start_postgres(force_new=True)` made, the way an operator
+    does (`pg_ctl restart -m fast`: open sessions are ended at once), waiting until it is up."""
+    as_user, bindir, data, workdir = _THROWAWAY_PG[dsn]
+    port = dsn.rsplit(":", 1)[1]
+    subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-w", "-m", "fast",
+                    "-l", str(workdir / "pg.log"), "-o",
+                    f"-p {port} -k {workdir} -c listen_addresses=127.0.0.1", "restart"],
+                   check=True, capture_output=True)
+
+
 def start_postgres(workdir: Path, force_new: bool = False) -> tuple[str, Callable[[], None]]:
     """(server DSN without a database, stop function): the machine's server on
     127.0.0.1:5432 when it answers, else a throwaway cluster started here."""
@@ -347,8 +412,10 @@ def start_postgres(workdir: Path, force_new: bool = False) -> tuple[str, Callabl
                     f"-p {port} -k {workdir} -c listen_addresses=127.0.0.1", "start"],
                    check=True, capture_output=True)
     dsn = f"postgresql://postgres@127.0.0.1:{port}"
+    _THROWAWAY_PG[dsn] = (as_user, bindir, data, workdir)
 
     def stop() -> None:
+        _THROWAWAY_PG.pop(dsn, None)
         subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast",
                         "stop"], capture_output=True)
         shutil.rmtree(workdir, ignore_errors=True)
