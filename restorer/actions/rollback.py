@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -44,6 +43,7 @@ from restorer.actions.rollback_swaps import (
 )
 from restorer.actions.verify import CheckResult, verified_records
 from restorer.errors import RestoreError, RestorerError, UsageError
+from restorer.fsutil import remove_tree, walk
 from restorer.ledger import RunRecorder
 from restorer.plan import models
 from restorer.plan.load import LoadedPlan
@@ -215,7 +215,7 @@ def _file_changes(repo: Repository, snap: Snapshot, paths: list[Path],
     for root in paths:
         if not os.path.lexists(root):
             continue
-        for cur, dirs, files in os.walk(root):
+        for cur, dirs, files in walk(root):
             for name in dirs + files:
                 full = os.path.join(cur, name)
                 st = os.lstat(full)
@@ -743,6 +743,6 @@ def _remove(lp: LoadedPlan, target: Any, name: str, dry_run: bool = False) -> st
         Path(name).parent
     if folder.name.startswith(".restorer-rollback-") and os.path.lexists(folder):
         if not dry_run:
-            shutil.rmtree(folder, ignore_errors=True)
+            remove_tree(folder, ignore_errors=True)
         return str(folder)
     return None

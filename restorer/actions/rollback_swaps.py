@@ -7,7 +7,6 @@ import contextlib
 import itertools
 import os
 import posixpath
-import shutil
 import stat
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
@@ -17,6 +16,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 from restorer.actions.staging import LiveTarget, Restored, Stage, chunk_ids, compare_tree
 from restorer.errors import RestoreError, SourceError, UsageError
+from restorer.fsutil import remove_tree
 from restorer.plan import models
 from restorer.plan.load import LoadedPlan
 from restorer.repo.repository import Repository
@@ -377,7 +377,7 @@ class FilesSwap(Swap):
                 self.out.error = (f"{sib} is kept: it may hold entries that are in no backup; "
                                   "look at it before removing it by hand")
                 continue
-            shutil.rmtree(sib, ignore_errors=True)
+            remove_tree(sib, ignore_errors=True)
         self.out.kept = [str(s) for s in self.keep]
 
     def discard_replaced(self) -> str | None:

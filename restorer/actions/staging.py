@@ -13,7 +13,6 @@ import itertools
 import os
 import posixpath
 import secrets
-import shutil
 import signal
 import sqlite3
 import stat
@@ -28,6 +27,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from restorer.errors import RestoreError, SourceError, UsageError
+from restorer.fsutil import remove_tree
 from restorer.plan import models
 from restorer.plan.load import LoadedPlan
 from restorer.repo.repository import Repository
@@ -188,7 +188,7 @@ class DirectoryStage(Stage):
                              lambda rel: chunk_ids(self.repo, self.dir / rel))
 
     def teardown(self) -> bool:
-        shutil.rmtree(self.dir, ignore_errors=True)
+        remove_tree(self.dir, ignore_errors=True)
         return not self.dir.exists()
 
 
@@ -376,7 +376,7 @@ class SQLiteStage(Stage):
             db.close()
 
     def teardown(self) -> bool:
-        shutil.rmtree(self.dir, ignore_errors=True)
+        remove_tree(self.dir, ignore_errors=True)
         return not self.dir.exists()
 
 
