@@ -31,7 +31,8 @@ from pathlib import Path
 from tests.conftest import run_cli, tree_digest, write_plan
 
 OPS = ("backup", "prune", "copy", "verify", "rollback")
-FILE_OPS = ("write", "linkat", "renameat2", "unlinkat", "fsync")
+# the *at forms too: os.unlink and os.link use the plain calls, the rollback's exchange renameat2
+FILE_OPS = ("write", "fsync", "link", "linkat", "rename", "renameat2", "unlink", "unlinkat")
 SEED = 20261201
 
 
@@ -212,3 +213,48 @@ def test_sigkill_loop_across_commands(tmp_path: Path, faults_long: bool) -> None
     tally = _loop(tmp_path, points, restore_all=faults_long)
     _report(tally)
     assert sum(v for k, v in tally.items() if k.endswith("killed")) >= need, tally
+
+
+def test_prune_killed_at_every_deletion_step_loses_nothing_kept(tmp_path: Path) -> None:
+    """prune deletes in an order that keeps the repository valid: kill it at spread points
+    of its unlinks (snapshots, old index files, packs) and of its links into place
+    (repacked packs, the new index); each time the kept snapshot restores and prune finishes."""
+    import shutil
+
+    rng = random.Random(SEED + 1)
+    w = _world(tmp_path, rng)
+    for step in range(3):
+        _change(w.src, rng, step)
+        r = run_cli("backup", w.plan, "--json")
+        assert r.rc == 0, r.text
+        w.digest_of[json.loads(r.out)["targets"][0]["snapshot"]] = tree_digest(w.src)
+    pristine = tmp_path / "repo-before-prune"
+    shutil.copytree(tmp_path / "repo", pristine)
+    counts = tmp_path / "counts.txt"
+    p = _strace(w.args("prune"), ["-c", "-o", str(counts), "-e", "trace=unlink,link"])
+    assert p.returncode == 0, p.stderr
+    calls = {m.group(2): int(m.group(1)) for m in re.finditer(
+        r"^\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:\d+\s+)?(\w+)\s*$", counts.read_text(), re.M)}
+    assert calls.get("unlink", 0) >= 3 and calls.get("link", 0) >= 1, calls
+    kept = sorted(w.snapshots(), key=lambda s: s["time"])[-3:]
+    # strace counts calls per thread: the last few may fall in a thread that makes fewer
+    points = [("unlink", n) for n in sorted({1, 2, 3, calls["unlink"] // 2})]
+    points += [("link", n) for n in sorted({1, 2})]
+    killed = 0
+    for call, n in points:
+        shutil.rmtree(tmp_path / "repo")
+        shutil.copytree(pristine, tmp_path / "repo")
+        p = _strace(w.args("prune"), ["-o", "/dev/null", "-e", f"trace={call}",
+                                      "-e", f"inject={call}:signal=KILL:when={n}"])
+        assert p.returncode in (-9, 137, 0), f"{call}#{n}: {p.stderr}"
+        killed += p.returncode != 0
+        r = run_cli("check", w.plan, "--read-data")
+        assert r.rc == 0, f"after {call}#{n}: {r.text}"
+        ids = {s["id"] for s in w.snapshots()}
+        assert all(s["id"] in ids for s in kept), f"after {call}#{n}: a kept snapshot is gone"
+        _restores(w, kept[-1]["id"], tmp_path / f"out-{call}-{n}")
+        r = run_cli("prune", w.plan)
+        assert r.rc == 0, f"prune after {call}#{n}: {r.text}"
+        r = run_cli("check", w.plan, "--read-data")
+        assert r.rc == 0, r.text
+    assert killed >= len(points) - 1, f"only {killed} of {len(points)} points killed prune"
