@@ -28,8 +28,8 @@ def child(name: str, seconds: int, corpus: Path) -> None:
         from tests.faults import decoder_targets as targets
 
     target = targets.TARGETS[name]
-    work = Path(tempfile.mkdtemp(prefix=f"fuzz-{name}-", dir="/var/tmp"))
     corpus.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f"scratch-{name}-", dir=corpus.parent))
     (corpus / "seed").write_bytes(target.seed)
 
     def one(data: bytes) -> None:

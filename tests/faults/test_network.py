@@ -27,6 +27,7 @@ from tests.services import (
     FaultPlan,
     FaultProxy,
     SSHServer,
+    process_tree,
     restart_postgres,
     start_postgres,
     start_sshd,
@@ -230,30 +231,10 @@ def test_s3_permanent_stall_fails_clearly_in_bounded_time(tmp_path: Path, cli, m
 # --- SFTP: the server killed (and restarted) during a restore ---------------------------
 
 
-def _descendants(pid: int) -> list[int]:
-    """`pid` and every process below it (sshd forks a process per connection)."""
-    children: dict[int, list[int]] = {}
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open(f"/proc/{d}/stat") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        children.setdefault(ppid, []).append(int(d))
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        todo += children.get(p, [])
-    return out
-
-
 def _kill_sshd(server: SSHServer) -> None:
     """SIGKILL the daemon and its sessions: every connection drops at once, nothing says
     goodbye."""
-    for pid in _descendants(server.proc.pid):
+    for pid in process_tree(server.proc.pid):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     server.proc.wait(5)
@@ -476,7 +457,7 @@ def _child(proc: subprocess.Popen[str], argv: list[str], timeout: float = 30) ->
     want = "\0".join(argv).encode()
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for pid in _descendants(proc.pid)[1:]:
+        for pid in process_tree(proc.pid)[1:]:
             try:
                 with open(f"/proc/{pid}/cmdline", "rb") as f:
                     if want in f.read():

@@ -277,17 +277,36 @@ def _same_bytes(a: Path, b: Path) -> bool:
 
 
 def _run_measured(*args: str | Path) -> tuple[int, str, int]:
-    """(exit code, stderr, peak RSS in bytes) of `restorer ARGS`: wait4 reports the child's
-    own peak resident set."""
+    """(exit code, stderr, peak RSS in bytes) of `restorer ARGS`. The peak is the child's own
+    VmHWM, polled from /proc: wait4's ru_maxrss would also carry the parent's peak, which
+    exec inherits when subprocess spawns with vfork (a long pytest run reaches hundreds of
+    MiB)."""
     import sys
+    import threading
 
     p = subprocess.Popen([sys.executable, "-m", "restorer", *map(str, args)],
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    peak = [0]
+
+    def poll() -> None:
+        while p.poll() is None:
+            try:
+                with open(f"/proc/{p.pid}/status") as f:
+                    for line in f:
+                        if line.startswith("VmHWM:"):
+                            peak[0] = max(peak[0], int(line.split()[1]) * 1024)
+            except OSError:
+                return
+            time.sleep(0.02)
+
+    watcher = threading.Thread(target=poll, daemon=True)
+    watcher.start()
     assert p.stderr is not None
     err = p.stderr.read().decode()
-    _pid, status, usage = os.wait4(p.pid, 0)
-    p.returncode = os.waitstatus_to_exitcode(status)
-    return p.returncode, err, usage.ru_maxrss * 1024
+    p.wait()
+    watcher.join()
+    assert peak[0] > 0, "could not read the child's peak memory"
+    return p.returncode, err, peak[0]
 
 
 def test_5gib_sparse_file_backs_up_and_restores_sparse_in_bounded_memory(tmp_path: Path,

@@ -19,8 +19,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from restorer.fsutil import walk
 from tests.conftest import ROOT, unique_name, write_plan
 from tests.e2e.test_dumps import _my
+from tests.services import process_tree
 
 # runs restorer as if on a system without memfd_create (an old kernel, a seccomp filter),
 # to prove the on-disk fallback's clean-up
@@ -32,7 +34,8 @@ def _files_holding(secret: bytes, roots: list[Path], since: float) -> list[str]:
     """Regular files under `roots` written since `since` that contain `secret`."""
     found: list[str] = []
     for root in roots:
-        for dirpath, _dirs, files in os.walk(root):
+        # restorer's own walk: os.walk recurses per level, and /tmp may hold deep trees
+        for dirpath, _dirs, files in walk(root):
             for n in files:
                 p = os.path.join(dirpath, n)
                 try:
@@ -46,25 +49,6 @@ def _files_holding(secret: bytes, roots: list[Path], since: float) -> list[str]:
                 except OSError:
                     continue
     return sorted(set(found))  # the state dir may lie under /tmp
-
-
-def _descendants(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open(f"/proc/{d}/stat") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(ppid, []).append(int(d))
-    out, todo = [], [pid]
-    while todo:
-        for c in children.get(todo.pop(), []):
-            out.append(c)
-            todo.append(c)
-    return out
 
 
 def _cmdline(pid: int) -> bytes:
@@ -148,7 +132,7 @@ def _check_sigkill_during_dump(tmp_path: Path, mariadb_server: str,
             try:
                 _wait_for("the dump to wait for the table lock",
                           lambda: proc.poll() is None and _dump_waiting(mariadb_server))
-                children = _descendants(proc.pid)
+                children = process_tree(proc.pid)[1:]
                 assert any(b"mariadb-dump" in _cmdline(c) for c in children), children
                 for c in children:
                     assert secret not in _cmdline(c), f"password on the command line of {c}"
