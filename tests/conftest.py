@@ -17,8 +17,11 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# every CLI run records to a ledger: keep the tests' records out of the user's state folder
-os.environ.setdefault("RESTORER_STATE_DIR", tempfile.mkdtemp(prefix="restorer-test-state-"))
+# every CLI run records to a ledger: keep the tests' records out of the user's state folder,
+# one folder per test process (xdist workers inherit the parent's environment, and a test
+# reading "the last run" must not see another worker's)
+os.environ["RESTORER_STATE_DIR"] = tempfile.mkdtemp(
+    prefix=f"restorer-test-state-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}-")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -35,4 +35,6 @@ fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
 
 .venv/bin/ruff check restorer tests
-exec .venv/bin/python -m pytest -q "$@"
+# two workers: a test mostly waits on one restorer process, so one core would sit idle;
+# --dist loadscope keeps each module (and its module-scoped fixtures) on one worker
+exec .venv/bin/python -m pytest -q -n "${RESTORER_TEST_WORKERS:-2}" --dist loadscope "$@"

@@ -83,7 +83,10 @@ def scenario(tmp_path_factory, pg_server):
             snapshot_time[(t["target"], d)] = _iso(DAY0 + timedelta(days=d, hours=3))
         at["RESTORER_NOW"] = _iso(DAY0 + timedelta(days=d, hours=4))
         r = run_cli("verify", plan, "--target", "web", "--target", "db", "--json", env=at)
-        assert r.rc == (1 if d in DB_FAILS else 0), r.text
+        # the 20 ms RTO is there to be breached now and then (a busy machine breaches it
+        # more): a breach fails the run as a failed check does, and the report counts both
+        breached = any(v["rto_breached"] for v in json.loads(r.out))
+        assert r.rc == (1 if d in DB_FAILS or breached else 0), r.text
         if d == 0:
             at["RESTORER_NOW"] = _iso(DAY0 + timedelta(hours=5))
             assert run_cli("backup", plan2, env=at).rc == 0

@@ -41,8 +41,9 @@ def _last_run(plan: Path) -> dict:
     return json.loads(run_cli("history", plan, "--json").out)[0]
 
 
-@pytest.mark.parametrize("damage", ["edited", "older_copied_over"])
-@pytest.mark.parametrize("encrypted", [False, True], ids=["plain", "encrypted"])
+@pytest.mark.parametrize(("damage", "encrypted"), [("edited", False),
+                                                   ("older_copied_over", True)],
+                         ids=["edited-plain", "older_copied_over-encrypted"])
 def test_one_damaged_snapshot_record_hides_nothing_else(tmp_path: Path, damage: str,
                                                         encrypted: bool) -> None:
     plan, repo, snaps = _repo_with_three_snapshots(tmp_path, encrypted)
