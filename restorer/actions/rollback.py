@@ -51,9 +51,8 @@ from restorer.repo.repository import Repository
 from restorer.repo.snapshot import Snapshot
 from restorer.repo.tree import DIR
 from restorer.sources import mysql, postgres
+from restorer.targets import kind_of
 
-SUPPORTED = (models.FilesTarget, models.PostgresTarget, models.MySQLTarget, models.EBSTarget,
-             models.RDSTarget)
 SAFETY_TAG = "pre-rollback"
 
 
@@ -151,13 +150,11 @@ def _targets(lp: LoadedPlan, names: tuple[str, ...]) -> list[Any]:
     else:
         targets = lp.targets()
     for t in targets:
-        if not isinstance(t, SUPPORTED) or getattr(t, "via_ssh", None) is not None:
-            raise UsageError(
-                f"target {t.name}: rolling back {t.kind} targets"
-                + (" reached over via_ssh" if getattr(t, "via_ssh", None) else "")
-                + " is not supported by this version",
-                hint="name the targets to roll back with --target (files and postgres "
-                "targets), or list them in rollback.targets")
+        kind = kind_of(t)
+        if not kind.can("rollback", t).can:
+            raise UsageError(kind.refusal("rollback", t),
+                             hint="name the targets to roll back with --target, or list them "
+                             "in rollback.targets (`restorer kinds` shows which kinds can)")
     return targets
 
 

@@ -17,7 +17,8 @@ from pathlib import Path
 from restorer.envfile import read_env_file
 from restorer.errors import RestorerError, UsageError
 from restorer.ledger import default_path
-from restorer.plan.load import LoadedPlan, load_plan, secret_refs
+from restorer.plan.load import LoadedPlan, secret_refs
+from restorer.targets import load_checked
 
 BEGIN = "# BEGIN restorer (managed by `restorer schedule --install`; edits in here are replaced)"
 END = "# END restorer"
@@ -47,7 +48,7 @@ def load_plans(paths: list[Path]) -> list[LoadedPlan]:
     out, bad = [], []
     for f in plan_files(tuple(map(str, paths))):
         try:
-            out.append(load_plan(f))
+            out.append(load_checked(f))
         except RestorerError as e:
             bad.append(f"{f}: {e.message.splitlines()[0]}")
     if bad:

@@ -40,6 +40,7 @@ from restorer.sources.remote import q, remote_run, ssh_session
 from restorer.sources.sftp_restore import SFTPWriter
 from restorer.sources.sqlite import sqlite_restore
 from restorer.sources.stream import _Raw, restore_stream
+from restorer.targets import kind_named
 
 
 @dataclass
@@ -500,5 +501,8 @@ def stage_for(lp: LoadedPlan, repo: Repository, target: Any, snap: Snapshot) -> 
         return (EBSStage if snap.kind == "ebs" else RDSStage)(lp, repo, target, snap)
     cls = STAGES.get(snap.kind)
     if cls is None:
-        raise UsageError(f"verifying {snap.kind} snapshots is not supported by this version yet")
+        kind = kind_named(snap.kind)
+        raise UsageError(kind.refusal("verify", target) if kind else
+                         f"snapshot {snap.short_id} is of kind {snap.kind}, which this "
+                         "version of restorer does not know")
     return cls(lp, repo, target, snap)

@@ -44,9 +44,9 @@ def _setup_logging(fmt: str, verbose: int, quiet: bool) -> None:
 
 
 def _load(plan: str) -> Any:
-    from restorer.plan.load import load_plan
+    from restorer.targets import load_checked
 
-    return load_plan(plan)
+    return load_checked(plan)
 
 
 def _progress(ctx: click.Context, as_json: bool) -> Any:
@@ -103,12 +103,13 @@ def cli(ctx: click.Context, log_format: str, verbose: int, quiet: bool, debug: b
 def validate(plans: tuple[str, ...], no_env: bool, as_json: bool) -> None:
     """Check plan files: shape, keys, secrets and paths. Lists every problem; exit 2 if any."""
     from restorer.plan.load import validate_plan
+    from restorer.targets import plan_problems
 
     report: list[dict] = []
     bad = False
     for p in plans:
         try:
-            problems = validate_plan(p, environment=not no_env)
+            problems = validate_plan(p, environment=not no_env, checks=(plan_problems,))
         except RestorerError as e:
             report.append({"plan": p, "ok": False, "problems": [{"message": str(e)}]})
             bad = True
@@ -143,6 +144,27 @@ def schema() -> None:
 
 
 # --- repository -------------------------------------------------------------------------
+
+
+@cli.command()
+@json_option
+def kinds(as_json: bool) -> None:
+    """What each target kind can do: backup, restore, verify, rollback, prune."""
+    from restorer.targets import CAPABILITIES, KINDS, VERBS, matrix
+
+    if as_json:
+        emit_json(matrix())
+        return
+    rows = [[k.name] + ["yes" if k.capabilities[c].can else "no" for c in CAPABILITIES]
+            for k in KINDS.values()]
+    table(["kind", *CAPABILITIES], rows)
+    click.echo()
+    for k in KINDS.values():
+        for c in CAPABILITIES:
+            cap = k.capabilities[c]
+            if not cap.can:
+                click.echo(f"{k.name} cannot {VERBS[c]}: {cap.how}")
+    click.echo("postgres and mysql targets reached over via_ssh cannot roll back either")
 
 
 @cli.command()

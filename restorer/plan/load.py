@@ -6,6 +6,7 @@ import difflib
 import hashlib
 import os
 import posixpath
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -219,8 +220,13 @@ def _problems_from_validation(
     return problems
 
 
-def load_plan(path: str | os.PathLike[str]) -> LoadedPlan:
-    """Read and validate one plan file; PlanProblems lists everything wrong with it."""
+PlanCheck = Callable[["LoadedPlan", str], "list[Problem]"]
+
+
+def load_plan(path: str | os.PathLike[str], checks: Sequence[PlanCheck] = ()) -> LoadedPlan:
+    """Read and validate one plan file; PlanProblems lists everything wrong with it.
+    `checks` are layers above this one asking more of the plan (the targets layer: what each
+    kind can do), passed in so that plan/ never imports upward."""
     p = Path(path)
     shown = str(path)
     try:
@@ -268,16 +274,19 @@ def load_plan(path: str | os.PathLike[str]) -> LoadedPlan:
     loaded = LoadedPlan(plan=plan, path=p.absolute(), digest=hashlib.sha256(raw).hexdigest(),
                         lines=lines)
     problems = _semantic_problems(loaded, shown)
+    for check in checks:
+        problems += check(loaded, shown)
     if problems:
         raise PlanProblems(problems, loaded)
     return loaded
 
 
-def validate_plan(path: str | os.PathLike[str], environment: bool = True) -> list[Problem]:
+def validate_plan(path: str | os.PathLike[str], environment: bool = True,
+                  checks: Sequence[PlanCheck] = ()) -> list[Problem]:
     """Every problem of a plan in one pass: its shape, what pydantic cannot know, and
     (with `environment`) secrets and paths on this machine."""
     try:
-        lp = load_plan(path)
+        lp = load_plan(path, checks)
         problems: list[Problem] = []
     except PlanProblems as e:
         if e.plan is None:
