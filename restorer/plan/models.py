@@ -102,8 +102,9 @@ class RepositoryConfig(Strict):
     ssh: RepositorySSHOptions | None = Field(
         None, description="SFTP: SSH options beyond the URL (host, port and user come from it)")
     request_timeout: Duration = Field(
-        60.0, description="S3/SFTP: time one request may take before it counts as failed "
-        "(and is retried)")
+        60.0, description="S3/SFTP: how long a request may go without receiving a byte "
+        "before it counts as failed (and is retried); an idle timeout, so a slow but "
+        "steady transfer is not cut off")
 
     @field_validator("url")
     @classmethod
