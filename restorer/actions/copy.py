@@ -77,7 +77,14 @@ def run_copy(lp: LoadedPlan, to: str, *, target: str | None = None, lock_wait: f
             index_files = [o.name for o in src.backend.list("index/")]
             needed: set[str] = set()
             for name in index_files:
-                needed.update(src.read_index_rows(name))
+                try:
+                    needed.update(src.read_index_rows(name))
+                except IntegrityError as e:
+                    # copying it would carry the damage into the copy
+                    raise IntegrityError(
+                        f"{e.message}; nothing was copied",
+                        hint="rebuild the source's index with `restorer repair index PLAN` "
+                        "first") from None
             missing = sorted(p for p in needed if p not in have)
             gone = [p for p in missing if p not in src_packs]
             if gone:

@@ -147,6 +147,11 @@ def test_two_swapped_index_files_lose_nothing_and_repair_index_rebuilds(
     assert r.rc == 1, r.text
     assert "repair index" in r.err
     assert sorted(p.name for p in (repo / "data").rglob("*") if p.is_file()) == data_before
+    # copy would carry the damage into the copy: it stops, naming the repair
+    r = run_cli("copy", plan, "--to", f"file://{tmp_path / 'copy'}", env=ENV)
+    assert r.rc == 1, r.text
+    assert "does not match its name" in r.err and "repair index" in r.err, r.err
+    assert not list((tmp_path / "copy").glob("snapshots/*"))
 
     r = run_cli("repair", "index", plan, "--dry-run", "--json", env=ENV)
     assert r.rc == 0, r.text
