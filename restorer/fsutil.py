@@ -8,6 +8,7 @@ tree is the file system's to choose. These keep an explicit stack instead.
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 from collections.abc import Iterator
 
@@ -32,7 +33,16 @@ def walk(root: str | os.PathLike[str]) -> Iterator[tuple[str, list[str], list[st
 
 
 def remove_tree(root: str | os.PathLike[str], ignore_errors: bool = False) -> None:
-    """Remove `root` and everything below it (a symlink is removed, never followed)."""
+    """Remove `root` and everything below it (a symlink is removed, never followed).
+
+    shutil.rmtree first: it works through directory descriptors, so a folder swapped for a
+    symlink meanwhile cannot lead it elsewhere. Only a tree too deep for it (RecursionError)
+    is finished by the path-based loop below, which checks each entry with lstat."""
+    try:
+        shutil.rmtree(root, ignore_errors=ignore_errors)
+        return
+    except RecursionError:
+        pass
     top = os.fspath(root)
     stack: list[tuple[str, bool]] = [(top, False)]
     while stack:

@@ -16,6 +16,7 @@ ask unless told `--yes`.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -26,6 +27,7 @@ from restorer.actions.context import locked, open_repository
 from restorer.errors import AlreadyExistsError, IntegrityError, NotFoundError
 from restorer.ledger import RunRecorder
 from restorer.plan.load import LoadedPlan
+from restorer.repo import blobs
 from restorer.repo.index import Index
 from restorer.repo.packs import PackEntry
 from restorer.repo.repository import Repository
@@ -155,7 +157,17 @@ def repair_index(lp: LoadedPlan, *, dry_run: bool = False, lock_wait: float = 0.
         new: set[str] = set()
         for i in range(0, len(packs), PACKS_PER_INDEX_FILE):
             part = {p: rebuilt[p] for p in packs[i: i + PACKS_PER_INDEX_FILE]}
-            new.add(f"index/{repo.write_file('index', Index.serialize(part))}")
+            stored = blobs.encode_file(repo.sealer, Index.serialize(part))
+            name = f"index/{hashlib.sha256(stored).hexdigest()}"
+            if name in res.damaged_index:
+                # a plain repository's rebuilt index can carry the very name of the damaged
+                # file (same content, deterministic bytes): move that one aside first, or
+                # the write would keep the damaged bytes as "already there"
+                res.moved_aside.append(move_aside(repo.backend, name))
+            if repo.lock_guard is not None:
+                repo.lock_guard()
+            repo.write_named(name, stored)
+            new.add(name)
         res.written = sorted(new)
         # only now that the new index is complete do the old files go, by difference
         for name in old_files:

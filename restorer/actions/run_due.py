@@ -24,8 +24,7 @@ from restorer import clock
 from restorer.actions.ledger_run import recorded_run, runs
 from restorer.errors import LockError, PartialError, RestorerError, UsageError
 from restorer.ledger import RunRecorder
-from restorer.plan.load import LoadedPlan
-from restorer.targets import load_checked
+from restorer.plan.load import LoadedPlan, load_plan
 
 log = logging.getLogger("restorer.run")
 JOBS = ("backup", "prune", "verify", "check")
@@ -195,7 +194,7 @@ def run_paths(paths: tuple[str, ...], *, only_due: bool,
     out: list[JobResult] = []
     for f in plan_files(paths):
         try:
-            lp = load_checked(f)
+            lp = load_plan(f)
         except RestorerError as e:  # one broken plan must not stop the others
             out.append(JobResult(str(f), "load", "failed", clock.now().isoformat(),
                                  error=e.message))

@@ -43,10 +43,17 @@ def _setup_logging(fmt: str, verbose: int, quiet: bool) -> None:
     root.propagate = False
 
 
-def _load(plan: str) -> Any:
-    from restorer.targets import load_checked
+def _load(plan: str, kinds_checked: bool = False) -> Any:
+    """The plan; with `kinds_checked` (validate, verify, rollback) also refused when it asks
+    a kind for what it cannot do. Other commands take it as it is: a plan whose
+    rollback.targets is wrong must still back up."""
+    if kinds_checked:
+        from restorer.targets import load_checked
 
-    return load_checked(plan)
+        return load_checked(plan)
+    from restorer.plan.load import load_plan
+
+    return load_plan(plan)
 
 
 def _progress(ctx: click.Context, as_json: bool) -> Any:
@@ -164,7 +171,8 @@ def kinds(as_json: bool) -> None:
             cap = k.capabilities[c]
             if not cap.can:
                 click.echo(f"{k.name} cannot {VERBS[c]}: {cap.how}")
-    click.echo("postgres and mysql targets reached over via_ssh cannot roll back either")
+    click.echo("postgres and mysql targets reached over via_ssh cannot roll back either, and "
+               "postgres targets with all_databases can neither verify nor roll back")
 
 
 @cli.command()
@@ -437,6 +445,9 @@ def _show_snapshot_repair(res: Any) -> None:
         click.echo("declined at the prompt; nothing was changed")
     elif res.dry_run and res.damaged:
         click.echo("dry run: would move these aside to damaged/snapshots/; nothing was changed")
+    elif res.moved_aside:
+        click.echo("the data only these records use stays until the next prune; put a record "
+                   "back into snapshots/ before pruning to keep it")
     elif not res.damaged:
         click.echo("nothing to repair")
 
@@ -550,7 +561,7 @@ def verify(plan: str, targets: tuple[str, ...], snapshot_ref: str, keep: bool,
     from restorer.actions.verify import run_verify
     from restorer.plan.durations import format_duration as fd
 
-    lp = _load(plan)
+    lp = _load(plan, kinds_checked=True)
     with recorded_run(lp, "verify") as run:
         results = run_verify(lp, targets, snapshot_ref=snapshot_ref, keep=keep, run=run)
         if as_json:
@@ -604,7 +615,7 @@ def rollback(plan: str, targets: tuple[str, ...], to: str, allow_unverified: boo
     from restorer.actions.rollback import run_rollback
     from restorer.cli.rollback_render import render_plan, render_result
 
-    lp = _load(plan)
+    lp = _load(plan, kinds_checked=True)
     if cleanup:
         _cleanup(lp, plan, dry_run, yes, as_json)
         return

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from restorer.errors import IntegrityError, NotFoundError, RestorerError
@@ -16,7 +16,7 @@ from restorer.repo import blobs
 from restorer.repo.packs import read_header
 from restorer.repo.repository import Repository, pack_name
 from restorer.repo.snapshot import Snapshot
-from restorer.repo.tree import DIR, FILE
+from restorer.repo.tree import DIR, FILE, Node
 
 
 @dataclass
@@ -185,13 +185,14 @@ class Checker:
         affected: list[str] = []
         repo = self.repo
 
-        # an explicit stack: the depth of a tree is the repository's to choose, not Python's
-        stack: list[tuple[str, str]] = [(s.tree, "")]
-        while stack:
-            tree_id, path = stack.pop()
+        # an explicit stack of listings, each resumed where it left off: the order of the
+        # recursion it replaces, without its depth limit (the repository chooses the depth)
+        stack: list[tuple[Iterator[Node], str, bool]] = []
+
+        def enter(tree_id: str, path: str) -> None:
             if tree_id in self._bad_trees:
                 affected.append(f"{path or '/'} (whole directory: {self._bad_trees[tree_id]})")
-                continue
+                return
             bid = bytes.fromhex(tree_id)
             if bid in self._bad_blobs or bid not in repo.index:
                 why = "its listing is in a damaged pack" if bid in self._bad_blobs else \
@@ -202,36 +203,40 @@ class Checker:
                     self.result.unindexed += 1
                     self.result.errors.append(
                         f"snapshot {s.short_id}: tree {tree_id[:16]} ({path or '/'}) not indexed")
-                continue
+                return
             try:
                 nodes = repo.load_tree(tree_id, f"snapshot {s.short_id}:{path or '/'}")
             except RestorerError as e:
                 self._bad_trees[tree_id] = e.message
                 affected.append(f"{path or '/'} (whole directory: {e.message})")
                 self.result.errors.append(f"snapshot {s.short_id}: {e.message}")
-                continue
-            first_visit = tree_id not in seen_trees
+                return
+            stack.append((iter(nodes), path, tree_id not in seen_trees))
             seen_trees.add(tree_id)
-            subdirs = []
-            for n in nodes:
-                p = f"{path}/{n['name']}"
-                if n["type"] == FILE:
-                    for c in n.get("content", ()):
-                        b = bytes.fromhex(c)
-                        seen_blobs.add(b)
-                        if b in self._bad_blobs:
-                            affected.append(p)
-                            break
-                        if b not in repo.index:
-                            if first_visit:
-                                self.result.unindexed += 1
-                                self.result.errors.append(
-                                    f"snapshot {s.short_id}: {p}: data blob {c[:16]} not indexed")
-                            affected.append(p)
-                            break
-                elif n["type"] == DIR and n.get("subtree"):
-                    subdirs.append((n["subtree"], p))
-            stack.extend(reversed(subdirs))  # visited in listing order, as before
 
+        enter(s.tree, "")
+        while stack:
+            nodes_left, path, first_visit = stack[-1]
+            n = next(nodes_left, None)
+            if n is None:
+                stack.pop()
+                continue
+            p = f"{path}/{n['name']}"
+            if n["type"] == FILE:
+                for c in n.get("content", ()):
+                    b = bytes.fromhex(c)
+                    seen_blobs.add(b)
+                    if b in self._bad_blobs:
+                        affected.append(p)
+                        break
+                    if b not in repo.index:
+                        if first_visit:
+                            self.result.unindexed += 1
+                            self.result.errors.append(
+                                f"snapshot {s.short_id}: {p}: data blob {c[:16]} not indexed")
+                        affected.append(p)
+                        break
+            elif n["type"] == DIR and n.get("subtree"):
+                enter(n["subtree"], p)
         if affected:
             self.result.affected[s.id] = affected

@@ -58,7 +58,7 @@ def reachable(repo: Repository, snaps: Iterable[Snapshot]) -> set[bytes]:
     for s in snaps:
         # an unchanged directory shared with another snapshot is walked once
         if s.tree and bytes.fromhex(s.tree) not in seen:
-            for _path, n in repo.walk(s.tree, seen):
+            for _path, n in repo.walk(s.tree, seen, where=f"snapshot {s.short_id}:"):
                 if n["type"] == FILE:
                     seen.update(bytes.fromhex(c) for c in n.get("content", ()))
     return seen

@@ -262,8 +262,7 @@ class Repository:
             if isinstance(rec, dict):
                 out.append((obj.name, rec))
         # `time` may be a drill's fixed clock: the real write time orders records of one time
-        return sorted(out, key=lambda nr: (str(nr[1].get("time", "")),
-                                           int(nr[1].get("written_ns") or 0)))
+        return sorted(out, key=lambda nr: (str(nr[1].get("time", "")), _ns(nr[1])))
 
     def write_named(self, name: str, data: bytes) -> None:
         """Write a content-addressed file. If it exists already (left by an interrupted run
@@ -331,6 +330,7 @@ class Repository:
         a tree is the repository's to choose, and must not be Python's recursion limit."""
         if seen is not None:
             seen.add(bytes.fromhex(tree_id))
+        where = where or f"tree {tree_id[:16]}"
         stack = [_under("", self.load_tree(tree_id, where))]
         while stack:
             step = next(stack[-1], None)
@@ -346,7 +346,7 @@ class Repository:
                     if bid in seen:
                         continue
                     seen.add(bid)
-                here = f"{where}/{path}" if where else path
+                here = f"{where}/{path}"
                 stack.append(_under(path, self.load_tree(sub, here)))
 
     def stream_blobs(self, ids: Iterable[bytes], workers: int = 2,
@@ -505,6 +505,11 @@ class Repository:
                 hint="give more characters of the id",
             )
         return matches[0]
+
+
+def _ns(rec: dict[str, Any]) -> int:
+    v = rec.get("written_ns")
+    return v if type(v) is int else 0  # a record's note, never worth a crash
 
 
 def _under(path: str, nodes: list[Node]) -> Iterator[tuple[str, Node]]:

@@ -115,9 +115,11 @@ def iso_time(v: Any) -> str | None:
     if not isinstance(v, str):
         return f"must be an ISO 8601 time, not {_show(v)}"
     try:
-        datetime.fromisoformat(v)
+        t = datetime.fromisoformat(v)
     except ValueError:
         return f"must be an ISO 8601 time, not {_show(v)}"
+    if t.tzinfo is None or not 1970 <= t.year <= 2262:
+        return f"must be a time with a UTC offset between 1970 and 2262, not {_show(v)}"
     return None
 
 
@@ -153,8 +155,9 @@ def _xattrs(v: Any) -> str | None:
 
 NODE: dict[str, tuple[Check, bool]] = {
     "mode": (integer(0, 0o7777), False),
-    "uid": (integer(0, U32), False),
-    "gid": (integer(0, U32), False),
+    # an SFTP server may send no owner: ssh-files entries then hold null
+    "uid": (optional(integer(0, U32)), False),
+    "gid": (optional(integer(0, U32)), False),
     "user": (optional(text), False),
     "group": (optional(text), False),
     # os.utime takes nanoseconds as a C int64: beyond that is OverflowError, not a time
@@ -171,7 +174,7 @@ NODE: dict[str, tuple[Check, bool]] = {
     "xattrs": (optional(_xattrs), False),
 }
 # the fast path of tree_nodes: plain integer ranges inline, the rest through NODE's checks
-_NODE_INTS = {"mode": (0, 0o7777), "uid": (0, U32), "gid": (0, U32),
+_NODE_INTS = {"mode": (0, 0o7777),
               "mtime_ns": (I64_MIN, I64_MAX), "ctime_ns": (I64_MIN, I64_MAX),
               "inode": (0, U64), "dev": (0, U64), "nlink": (0, U64), "size": (0, I64_MAX),
               "rdev": (0, U64)}
@@ -206,6 +209,38 @@ def tree_nodes(doc: Any, where: str) -> list[dict[str, Any]]:
 
 # --- snapshots, index, config, locks, keys --------------------------------------------------
 
+# the summary's figures that commands compute with; other keys are free
+SUMMARY: dict[str, tuple[Check, bool]] = {
+    k: (optional(integer(0, I64_MAX)), False)
+    for k in ("total_bytes", "total_files", "data_added", "bytes_read", "retries")}
+CLOUD: dict[str, tuple[Check, bool]] = {
+    "resource": (text, True),
+    "snapshots": (mapping, True),
+}
+
+
+def _summary(v: Any) -> str | None:
+    if not isinstance(v, dict):
+        return f"must be a map, not {_show(v)}"
+    for k, (check, _req) in SUMMARY.items():
+        problem = check(v.get(k))
+        if problem:
+            return f"[{k!r}] {problem}"
+    return None
+
+
+def _cloud(v: Any) -> str | None:
+    if not isinstance(v, dict):
+        return f"must be a map, not {_show(v)}"
+    for k, (check, _req) in CLOUD.items():
+        problem = check(v[k]) if k in v else "is missing"
+        if problem:
+            return f"[{k!r}] {problem}"
+    if not all(isinstance(a, str) and isinstance(b, str) for a, b in v["snapshots"].items()):
+        return "['snapshots'] must map regions to snapshot ids"
+    return None
+
+
 SNAPSHOT: dict[str, tuple[Check, bool]] = {
     "time": (iso_time, True),
     "plan": (text, True),
@@ -217,12 +252,12 @@ SNAPSHOT: dict[str, tuple[Check, bool]] = {
     "tree": (optional(hex_id), False),
     "parent": (optional(hex_id), False),
     "tags": (list_of(text), False),
-    "summary": (mapping, False),
+    "summary": (_summary, False),
     "warnings": (list_of(text), False),
     "program_version": (text, False),
     "uid": (optional(integer(0, U32)), False),
     "gid": (optional(integer(0, U32)), False),
-    "cloud": (optional(mapping), False),
+    "cloud": (optional(_cloud), False),
 }
 
 _PACK_ROW = (integer(0, 1), hex_id, integer(0, I64_MAX), integer(1, U32), integer(0, U32))

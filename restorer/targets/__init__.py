@@ -36,9 +36,15 @@ class Kind:
         """Whether this kind can do `capability`, for `target` when given (a database or
         command reached over `via_ssh` cannot be rolled back)."""
         c = self.capabilities[capability]
-        if c.can and capability == "rollback" and getattr(target, "via_ssh", None) is not None:
+        if not c.can:
+            return c
+        if capability == "rollback" and getattr(target, "via_ssh", None) is not None:
             return Capability(False, "not built yet for a target reached over via_ssh; "
                               "restore it with `restorer restore` instead")
+        if capability in ("verify", "rollback") and getattr(target, "all_databases", False):
+            return Capability(False, "a pg_dumpall snapshot (all_databases) holds a whole "
+                              "cluster, which has no scratch database to restore into and no "
+                              "single database to swap")
         return c
 
     def refusal(self, capability: str, target: Any) -> str:
@@ -61,7 +67,8 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
         "backup": _c("walks the paths into trees, deduplicated"),
         "restore": _c("into the folder given with --to, never outside it"),
         "verify": _c("restores into staging.path (or staging.host over SFTP) and checks"),
-        "rollback": _c("swaps each path with the snapshot's copy, atomically per path"),
+        "rollback": _c("swaps each path with the snapshot's copy (an atomic exchange where "
+                       "the file system has one)"),
         "prune": _c("forgets snapshots; their data goes when no snapshot needs it"),
     }),
     Kind("ssh-files", models.SSHFilesTarget, "folders on another host, read over SFTP", {
@@ -86,7 +93,7 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
         "prune": _c("as files"),
     }),
     Kind("sqlite", models.SQLiteTarget, "one SQLite database file", {
-        "backup": _c("an online backup of the file, streamed"),
+        "backup": _c("a consistent copy through SQLite's online backup API, then streamed"),
         "restore": _c("into the path given with --to"),
         "verify": _c("restores into staging and runs the checks"),
         "rollback": _no("not built yet: restore the snapshot with `restorer restore` and "

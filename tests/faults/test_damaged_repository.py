@@ -192,3 +192,26 @@ def test_repair_index_declined_at_the_prompt_changes_nothing(tmp_path: Path) -> 
     assert sorted(p.name for p in (repo / "index").iterdir()) == before
     last = _last_run(plan)
     assert (last["command"], last["outcome"], last["exit_code"]) == ("repair index", "declined", 0)
+
+
+def test_repair_index_replaces_a_damaged_file_that_bears_the_rebuilt_name(
+        tmp_path: Path) -> None:
+    """In a plain repository the rebuilt index can have the very name (and size) of the
+    damaged file: the damaged bytes must not be kept as 'already there'."""
+    plan, repo, snaps = _repo_with_three_snapshots(tmp_path, False)
+    assert run_cli("repair", "index", plan, "--yes").rc == 0  # the index in its rebuilt form
+    (only,) = list((repo / "index").iterdir())
+    raw = bytearray(only.read_bytes())
+    raw[len(raw) // 2] ^= 0x01  # same size, wrong content
+    only.write_bytes(bytes(raw))
+    assert run_cli("check", plan).rc == 1
+    r = run_cli("repair", "index", plan, "--yes", "--json")
+    assert r.rc == 0, r.text
+    assert json.loads(r.out)["moved_aside"] == [f"damaged/index/{only.name}"]
+    assert only.read_bytes() != bytes(raw)
+    r = run_cli("check", plan, "--read-data")
+    assert r.rc == 0, r.text
+    sid, orig = snaps[-1]
+    r = run_cli("restore", plan, sid, "--to", tmp_path / "out")
+    assert r.rc == 0, r.text
+    assert_same_tree(orig / "src", tmp_path / "out" / "src")

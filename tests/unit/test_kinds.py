@@ -1,5 +1,6 @@
 """The capability matrix: `restorer kinds` prints it, the README shows it, and a plan that asks
-a kind for what it cannot do is refused by validate (and by every command) before it runs."""
+a kind for what it cannot do is refused by validate, schedule, verify and rollback before
+anything runs."""
 
 from __future__ import annotations
 
@@ -38,6 +39,8 @@ def test_kinds_json_is_the_readme_table() -> None:
      "kind command cannot roll back"),
     ({"name": "app", "kind": "postgres", "dsn": "postgresql://u@db.example/app",
       "via_ssh": {"host": "db.example"}}, "not built yet for a target reached over via_ssh"),
+    ({"name": "app", "kind": "postgres", "dsn": "postgresql://u@db.example/postgres",
+      "all_databases": True}, "a pg_dumpall snapshot (all_databases)"),
 ])
 def test_rollback_targets_that_cannot_roll_back_are_refused_by_validate(
         tmp_path: Path, target: dict, why: str) -> None:
@@ -48,8 +51,9 @@ def test_rollback_targets_that_cannot_roll_back_are_refused_by_validate(
     assert r.rc == 2, r.text
     assert "rollback.targets[0]" in r.err and why in r.err, r.err
     assert re.search(r"plan\.yaml:\d+: At 'rollback.targets\[0\]'", r.err), r.err
-    # every command loads the plan the same way: refused before anything runs
-    r = run_cli("backup", "--init", plan)
+    # rollback refuses before anything runs; a backup still runs (a plan whose
+    # rollback.targets is wrong must not stop its backups)
+    r = run_cli("rollback", plan, "--yes")
     assert r.rc == 2 and why in r.err, r.text
     assert not (tmp_path / "repo").exists()
 
