@@ -21,7 +21,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from restorer.actions.context import locked, open_repository
 from restorer.errors import AlreadyExistsError, IntegrityError, NotFoundError
@@ -39,9 +39,26 @@ DAMAGED = "damaged"
 
 
 @dataclass
-class IndexRepair:
+class RepairResult:
     plan: str
     dry_run: bool
+    declined: bool = False
+    duration_s: float = 0.0
+
+    @property
+    def outcome(self) -> str:
+        return "declined" if self.declined else "ok"
+
+    @property
+    def has_work(self) -> bool:
+        return True
+
+    def _head(self) -> dict[str, Any]:
+        return {"plan": self.plan, "dry_run": self.dry_run, "declined": self.declined}
+
+
+@dataclass
+class IndexRepair(RepairResult):
     packs_read: int = 0
     blobs: int = 0
     index_files_before: int = 0
@@ -54,16 +71,10 @@ class IndexRepair:
     written: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     moved_aside: list[str] = field(default_factory=list)
-    declined: bool = False
-    duration_s: float = 0.0
-
-    @property
-    def outcome(self) -> str:
-        return "declined" if self.declined else "ok"
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "plan": self.plan, "dry_run": self.dry_run, "declined": self.declined,
+            **self._head(),
             "packs_read": self.packs_read, "blobs": self.blobs,
             "index_files_before": self.index_files_before,
             "damaged_index_files": [{"file": k, "problem": v}
@@ -79,27 +90,57 @@ class IndexRepair:
 
 
 @dataclass
-class SnapshotRepair:
-    plan: str
-    dry_run: bool
+class SnapshotRepair(RepairResult):
     readable: int = 0
     damaged: dict[str, str] = field(default_factory=dict)  # snapshot id -> problem
     moved_aside: dict[str, str] = field(default_factory=dict)  # snapshot id -> where it went
-    declined: bool = False
-    duration_s: float = 0.0
 
     @property
-    def outcome(self) -> str:
-        return "declined" if self.declined else "ok"
+    def has_work(self) -> bool:
+        return bool(self.damaged)
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "plan": self.plan, "dry_run": self.dry_run, "declined": self.declined,
+            **self._head(),
             "readable": self.readable,
             "damaged": [{"snapshot": k, "problem": v} for k, v in self.damaged.items()],
             "moved_aside": [{"snapshot": k, "to": v} for k, v in self.moved_aside.items()],
             "duration_s": round(self.duration_s, 3),
         }
+
+
+R = TypeVar("R", bound=RepairResult)
+
+
+def _run_repair(lp: LoadedPlan, res: R, label: str, lock_wait: float,
+                confirm: Callable[[R], bool] | None, run: RunRecorder | None,
+                read: Callable[[Repository], dict[str, Any]],
+                act: Callable[[Repository], dict[str, Any]]) -> R:
+    """The shape both repairs share: the exclusive lock, `read` (what is wrong, recorded as
+    the ledger's read phase), then, unless a dry run, nothing to do or a "no" at the prompt,
+    `act` (the repair phase)."""
+    start = time.monotonic()
+    repo = open_repository(lp)
+    try:
+        with locked(repo, exclusive=True, wait=lock_wait, label=label) as lock:
+            if run:
+                run.record_phase("lock", lock.waited)
+            t0 = time.monotonic()
+            found = read(repo)
+            if run:
+                run.record_phase("read", time.monotonic() - t0, dry_run=res.dry_run, **found)
+            if res.dry_run or not res.has_work:
+                return res
+            if confirm is not None and not confirm(res):
+                res.declined = True
+                return res
+            t0 = time.monotonic()
+            done = act(repo)
+            if run:
+                run.record_phase("repair", time.monotonic() - t0, **done)
+    finally:
+        res.duration_s = time.monotonic() - start
+    return res
 
 
 def move_aside(backend: Backend, name: str) -> str:
@@ -123,13 +164,12 @@ def move_aside(backend: Backend, name: str) -> str:
 def repair_index(lp: LoadedPlan, *, dry_run: bool = False, lock_wait: float = 0.0,
                  confirm: Callable[[IndexRepair], bool] | None = None,
                  run: RunRecorder | None = None) -> IndexRepair:
-    start = time.monotonic()
-    repo = open_repository(lp)
     res = IndexRepair(lp.name, dry_run)
-    with locked(repo, exclusive=True, wait=lock_wait, label="restorer repair index") as lock:
-        if run:
-            run.record_phase("lock", lock.waited)
-        old_files = [o.name for o in repo.backend.list("index/")]
+    old_files: list[str] = []
+    rebuilt: dict[str, list[PackEntry]] = {}
+
+    def read(repo: Repository) -> dict[str, Any]:
+        old_files.extend(o.name for o in repo.backend.list("index/"))
         res.index_files_before = len(old_files)
         old: dict[str, list[PackEntry]] = {}
         for name in old_files:
@@ -138,21 +178,13 @@ def repair_index(lp: LoadedPlan, *, dry_run: bool = False, lock_wait: float = 0.
                     old.setdefault(pack, []).extend(entries)
             except IntegrityError as e:
                 res.damaged_index[name] = e.message
-        t0 = time.monotonic()
-        rebuilt = _read_headers(repo, old, res)
+        rebuilt.update(_read_headers(repo, old, res))
         res.blobs = sum(len(v) for v in rebuilt.values())
-        if run:
-            run.record_phase("read", time.monotonic() - t0, packs=res.packs_read,
-                             blobs=res.blobs, damaged_index=len(res.damaged_index),
-                             unreadable_packs=len(res.unreadable_packs), dry_run=dry_run)
-        if dry_run:
-            res.duration_s = time.monotonic() - start
-            return res
-        if confirm is not None and not confirm(res):
-            res.declined = True
-            res.duration_s = time.monotonic() - start
-            return res
-        t0 = time.monotonic()
+        return {"packs": res.packs_read, "blobs": res.blobs,
+                "damaged_index": len(res.damaged_index),
+                "unreadable_packs": len(res.unreadable_packs)}
+
+    def act(repo: Repository) -> dict[str, Any]:
         packs = sorted(rebuilt)
         new: set[str] = set()
         for i in range(0, len(packs), PACKS_PER_INDEX_FILE):
@@ -178,11 +210,10 @@ def repair_index(lp: LoadedPlan, *, dry_run: bool = False, lock_wait: float = 0.
             else:
                 repo.backend.delete(name)
                 res.removed.append(name)
-        if run:
-            run.record_phase("repair", time.monotonic() - t0, written=len(res.written),
-                             removed=len(res.removed), moved_aside=len(res.moved_aside))
-    res.duration_s = time.monotonic() - start
-    return res
+        return {"written": len(res.written), "removed": len(res.removed),
+                "moved_aside": len(res.moved_aside)}
+
+    return _run_repair(lp, res, "restorer repair index", lock_wait, confirm, run, read, act)
 
 
 def _read_headers(repo: Repository, old: dict[str, list[PackEntry]],
@@ -211,31 +242,19 @@ def _read_headers(repo: Repository, old: dict[str, list[PackEntry]],
 def repair_snapshots(lp: LoadedPlan, *, dry_run: bool = False, lock_wait: float = 0.0,
                      confirm: Callable[[SnapshotRepair], bool] | None = None,
                      run: RunRecorder | None = None) -> SnapshotRepair:
-    start = time.monotonic()
-    repo = open_repository(lp)
     res = SnapshotRepair(lp.name, dry_run)
-    with locked(repo, exclusive=True, wait=lock_wait,
-                label="restorer repair snapshots") as lock:
-        if run:
-            run.record_phase("lock", lock.waited)
-        snaps = repo.list_snapshots(
-            on_error=lambda sid, e: res.damaged.__setitem__(sid, getattr(e, "message", str(e))))
+
+    def read(repo: Repository) -> dict[str, Any]:
+        snaps = repo.list_snapshots(on_error=lambda sid, e: res.damaged.__setitem__(
+            sid, getattr(e, "message", str(e))))
         res.readable = len(snaps)
-        if run:
-            run.record_phase("read", 0.0, readable=res.readable, damaged=len(res.damaged),
-                             dry_run=dry_run)
-        if dry_run or not res.damaged:
-            res.duration_s = time.monotonic() - start
-            return res
-        if confirm is not None and not confirm(res):
-            res.declined = True
-            res.duration_s = time.monotonic() - start
-            return res
-        t0 = time.monotonic()
+        return {"readable": res.readable, "damaged": len(res.damaged)}
+
+    def act(repo: Repository) -> dict[str, Any]:
         for sid in res.damaged:
             res.moved_aside[sid] = move_aside(repo.backend, f"snapshots/{sid}")
             log.info("snapshot record %s moved to %s", sid[:8], res.moved_aside[sid])
-        if run:
-            run.record_phase("repair", time.monotonic() - t0, moved_aside=len(res.moved_aside))
-    res.duration_s = time.monotonic() - start
-    return res
+        return {"moved_aside": len(res.moved_aside)}
+
+    return _run_repair(lp, res, "restorer repair snapshots", lock_wait, confirm, run, read,
+                       act)
