@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from restorer.pids import pid_alive
+
 log = logging.getLogger("restorer.state")
 _PRIVATE = "private"
 
@@ -26,16 +28,6 @@ def state_dir() -> Path:
     base = os.environ.get("RESTORER_STATE_DIR") or os.path.join(
         os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state"), "restorer")
     return Path(base)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's process: alive
-    return True
 
 
 def _private_root() -> Path:
@@ -73,7 +65,7 @@ def remove_leftovers() -> list[Path]:
     for e in entries:
         parts = e.name.rsplit("-", 2)  # HOST-PID-TOKEN; a host name may hold '-'
         if len(parts) != 3 or parts[0] != host or not parts[1].isdigit() \
-                or _alive(int(parts[1])):
+                or pid_alive(int(parts[1])):
             continue  # another host's run, or a live one: not ours to remove
         with contextlib.suppress(FileNotFoundError):
             shutil.rmtree(e.path)

@@ -11,8 +11,8 @@ from typing import Any
 
 from restorer.errors import PlanError, RestorerError, Terminated, UsageError
 from restorer.ledger import Ledger, LedgerError, RunRecorder
+from restorer.pids import pid_alive
 from restorer.plan.load import LoadedPlan
-from restorer.repo.lock import pid_alive
 
 log = logging.getLogger("restorer.ledger")
 

@@ -35,6 +35,7 @@ from restorer.errors import (
     NotFoundError,
     StorageError,
 )
+from restorer.pids import pid_alive
 from restorer.repo import schema
 from restorer.storage.base import Backend
 
@@ -56,17 +57,6 @@ class LockInfo:
         when = datetime.fromtimestamp(self.time, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
         kind = "exclusive" if self.exclusive else "shared"
         return f"{kind} lock held by pid {self.pid} on {self.host} ({self.command}) since {when}"
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether a process with this pid exists on this host."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def is_stale(lock: LockInfo, now: float | None = None) -> bool:
