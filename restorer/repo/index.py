@@ -76,8 +76,12 @@ class Index:
         return schema.index_packs(schema.load_json(data, what), what)
 
     @staticmethod
-    def parse(data: bytes, what: str = "index file") -> dict[str, list[PackEntry]]:
+    def entries(rows_by_pack: dict[str, list[list]]) -> dict[str, list[PackEntry]]:
         return {
             pack: [PackEntry(t, bytes.fromhex(h), off, ln, raw) for t, h, off, ln, raw in rows]
-            for pack, rows in Index.parse_rows(data, what).items()
+            for pack, rows in rows_by_pack.items()
         }
+
+    @staticmethod
+    def parse(data: bytes, what: str = "index file") -> dict[str, list[PackEntry]]:
+        return Index.entries(Index.parse_rows(data, what))
