@@ -28,6 +28,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from restorer.storage.local import TMP_PREFIX
 from tests.conftest import run_cli, tree_digest, write_plan
 
 OPS = ("backup", "prune", "copy", "verify", "rollback")
@@ -258,3 +259,53 @@ def test_prune_killed_at_every_deletion_step_loses_nothing_kept(tmp_path: Path) 
         r = run_cli("check", w.plan, "--read-data")
         assert r.rc == 0, r.text
     assert killed >= len(points) - 1, f"only {killed} of {len(points)} points killed prune"
+
+
+def test_repair_index_killed_at_its_links_and_unlinks_loses_nothing(tmp_path: Path) -> None:
+    """repair index writes the new index before the old goes and copies a damaged file
+    before removing it: killed at its first and last links and unlinks, every snapshot
+    still restores, and a second repair finishes the job."""
+    import shutil
+
+    rng = random.Random(SEED + 2)
+    w = _world(tmp_path, rng)
+    for step in range(2):
+        _change(w.src, rng, step)
+        r = run_cli("backup", w.plan, "--json")
+        assert r.rc == 0, r.text
+        w.digest_of[json.loads(r.out)["targets"][0]["snapshot"]] = tree_digest(w.src)
+    repo = tmp_path / "repo"
+    index = sorted((repo / "index").iterdir())
+    a, b = index[0], index[1]
+    da, db = a.read_bytes(), b.read_bytes()
+    a.write_bytes(db)  # two index files swapped: both damaged
+    b.write_bytes(da)
+    damaged = tmp_path / "repo-damaged"
+    shutil.copytree(repo, damaged)
+    args = ["repair", "index", str(w.plan), "--yes"]
+    counts = tmp_path / "repair-counts.txt"
+    p = _strace(args, ["-c", "-o", str(counts), "-e", "trace=unlink,link"])
+    assert p.returncode == 0, p.stderr
+    calls = {m.group(2): int(m.group(1)) for m in re.finditer(
+        r"^\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:\d+\s+)?(\w+)\s*$", counts.read_text(), re.M)}
+    assert calls.get("link", 0) >= 3 and calls.get("unlink", 0) >= 3, calls
+    killed = 0
+    # the first steps (a damaged file's copy, the first new index file) and the last
+    points = [(c, n) for c in ("link", "unlink") for n in sorted({1, 2, calls[c]})]
+    for call, n in points:
+        shutil.rmtree(repo)
+        shutil.copytree(damaged, repo)
+        p = _strace(args, ["-o", "/dev/null", "-e", f"trace={call}",
+                           "-e", f"inject={call}:signal=KILL:when={n}"])
+        assert p.returncode in (-9, 137, 0), f"{call}#{n}: {p.stderr}"
+        killed += p.returncode != 0
+        sid = rng.choice(sorted(w.digest_of))
+        _restores(w, sid, tmp_path / f"out-{call}-{n}")
+        r = run_cli(*args)
+        assert r.rc == 0, f"repair after {call}#{n}: {r.text}"
+        r = run_cli("check", w.plan, "--read-data")
+        assert r.rc == 0, f"after {call}#{n} and a second repair: {r.text}"
+        # (a write killed before its link leaves a temporary file, as any killed write does)
+        assert {p.name for p in (repo / "damaged" / "index").iterdir()
+                if not p.name.startswith(TMP_PREFIX)} == {a.name, b.name}
+    assert killed >= len(points) - 2, f"only {killed} of {len(points)} points killed repair"
