@@ -50,7 +50,7 @@ def scenario(tmp_path_factory, pg_server):
     con.close()
     plan = write_plan(
         root / "shop.yaml", name="shop", ledger=ledger,
-        objectives={"rpo": "15d", "rto": "20ms"},
+        objectives={"rpo": "15d", "rto": "5s"},
         targets=[
             {"name": "web", "kind": "files", "paths": ["web"], "staging": {"path": "st"},
              "checks": [{"files": {"exist": ["index.html"]}}]},
@@ -83,10 +83,11 @@ def scenario(tmp_path_factory, pg_server):
             snapshot_time[(t["target"], d)] = _iso(DAY0 + timedelta(days=d, hours=3))
         at["RESTORER_NOW"] = _iso(DAY0 + timedelta(days=d, hours=4))
         r = run_cli("verify", plan, "--target", "web", "--target", "db", "--json", env=at)
-        # the 20 ms RTO is there to be breached now and then (a busy machine breaches it
-        # more): a breach fails the run as a failed check does, and the report counts both
-        breached = any(v["rto_breached"] for v in json.loads(r.out))
-        assert r.rc == (1 if d in DB_FAILS or breached else 0), r.text
+        # the RTO is far above these restores' times: the failure timeline below is the
+        # failed checks' alone (a 20 ms RTO was breached at random on a busy machine, and
+        # each breach failed a verify; test_verify covers breaches)
+        assert not any(v["rto_breached"] for v in json.loads(r.out)), r.out
+        assert r.rc == (1 if d in DB_FAILS else 0), r.text
         if d == 0:
             at["RESTORER_NOW"] = _iso(DAY0 + timedelta(hours=5))
             assert run_cli("backup", plan2, env=at).rc == 0
@@ -137,8 +138,8 @@ def test_json_figures_match_the_timeline(scenario, tmp_path: Path) -> None:
         rto = t[name]["rto"]
         assert rto["worst_s"] == max(restores) and rto["latest_s"] == restores[-1]
         assert rto["median_s"] == statistics.median(restores)
-        assert rto["breaches"] == sum(1 for x in restores if x > 0.020)
-        assert rto["objective_s"] == 0.020
+        assert rto["breaches"] == sum(1 for x in restores if x > 5.0)
+        assert rto["objective_s"] == 5.0
     # RPO: nothing is owed before a target exists, so no breach starts before its first
     # backup (day 0, 03:00; the period starts at 00:00); no verified snapshot until the first
     # test passed (day 0, 04:00); the db's newest verified snapshot (day 20, 03:00) aged
