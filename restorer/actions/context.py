@@ -37,11 +37,15 @@ def backend_options(lp: LoadedPlan) -> dict[str, Any]:
     return opts
 
 
-def backend_for(lp: LoadedPlan) -> RetryingBackend:
+def retry_of(lp: LoadedPlan) -> RetrySettings:
+    """The plan's retry policy."""
     r = lp.plan.retry
+    return RetrySettings(r.attempts, r.initial_delay, r.max_delay, r.max_time)
+
+
+def backend_for(lp: LoadedPlan) -> RetryingBackend:
     inner: Backend = open_backend(lp.plan.repository.url, lp.base_dir, backend_options(lp))
-    return RetryingBackend(inner, RetrySettings(r.attempts, r.initial_delay, r.max_delay,
-                                                r.max_time))
+    return RetryingBackend(inner, retry_of(lp))
 
 
 def password_for(lp: LoadedPlan) -> str | None:

@@ -15,13 +15,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from restorer.actions.context import backend_for, locked, open_repository
+from restorer.actions.context import backend_for, locked, open_repository, retry_of
 from restorer.actions.progress import NoProgress, Progress
 from restorer.errors import AlreadyExistsError, IntegrityError, NotFoundError, UsageError
 from restorer.plan.load import LoadedPlan, load_plan
 from restorer.repo.repository import Repository, pack_name
 from restorer.storage import Backend, open_backend, redact_url
-from restorer.storage.retry import RetryingBackend, RetrySettings
+from restorer.storage.retry import RetryingBackend
 
 
 @dataclass
@@ -53,9 +53,7 @@ def destination_backend(lp: LoadedPlan, to: str) -> Backend:
     p = Path(to)
     if to.endswith((".yaml", ".yml")) and p.is_file():
         return backend_for(load_plan(p))
-    r = lp.plan.retry
-    return RetryingBackend(open_backend(to, Path.cwd()),
-                           RetrySettings(r.attempts, r.initial_delay, r.max_delay, r.max_time))
+    return RetryingBackend(open_backend(to, Path.cwd()), retry_of(lp))
 
 
 def run_copy(lp: LoadedPlan, to: str, *, target: str | None = None, lock_wait: float = 0.0,

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from tenacity import (
@@ -24,6 +23,7 @@ from tenacity import (
 )
 
 from restorer.errors import SourceError
+from restorer.storage.retry import RetrySettings
 
 log = logging.getLogger("restorer.aws")
 
@@ -34,14 +34,6 @@ TRANSIENT_CODES = {
     "SnapshotCreationPerVolumeRateExceeded", "IncorrectState", "InvalidDBInstanceState",
     "InvalidDBSnapshotState",
 }
-
-
-@dataclass(frozen=True)
-class RetrySettings:
-    attempts: int = 6
-    initial_delay: float = 1.0
-    max_delay: float = 60.0
-    max_time: float = 900.0
 
 
 def is_transient(e: BaseException) -> bool:

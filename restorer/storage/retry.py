@@ -27,8 +27,10 @@ log = logging.getLogger("restorer.storage")
 T = TypeVar("T")
 
 
-@dataclass
+@dataclass(frozen=True)
 class RetrySettings:
+    """A retry policy (the plan's `retry:`), for storage operations and AWS calls alike."""
+
     attempts: int = 6
     initial_delay: float = 1.0
     max_delay: float = 60.0
