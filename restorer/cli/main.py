@@ -613,7 +613,7 @@ def rollback(plan: str, targets: tuple[str, ...], to: str, allow_unverified: boo
     """Put targets back to their newest verified snapshot, reversibly (safety snapshot
     first, atomic swap, checks after)."""
     from restorer.actions.rollback import run_rollback
-    from restorer.cli.rollback_render import render_plan, render_result
+    from restorer.cli.render.rollback import render_plan, render_result
 
     lp = _load(plan, kinds_checked=True)
     if cleanup:
@@ -661,7 +661,7 @@ def _confirmer(dry_run: bool, yes: bool, what: str, unchanged: str, verb: str,
 
 def _cleanup(lp: Any, plan: str, dry_run: bool, yes: bool, as_json: bool) -> None:
     from restorer.actions.rollback import cleanup as do_cleanup
-    from restorer.cli.rollback_render import render_cleanup
+    from restorer.cli.render.rollback import render_cleanup
 
     confirm = _confirmer(dry_run, yes, "rollback --cleanup deletes what rollbacks kept",
                          "nothing was removed", "remove", render_cleanup, "Remove these now?")
