@@ -54,6 +54,12 @@ def decompress(data: bytes, raw_length: int, what: str) -> bytes:
         return data[1:]
     if data[0] == ZSTD:
         try:
+            # a frame that states its size is decoded into a buffer of that size, whatever
+            # max_output_size says: a crafted header must be refused before it is believed
+            declared = zstandard.get_frame_parameters(data[1:]).content_size
+            if declared != zstandard.CONTENTSIZE_UNKNOWN and declared > max(raw_length, 1):
+                raise IntegrityError(f"{what}: cannot decompress (its frame claims {declared} "
+                                     f"bytes, more than the {raw_length} recorded for it)")
             return _dctx().decompress(data[1:], max_output_size=max(raw_length, 1))
         except zstandard.ZstdError as e:
             raise IntegrityError(f"{what}: cannot decompress ({e})") from None
