@@ -214,42 +214,11 @@ def backup(ctx: click.Context, plan: str, targets: tuple[str, ...], tags: tuple[
 def _backup(ctx: click.Context, lp: Any, targets: tuple[str, ...], tags: tuple[str, ...],
             init_: bool, lock_wait: str, as_json: bool, run: Any) -> None:
     from restorer.actions.backup import run_backup
+    from restorer.cli.render.backup import show_backup
 
     res = run_backup(lp, targets, init=init_, tags=tags, lock_wait=_duration(lock_wait),
                      progress=_progress(ctx, as_json), run=run)
-    if as_json:
-        emit_json(res.to_json())
-    else:
-        if res.initialized:
-            click.echo(f"created repository for plan {lp.name}")
-        for t in res.targets:
-            if not t.ok:
-                click.echo(f"target {t.target}: FAILED: {t.error}", err=True)
-                if t.hint:
-                    click.echo(f"Hint: {t.hint}", err=True)
-                continue
-            s = t.summary
-            parent = f" (parent {t.parent[:8]})" if t.parent else ""
-            click.echo(f"target {t.target}: snapshot {t.snapshot[:8]} saved{parent}")  # type: ignore[index]
-            if "snapshots" in s:  # ebs, rds: the AWS snapshot and its copies
-                click.echo("  AWS snapshots: " + ", ".join(
-                    f"{region} {sid}" for region, sid in s["snapshots"].items())
-                    + (" (adopted from an interrupted run)" if s.get("adopted") else "")
-                    + f" in {t.duration:.1f}s")
-                continue
-            if s.get("stream"):  # a database dump or a command's output: one stream
-                click.echo(f"  dump: {human_bytes(s['bytes_read'])} read in {t.duration:.2f}s")
-            else:
-                click.echo(
-                    f"  files: {s['files_new']} new, {s['files_changed']} changed, "
-                    f"{s['files_unmodified']} unmodified; {human_bytes(s['bytes_read'])} read "
-                    f"of {human_bytes(s['total_bytes'])} in {t.duration:.2f}s")
-            click.echo(f"  added to the repository: {human_bytes(s['data_added'])} "
-                       f"({human_bytes(s['data_added_stored'])} stored)")
-            for w in t.warnings[:20]:
-                click.echo(f"  warning: {w}", err=True)
-            if len(t.warnings) > 20:
-                click.echo(f"  ... and {len(t.warnings) - 20} more warnings", err=True)
+    show_backup(res, as_json)
     failed = [t for t in res.targets if not t.ok]
     incomplete = [t for t in res.targets if t.ok and t.warnings]
     if failed and len(failed) == len(res.targets):
