@@ -234,24 +234,10 @@ def _backup(ctx: click.Context, lp: Any, targets: tuple[str, ...], tags: tuple[s
 def snapshots(plan: str, target: str | None, as_json: bool) -> None:
     """List snapshots, oldest first."""
     from restorer.actions.inspect import list_snapshots
+    from restorer.cli.render.snapshots import show_snapshots
 
     lp = _load(plan)
-    snaps = list_snapshots(lp, target)
-    if as_json:
-        emit_json([{"id": s.id, "short_id": s.short_id, "time": s.time, "plan": s.plan,
-                    "target": s.target, "kind": s.kind, "hostname": s.hostname,
-                    "username": s.username, "paths": s.paths, "tags": s.tags,
-                    "parent": s.parent, "summary": s.summary,
-                    "warnings": len(s.warnings)} for s in snaps])
-        return
-    if not snaps:
-        click.echo("no snapshots yet" + (f" of target {target}" if target else ""))
-        return
-    rows = [[s.short_id, local_time(s.time), s.target, s.hostname,
-             str(s.summary.get("total_files", "")), human_bytes(s.summary.get("total_bytes", 0)),
-             ",".join(s.tags), " ".join(s.paths)] for s in snaps]
-    table(["ID", "TIME", "TARGET", "HOST", "FILES", "SIZE", "TAGS", "PATHS"], rows)
-    click.echo(plural(len(snaps), "snapshot"))
+    show_snapshots(list_snapshots(lp, target), target, as_json)
 
 
 @cli.command()
@@ -275,6 +261,7 @@ def restore(ctx: click.Context, plan: str, snapshot: str, target: str | None, de
             as_json: bool) -> None:
     """Restore SNAPSHOT (an id prefix, or 'latest') into a directory."""
     from restorer.actions.restore import run_restore
+    from restorer.cli.render.restore import show_restore
 
     lp = _load(plan)
     with recorded_run(lp, "restore") as run:
@@ -282,28 +269,14 @@ def restore(ctx: click.Context, plan: str, snapshot: str, target: str | None, de
         res = run_restore(lp, snapshot, dest, target=target, include=list(include) or None,
                           overwrite=overwrite, lock_wait=_duration(lock_wait),
                           progress=_progress(ctx, as_json), run=run, no_lock=no_lock)
-        _show_restore(res, as_json)
-
-
-def _show_restore(res: Any, as_json: bool) -> None:
-    if as_json:
-        emit_json(res.to_json())
-    else:
-        click.echo(f"restored snapshot {res.snapshot[:8]} of {res.target} to {res.destination}: "
-                   f"{plural(res.files, 'file')}, {plural(res.dirs, 'dir')}, "
-                   f"{plural(res.links, 'symlink')}, "
-                   f"{human_bytes(res.bytes_written)} in {res.duration:.2f}s")
-        for p, why in res.skipped[:20]:
-            click.echo(f"  skipped {p}: {why}", err=True)
-        for p, err in res.failed[:50]:
-            click.echo(f"  NOT RESTORED {p}: {err}", err=True)
-    if res.failed:
-        raise RestorerError(
-            f"{len(res.failed)} file(s) could not be restored because their data is damaged "
-            "or missing; every other file was restored and verified",
-            hint="run `restorer check PLAN --read-data` to see the damage; restore those files "
-            "from an older snapshot",
-        )
+        show_restore(res, as_json)
+        if res.failed:  # inside the run: the ledger records it as failed
+            raise RestorerError(
+                f"{len(res.failed)} file(s) could not be restored because their data is "
+                "damaged or missing; every other file was restored and verified",
+                hint="run `restorer check PLAN --read-data` to see the damage; restore those "
+                "files from an older snapshot",
+            )
 
 
 @cli.command()
@@ -314,17 +287,11 @@ def _show_restore(res: Any, as_json: bool) -> None:
 def diff(plan: str, snap_a: str, snap_b: str, as_json: bool) -> None:
     """Show what changed from SNAP_A to SNAP_B (+ added, - removed, M modified, U metadata)."""
     from restorer.actions.inspect import diff_snapshots
+    from restorer.cli.render.snapshots import show_diff
 
     lp = _load(plan)
     a, b, changes = diff_snapshots(lp, snap_a, snap_b)
-    if as_json:
-        emit_json({"from": a.id, "to": b.id, "changes": [c.to_json() for c in changes]})
-        return
-    for c in changes:
-        click.echo(f"{c.status}  {c.path}")
-    counts = {k: sum(1 for c in changes if c.status == k) for k in "+-MU"}
-    click.echo(f"{a.short_id} -> {b.short_id}: {counts['+']} added, {counts['-']} removed, "
-               f"{counts['M']} modified, {counts['U']} metadata changed")
+    show_diff(a, b, changes, as_json)
 
 
 @cli.command()
