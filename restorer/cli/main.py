@@ -16,7 +16,7 @@ import click
 
 from restorer import __version__, clock
 from restorer.actions.ledger_run import recorded_run
-from restorer.cli.render import emit_json, human_bytes, local_time, plural, table
+from restorer.cli.render import emit_json, human_bytes, local_time, table
 from restorer.errors import PartialError, RestorerError, UsageError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PARTIAL, EXIT_LOCKED = 0, 1, 2, 3, 4
@@ -307,6 +307,7 @@ def check(ctx: click.Context, plan: str, read_data: bool, read_data_subset: floa
           lock_wait: str, no_lock: bool, as_json: bool) -> None:
     """Verify the repository's structure (and with --read-data, every stored byte)."""
     from restorer.actions.inspect import check_repository
+    from restorer.cli.render.check import show_check
     from restorer.errors import UsageError
 
     if read_data and read_data_subset is not None:
@@ -316,7 +317,9 @@ def check(ctx: click.Context, plan: str, read_data: bool, read_data_subset: floa
     with recorded_run(lp, "check") as run:
         res = check_repository(lp, pct, progress=_progress(ctx, as_json),
                                lock_wait=_duration(lock_wait), run=run, no_lock=no_lock)
-        _show_check(res, pct, as_json)
+        show_check(res, pct, as_json)
+        if not res.ok:
+            sys.exit(EXIT_FAILED)
 
 
 @cli.group()
@@ -336,56 +339,7 @@ def _repair(plan: str, what: str, dry_run: bool, yes: bool, lock_wait: str, as_j
                      run=run)
         if res.declined:
             run.outcome = "declined"
-        if as_json:
-            emit_json(res.to_json())
-        else:
-            show(res)
-
-
-def _show_index_repair(res: Any) -> None:
-    done = not (res.dry_run or res.declined) and res.written
-    click.echo(f"read the headers of {plural(res.packs_read, 'pack')}: "
-               f"{plural(res.blobs, 'blob')}; the index has "
-               f"{plural(res.index_files_before, 'file')}")
-    for name, problem in res.damaged_index.items():
-        click.echo(f"damaged index file {name}: {problem}", err=True)
-    for pack, problem in res.unreadable_packs.items():
-        kept = " (kept from the old index)" if pack in res.kept_from_old_index else \
-            " (its blobs cannot be indexed)"
-        click.echo(f"pack {pack[:16]}: header unreadable: {problem}{kept}", err=True)
-    if res.newly_indexed_packs:
-        click.echo(f"{plural(len(res.newly_indexed_packs), 'pack')} no readable index named "
-                   "will be indexed")
-    if res.dropped_missing_packs:
-        click.echo(f"{plural(len(res.dropped_missing_packs), 'indexed pack')} no longer "
-                   "exist; their entries are dropped", err=True)
-    if done:
-        click.echo(f"wrote {plural(len(res.written), 'index file')}; removed "
-                   f"{len(res.removed)} old, moved {len(res.moved_aside)} damaged aside to "
-                   "damaged/index/")
-    elif res.declined:
-        click.echo("declined at the prompt; nothing was changed")
-    elif res.dry_run:
-        click.echo(f"dry run: would write the index anew and replace the "
-                   f"{res.index_files_before} index file(s); nothing was changed")
-
-
-def _show_snapshot_repair(res: Any) -> None:
-    click.echo(f"{plural(res.readable, 'snapshot record')} readable, "
-               f"{len(res.damaged)} damaged")
-    for sid, problem in res.damaged.items():
-        where = res.moved_aside.get(sid)
-        tail = f" -> moved to {where}" if where else ""
-        click.echo(f"damaged snapshot {sid[:8]}: {problem}{tail}", err=True)
-    if res.declined:
-        click.echo("declined at the prompt; nothing was changed")
-    elif res.dry_run and res.damaged:
-        click.echo("dry run: would move these aside to damaged/snapshots/; nothing was changed")
-    elif res.moved_aside:
-        click.echo("the data only these records use stays until the next prune; put a record "
-                   "back into snapshots/ before pruning to keep it")
-    elif not res.damaged:
-        click.echo("nothing to repair")
+        show(res, as_json)
 
 
 @repair.command("index")
@@ -399,9 +353,10 @@ def repair_index_cmd(plan: str, dry_run: bool, yes: bool, lock_wait: str,
     """Rebuild the index from the packs' own headers; damaged index files go to
     damaged/index/."""
     from restorer.actions.repair import repair_index
+    from restorer.cli.render.check import show_index_repair
 
     _repair(plan, "index", dry_run, yes, lock_wait, as_json, repair_index,
-            _show_index_repair, "Write the new index and replace the old index files?")
+            show_index_repair, "Write the new index and replace the old index files?")
 
 
 @repair.command("snapshots")
@@ -415,45 +370,10 @@ def repair_snapshots_cmd(plan: str, dry_run: bool, yes: bool, lock_wait: str,
     """Move snapshot records that cannot be read aside to damaged/snapshots/ (never
     deleted)."""
     from restorer.actions.repair import repair_snapshots
+    from restorer.cli.render.check import show_snapshot_repair
 
     _repair(plan, "snapshots", dry_run, yes, lock_wait, as_json, repair_snapshots,
-            _show_snapshot_repair, "Move these snapshot records aside?")
-
-
-def _show_check(res: Any, pct: float, as_json: bool) -> None:
-    if as_json:
-        emit_json(res.to_json())
-    else:
-        click.echo(f"{plural(res.snapshots, 'snapshot')}, {plural(res.trees, 'tree')}, "
-                   f"{res.blobs_referenced} data "
-                   f"blobs referenced, {res.packs_indexed} packs indexed")
-        if pct:
-            click.echo(f"read {res.packs_read} packs ({human_bytes(res.bytes_read)})")
-        if res.unreferenced_packs and res.unindexed:
-            click.echo(f"{len(res.unreferenced_packs)} pack(s) not referenced by any index, "
-                       "while snapshots need data that no index names: these packs may hold "
-                       "it (an index file is lost, not necessarily the data); do not prune, "
-                       "which would delete them", err=True)
-        elif res.unreferenced_packs:
-            click.echo(f"{len(res.unreferenced_packs)} pack(s) not referenced by any index "
-                       "and needed by no snapshot (left by an interrupted run; prune removes "
-                       "them)")
-        for e in res.errors:
-            click.echo(f"error: {e}", err=True)
-        for pack, problem in res.damaged_packs.items():
-            click.echo(f"damaged pack {pack}: {problem}", err=True)
-        for sid, paths in res.affected.items():
-            click.echo(f"snapshot {sid[:8]} is affected: {len(paths)} path(s)", err=True)
-            for p in paths[:20]:
-                click.echo(f"  {p}", err=True)
-            if len(paths) > 20:
-                click.echo(f"  ... and {len(paths) - 20} more", err=True)
-        for what in res.repairs:
-            click.echo(f"hint: `restorer repair {what} PLAN --dry-run` shows how it would be "
-                       "mended", err=True)
-        click.echo("no errors were found" if res.ok else "the repository is damaged")
-    if not res.ok:
-        sys.exit(EXIT_FAILED)
+            show_snapshot_repair, "Move these snapshot records aside?")
 
 
 @cli.command()
