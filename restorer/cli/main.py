@@ -415,35 +415,12 @@ def verify(plan: str, targets: tuple[str, ...], snapshot_ref: str, keep: bool,
            as_json: bool) -> None:
     """Restore into staging, run the plan's checks, compare with RTO/RPO, record the verdict."""
     from restorer.actions.verify import run_verify
-    from restorer.plan.durations import format_duration as fd
+    from restorer.cli.render.verify import show_verify
 
     lp = _load(plan, kinds_checked=True)
     with recorded_run(lp, "verify") as run:
         results = run_verify(lp, targets, snapshot_ref=snapshot_ref, keep=keep, run=run)
-        if as_json:
-            emit_json([r.to_json() for r in results])
-        else:
-            rows = []
-            for r in results:
-                rto = "-" if r.restore_s is None else fd(r.restore_s) + (
-                    f" / {fd(r.rto_s)}" if r.rto_s else "") + (" BREACH" if r.rto_breached
-                                                                 else "")
-                age = "none verified" if r.data_age_s is None else fd(r.data_age_s)
-                rpo = age + (f" / {fd(r.rpo_s)}" if r.rpo_s else "") + (
-                    " BREACH" if r.rpo_breached else "")
-                passed = f"{sum(c.passed for c in r.checks)}/{len(r.checks)}"
-                rows.append([r.target, (r.snapshot or "-")[:8], rto, rpo, passed,
-                             "PASS" if r.ok else "FAIL"])
-            table(["TARGET", "SNAPSHOT", "RESTORE / RTO", "DATA AGE / RPO", "CHECKS",
-                   "VERDICT"], rows)
-            for r in results:
-                if r.error:
-                    click.echo(f"{r.target}: {r.error}", err=True)
-                for c in r.checks:
-                    if not c.passed:
-                        click.echo(f"{r.target}: check {c.name} FAILED: {c.detail}", err=True)
-                if r.kept:
-                    click.echo(f"{r.target}: staging kept at {r.staging}")
+        show_verify(results, as_json)
         if any(not r.ok for r in results):
             sys.exit(EXIT_FAILED)
 
@@ -768,28 +745,12 @@ def status(plans: tuple[str, ...], as_json: bool) -> None:
     """One glance per target: latest backup, newest verified snapshot, RPO/RTO. Exit 1 when
     an objective is breached."""
     from restorer.actions.verify import plan_status
-    from restorer.plan.durations import format_duration as fd
+    from restorer.cli.render.verify import show_status
 
     rows_all = []
     for p in plans:
         rows_all += plan_status(_load(p))
-    if as_json:
-        emit_json([r.to_json() for r in rows_all])
-    else:
-        def ago(x: float | None) -> str:
-            return "never" if x is None else f"{fd(x)} ago"
-
-        rows = []
-        for r in rows_all:
-            rpo = ago(r.data_age_s) + (f" / {fd(r.rpo_s)}" if r.rpo_s else "") + (
-                " BREACH" if r.rpo_breached else "")
-            rto = ("-" if r.last_restore_s is None else fd(r.last_restore_s)) + (
-                f" / {fd(r.rto_s)}" if r.rto_s else "") + (" BREACH" if r.rto_breached else "")
-            rows.append([r.plan, r.target, r.kind,
-                         f"{(r.latest_snapshot or '-')[:8]} {ago(r.latest_age_s)}",
-                         f"{(r.verified_snapshot or '-')[:8]}", rpo, rto])
-        table(["PLAN", "TARGET", "KIND", "LATEST BACKUP", "VERIFIED", "VERIFIED AGE / RPO",
-               "RESTORE / RTO"], rows)
+    show_status(rows_all, as_json)
     if any(r.rpo_breached or r.rto_breached for r in rows_all):
         sys.exit(EXIT_FAILED)
 
