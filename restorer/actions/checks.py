@@ -11,10 +11,37 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from restorer.actions.staging import Stage
+from restorer.errors import RestorerError
+from restorer.ledger import RunRecorder
 from restorer.plan import models
+from restorer.targets.base import Stage
+
+
+def run_checks(stage: Stage, specs: list[Any], *, manifest: bool, target: str,
+               run: RunRecorder | None) -> list[CheckResult]:
+    """The always-on manifest check (with `manifest`) and then the plan's checks against
+    `stage`, each timed and, with `run`, a ledger phase. A broken check fails itself, never
+    the others."""
+    checks: list[tuple[str, Any]] = [("manifest", None)] if manifest else []
+    checks += [(check_name(c), c) for c in specs if not isinstance(c, models.ManifestCheck)]
+    out = []
+    for name, spec in checks:
+        c0 = time.monotonic()
+        try:
+            passed, detail = stage.manifest() if spec is None else run_check(spec, stage)
+        except RestorerError as e:
+            passed, detail = False, e.message
+        except Exception as e:
+            passed, detail = False, f"{type(e).__name__}: {e}"
+        cr = CheckResult(name, passed, time.monotonic() - c0, stage.clean(detail))
+        out.append(cr)
+        if run:
+            run.record_phase("check", cr.duration_s, target=target, check=name,
+                             outcome="ok" if passed else "failed", detail=cr.detail)
+    return out
 
 
 def check_name(spec: Any) -> str:
@@ -141,3 +168,11 @@ def _get(h: models.HTTPCheckSpec, exited: Callable[[], tuple[int, str] | None]
     start = " ".join(text.split())[:120]
     return not problems, f"GET {h.url} -> {status}" + (
         "; " + ", ".join(problems) if problems else "") + (f"; body: {start}" if start else "")
+
+
+@dataclass
+class CheckResult:
+    name: str
+    passed: bool
+    duration_s: float
+    detail: str

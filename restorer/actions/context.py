@@ -14,6 +14,7 @@ from restorer.repo.lock import RepoLock
 from restorer.repo.repository import Repository
 from restorer.storage import Backend, open_backend
 from restorer.storage.retry import RetryingBackend, RetrySettings
+from restorer.targets.base import TargetContext
 
 
 def backend_options(lp: LoadedPlan) -> dict[str, Any]:
@@ -46,6 +47,12 @@ def retry_of(lp: LoadedPlan) -> RetrySettings:
 def backend_for(lp: LoadedPlan) -> RetryingBackend:
     inner: Backend = open_backend(lp.plan.repository.url, lp.base_dir, backend_options(lp))
     return RetryingBackend(inner, retry_of(lp))
+
+
+def target_context(lp: LoadedPlan) -> TargetContext:
+    """The narrow view of the plan that kind code gets."""
+    return TargetContext(lp.name, lp.path, retry_of(lp),
+                         lp.plan.rollback.terminate_connections)
 
 
 def password_for(lp: LoadedPlan) -> str | None:

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from restorer.actions.context import backend_for, locked, open_repository, retry_of
-from restorer.actions.progress import NoProgress, Progress
 from restorer.errors import AlreadyExistsError, IntegrityError, NotFoundError, UsageError
 from restorer.plan.load import LoadedPlan, load_plan
+from restorer.progress import NoProgress, Progress
 from restorer.repo.repository import Repository, pack_name
 from restorer.storage import Backend, open_backend, redact_url
 from restorer.storage.retry import RetryingBackend

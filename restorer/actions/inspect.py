@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from restorer.actions.context import open_repository, reading
-from restorer.actions.progress import NoProgress, Progress
 from restorer.errors import UsageError
 from restorer.ledger import RunRecorder
 from restorer.plan.load import LoadedPlan
+from restorer.progress import NoProgress, Progress
 from restorer.repo.checker import Checker, CheckResult
 from restorer.repo.diff import Change, diff_trees
 from restorer.repo.snapshot import Snapshot
+from restorer.targets import kind_of_snapshot
 
 
 def list_snapshots(lp: LoadedPlan, target: str | None = None) -> list[Snapshot]:
@@ -27,7 +28,8 @@ def diff_snapshots(lp: LoadedPlan, a: str, b: str) -> tuple[Snapshot, Snapshot, 
     snaps = repo.list_snapshots()
     sa, sb = repo.find_snapshot(a, snapshots=snaps), repo.find_snapshot(b, snapshots=snaps)
     for s in (sa, sb):
-        if s.cloud:
+        kind = kind_of_snapshot(s)
+        if s.tree is None or (kind is not None and not kind.in_repository):
             raise UsageError(f"snapshot {s.short_id} is an {s.kind} snapshot in AWS; it holds "
                              "no files to compare")
     return sa, sb, list(diff_trees(repo, sa.tree, sb.tree))

@@ -16,7 +16,8 @@ from restorer.actions.ledger_run import runs
 from restorer.actions.run_due import JOBS, plan_files
 from restorer.actions.verify import plan_status
 from restorer.errors import RestorerError
-from restorer.plan.load import LoadedPlan, load_plan
+from restorer.plan.load import LoadedPlan
+from restorer.targets import load_checked
 
 HELP = {
     "restorer_last_run_timestamp_seconds": ("gauge", "Start of the last run of the job"),
@@ -108,7 +109,7 @@ def write_metrics(path: str | os.PathLike[str], plan_paths: tuple[str, ...]) -> 
     samples: list[tuple[str, dict[str, str], float]] = []
     for f in plan_files(plan_paths):
         try:
-            lp = load_plan(f)
+            lp = load_checked(f)
             samples += plan_metrics(lp)
             samples.append(("restorer_plan_up", {"plan": lp.name}, 1.0))
         except RestorerError:

@@ -8,15 +8,16 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from restorer.actions.context import locked, open_repository
+from restorer.actions.context import locked, open_repository, target_context
 from restorer.actions.retention import Decision, decide
 from restorer.actions.verify import verified_records
-from restorer.errors import UsageError
+from restorer.errors import SourceError, UsageError
 from restorer.ledger import RunRecorder
 from restorer.plan.load import LoadedPlan
 from restorer.repo.prune import PrunePlan, execute, plan_prune
 from restorer.repo.repository import Repository
 from restorer.repo.snapshot import Snapshot
+from restorer.targets import kind_of_snapshot
 
 log = logging.getLogger("restorer.prune")
 
@@ -111,16 +112,16 @@ def run_prune(lp: LoadedPlan, *, dry_run: bool = False, lock_wait: float = 0.0,
 
 
 def _delete_cloud(lp: LoadedPlan, res: PruneResult, forget: list[Snapshot]) -> list[Snapshot]:
-    """The AWS snapshots (every region) of forgotten ebs/rds manifests go first; a manifest
-    whose AWS snapshots could not all be deleted is kept, so the next prune tries again."""
-    from restorer.actions.cloud import delete_cloud
-    from restorer.errors import SourceError
-
+    """What forgotten snapshots hold outside the repository (the AWS snapshots of ebs/rds
+    manifests, in every region) goes first; a snapshot whose outside data could not all be
+    deleted is kept, so the next prune tries again."""
+    ctx = target_context(lp)
     out = []
     for s in forget:
-        if s.cloud:
+        kind = kind_of_snapshot(s)
+        if kind is not None and not kind.in_repository:
             try:
-                delete_cloud(lp, s)
+                kind.forget(ctx, s)
             except SourceError as e:
                 log.error("snapshot %s of %s is kept: %s", s.short_id, s.target, e.message)
                 res.kept_after_error.append(s.id)

@@ -20,8 +20,9 @@ from typing import Any
 from restorer import __version__, clock
 from restorer.actions.ledger_run import Run, open_ledger, runs
 from restorer.errors import RestorerError, UsageError
-from restorer.plan.load import LoadedPlan, load_plan
+from restorer.plan.load import LoadedPlan
 from restorer.sources.postgres import safe_dsn
+from restorer.targets import load_checked
 
 SCHEMA = "restorer-report/1"
 
@@ -239,7 +240,7 @@ def build(plan_paths: list[str], period: Period, generated_at: str | None = None
     period = Period(period.start.replace(microsecond=0), period.end.replace(microsecond=0))
     if period.end <= period.start:
         raise UsageError("the report period ends before it starts")
-    plans = [load_plan(p) for p in plan_paths]
+    plans = [load_checked(p) for p in plan_paths]
     data: dict[str, Any] = {
         "schema": SCHEMA, "tool_version": __version__,
         "generated_at": generated_at or _iso(clock.now()),

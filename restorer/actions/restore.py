@@ -2,27 +2,17 @@
 
 from __future__ import annotations
 
-import dataclasses
-import os
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from restorer.actions.context import open_repository, reading
-from restorer.actions.progress import NoProgress, Progress
-from restorer.errors import RestoreError, RestorerError, SourceError, UsageError
+from restorer.actions.context import open_repository, reading, target_context
+from restorer.errors import RestoreError, UsageError
 from restorer.ledger import RunRecorder
-from restorer.plan import models
 from restorer.plan.load import LoadedPlan
-from restorer.repo.repository import Repository
-from restorer.repo.snapshot import Snapshot
-from restorer.sources.files_restore import FilesWriter
-from restorer.sources.mysql import mysql_restore_stream
-from restorer.sources.postgres import pg_restore_stream
-from restorer.sources.process import feed
-from restorer.sources.sqlite import sqlite_restore
-from restorer.sources.stream import restore_stream
+from restorer.progress import NoProgress, Progress
+from restorer.targets import kind_of_snapshot
+from restorer.targets.base import RestoreRequest
 
 
 @dataclass
@@ -108,129 +98,16 @@ def _run_restore(
         if snap.plan != lp.name:
             raise UsageError(f"snapshot {snap.short_id} belongs to plan '{snap.plan}', "
                              f"not '{lp.name}'")
-        if snap.kind not in ("files", "ssh-files"):
-            return _restore_stream(lp, repo, snap, str(dest), overwrite, progress)
-        if str(dest).startswith("ssh://"):
-            return _restore_over_ssh(lp, repo, snap, str(dest), overwrite, include, progress)
-        writer = FilesWriter(repo, Path(dest), overwrite=overwrite, include=include,
-                             on_progress=progress.advance, on_file=progress.set_files)
-        start = time.monotonic()
-        total = int(snap.summary.get("total_bytes", 0)) if not include else None
-        progress.start(f"restore {snap.target} {snap.short_id}", total,
-                       snap.summary.get("total_files") if not include else None)
-        try:
-            st = writer.restore(snap)
-        finally:
-            progress.stop()
-        if include and st.files + st.dirs + st.links + st.other == 0:
-            raise RestoreError(
-                f"--include {' '.join(include)} matched nothing in snapshot {snap.short_id}",
-                hint="paths are relative to the snapshot root, e.g. 'uploads/2024/*'",
-            )
-        return RestoreResult(snap.id, snap.target, str(dest), time.monotonic() - start,
-                             st.files, st.dirs, st.links, st.bytes_written, st.failed,
-                             st.skipped)
-
-
-def _restore_stream(lp: LoadedPlan, repo: Repository, snap: Snapshot, dest: str,
-                    overwrite: bool, progress: Progress) -> RestoreResult:
-    """A dump back into its kind of target: a path (sqlite), a DSN (postgres), or the
-    target's restore command (command; it gets the destination as $RESTORER_TO)."""
-    try:
-        t = lp.targets([snap.target])[0]
-    except RestorerError:
-        t = None
-    what = f"restore of {snap.target} ({snap.kind})"
-    total = int(snap.summary.get("total_bytes", 0))
-    written = [0]
-
-    def counted() -> Iterator[bytes]:
-        for c in restore_stream(repo, snap):
-            written[0] += len(c)
-            progress.advance(len(c))
-            yield c
-
-    start = time.monotonic()
-    progress.start(f"restore {snap.target} {snap.short_id}", total)
-    try:
-        if snap.kind == "sqlite":
-            sqlite_restore(counted(), Path(dest), overwrite)
-        elif snap.kind == "postgres":
-            password = None
-            if isinstance(t, models.PostgresTarget):
-                password = lp.secret(t.password, f"targets.{t.name}.password")
-            pg_restore_stream(counted(), dest, password, overwrite=overwrite, what=what)
-        elif snap.kind == "mysql":
-            password = None
-            if isinstance(t, models.MySQLTarget):
-                password = lp.secret(t.password, f"targets.{t.name}.password")
-            mysql_restore_stream(counted(), dest, password, overwrite=overwrite, what=what)
-        elif snap.kind == "command":
-            if not isinstance(t, models.CommandTarget):
-                raise RestoreError(f"the plan has no command target '{snap.target}' to say how "
-                                   "to restore this snapshot")
-            if t.via_ssh is not None:
-                from restorer.actions.backup import ssh_params
-                from restorer.sources.remote import q, remote_feed, ssh_session
-
-                params = ssh_params(lp, t.via_ssh, f"targets.{t.name}.via_ssh")
-                with ssh_session(params, what) as client:
-                    remote_feed(client, f"RESTORER_TO={q(dest)}; export RESTORER_TO; "
-                                f"{t.restore}", counted(), what=what, timeout=t.timeout)
-            else:
-                env = {**os.environ, "RESTORER_TO": dest}
-                feed(t.restore, counted(), what=what, env=env, timeout=t.timeout)
-        elif snap.kind in ("ebs", "rds"):
-            where = ", ".join(f"{r} {i}" for r, i in
-                              (snap.cloud or {}).get("snapshots", {}).items())
-            raise RestoreError(f"snapshot {snap.short_id} is an {snap.kind} snapshot kept in "
-                               f"AWS ({where})",
-                               hint="`restorer verify` restores it into staging; `restorer "
-                               "rollback` puts it in place of the live volume or instance")
-        else:
+        kind = kind_of_snapshot(snap)
+        if kind is None:
             raise RestoreError(f"snapshots of kind '{snap.kind}' cannot be restored by this "
                                "version of restorer")
-    except SourceError as e:
-        raise RestoreError(e.message, e.hint) from None
-    finally:
-        progress.stop()
-    return RestoreResult(snap.id, snap.target, dest, time.monotonic() - start, 1, 0, 0,
-                         written[0])
+        known = {t.name: t for t in lp.plan.targets}
+        start = time.monotonic()
+        done = kind.restore(target_context(lp), repo, snap, known.get(snap.target),
+                            RestoreRequest(str(dest), overwrite, include), progress)
+        return RestoreResult(snap.id, snap.target, done.destination, time.monotonic() - start,
+                             done.files, done.dirs, done.links, done.bytes_written,
+                             done.failed, done.skipped)
 
 
-def _restore_over_ssh(lp: LoadedPlan, repo: Repository, snap: Snapshot, dest: str,
-                      overwrite: bool, include: list[str] | None,
-                      progress: Progress) -> RestoreResult:
-    """`--to ssh://[USER@]HOST[:PORT]/PATH`: onto a host, with the SSH options (key,
-    known_hosts) of the plan's ssh-files target of that snapshot."""
-    from urllib.parse import urlsplit
-
-    from restorer.actions.backup import ssh_params
-    from restorer.sources.remote import ssh_session
-    from restorer.sources.sftp_restore import SFTPWriter
-
-    u = urlsplit(dest)
-    if not u.hostname or not u.path:
-        raise UsageError(f"--to {dest}: expected ssh://[USER@]HOST[:PORT]/PATH")
-    t = lp.targets([snap.target])[0]
-    if not isinstance(t, models.SSHFilesTarget):
-        raise UsageError("--to ssh://... restores snapshots of ssh-files targets",
-                         hint="restore other kinds into a local directory")
-    base = ssh_params(lp, t.host, f"targets.{t.name}.host")
-    params = dataclasses.replace(base, host=u.hostname, port=u.port or base.port,
-                                 user=u.username or base.user)
-    start = time.monotonic()
-    progress.start(f"restore {snap.target} {snap.short_id}",
-                   int(snap.summary.get("total_bytes", 0)) if not include else None)
-    try:
-        with ssh_session(params, f"restore of {snap.target}") as client:
-            sftp = client.open_sftp()
-            where = f"{params.user + '@' if params.user else ''}{params.host}"
-            st = SFTPWriter(repo, sftp, u.path, where=where, overwrite=overwrite,
-                            include=include, on_progress=progress.advance).restore(snap)
-    except SourceError as e:
-        raise RestoreError(e.message, e.hint) from None
-    finally:
-        progress.stop()
-    return RestoreResult(snap.id, snap.target, dest, time.monotonic() - start, st.files,
-                         st.dirs, st.links, st.bytes_written, st.failed, st.skipped)

@@ -25,33 +25,21 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 from restorer import clock
 from restorer.actions.backup import backup_one
-from restorer.actions.checks import check_name, run_check
-from restorer.actions.context import locked, open_repository
+from restorer.actions.checks import run_checks
+from restorer.actions.context import locked, open_repository, target_context
 from restorer.actions.hooks import HookRun, hooks_around
-from restorer.actions.rollback_swaps import (
-    FilesSwap,
-    Swap,
-    TargetRollback,
-    db_name,
-    swapper,
-    with_db,
-)
-from restorer.actions.verify import CheckResult, verified_records
+from restorer.actions.verify import verified_records
 from restorer.errors import RestoreError, RestorerError, UsageError
-from restorer.fsutil import remove_tree, walk
 from restorer.ledger import RunRecorder
-from restorer.plan import models
 from restorer.plan.load import LoadedPlan
 from restorer.repo.repository import Repository
 from restorer.repo.snapshot import Snapshot
-from restorer.repo.tree import DIR
-from restorer.sources import mysql, postgres
-from restorer.targets import kind_of
+from restorer.targets import kind_named, kind_of
+from restorer.targets.base import Swap, TargetContext, TargetRollback
 
 SAFETY_TAG = "pre-rollback"
 
@@ -199,67 +187,10 @@ def _choose(lp: LoadedPlan, repo: Repository, targets: list[Any], to: str,
     return out, unverified
 
 
-def _file_changes(repo: Repository, snap: Snapshot, paths: list[Path],
-                  kept: list[str]) -> dict[str, Any]:
-    """What a swap would do to the live tree: entries the snapshot brings back (added),
-    ones it replaces (changed: type, size, mode or mtime differ), ones that go (removed),
-    and ones that stay as they are because no backup holds them (kept: excluded)."""
-    want: dict[str, tuple] = {}
-
-    for p, n in repo.walk(snap.tree):  # type: ignore[arg-type]
-        want[p] = (n["type"], n.get("size"), n.get("mode"), n.get("mtime_ns"))
-    have: dict[str, tuple] = {}
-    for root in paths:
-        if not os.path.lexists(root):
-            continue
-        for cur, dirs, files in walk(root):
-            for name in dirs + files:
-                full = os.path.join(cur, name)
-                st = os.lstat(full)
-                rel = os.path.relpath(full, root.parent)
-                have[rel] = (st.st_mode, st.st_size, st.st_mtime_ns)
-        st = os.lstat(root)
-        have[root.name] = (st.st_mode, st.st_size, st.st_mtime_ns)
-    import stat as st_
-
-    def same(w: tuple, h: tuple) -> bool:
-        typ, size, mode, mtime = w
-        if typ == DIR:
-            return st_.S_ISDIR(h[0])
-        return (size is None or size == h[1]) and (mtime is None or mtime == h[2]) and (
-            mode is None or st_.S_IMODE(mode) == st_.S_IMODE(h[0]))
-
-    stays = set(kept)
-
-    def kept_here(p: str) -> bool:
-        while p:
-            if p in stays:
-                return True
-            p = os.path.dirname(p)
-        return False
-
-    added = sorted(p for p in want if p not in have)
-    removed = sorted(p for p in have if p not in want and not kept_here(p))
-    changed = sorted(p for p in want if p in have and not same(want[p], have[p]))
-    return {"added": len(added), "changed": len(changed), "removed": len(removed),
-            "kept": len(kept),
-            "examples": {"added": added[:10], "changed": changed[:10],
-                         "removed": removed[:10], "kept": kept[:10]}}
-
-
-def _live(lp: LoadedPlan, t: Any) -> str:
-    if isinstance(t, models.FilesTarget):
-        return ", ".join(str(lp.resolve_path(p)) for p in t.paths)
-    if isinstance(t, models.EBSTarget):
-        return f"{t.volume_id} at {t.device} of {t.instance_id} ({t.region})"
-    if isinstance(t, models.RDSTarget):
-        return f"RDS instance {t.db_instance} ({t.region})"
-    return postgres.safe_dsn(t.dsn)
-
-
-def _db_changes(t: models.PostgresTarget | models.MySQLTarget) -> dict[str, Any]:
-    name = db_name(t)
-    return {"database": name, "replaced": True}
+def _reuses_kept(kind_name: Any) -> bool:
+    """Whether --undo of a target of this kind puts back what the rollback kept."""
+    kind = kind_named(str(kind_name))
+    return kind is not None and kind.undo_reuses_kept
 
 
 # --- acting -------------------------------------------------------------------------------
@@ -290,6 +221,7 @@ def run_rollback(lp: LoadedPlan, names: tuple[str, ...] = (), *, to: str = "late
     # unique per run: two rollbacks within one second must never share a database name
     stamp = clock.now().strftime("%Y%m%dT%H%M%S") + "_" + run_id[:6]
     r = lp.plan.rollback
+    ctx = target_context(lp)
     with locked(repo, exclusive=True) as lock:
         if run:
             run.record_phase("lock", lock.waited)
@@ -298,7 +230,7 @@ def run_rollback(lp: LoadedPlan, names: tuple[str, ...] = (), *, to: str = "late
         result = RollbackResult(lp.name, run_id, dry_run, None, [], list(r.before),
                                 list(r.after), stamp=stamp)
         # a killed rollback first: its targets go back to as they were, whole
-        result.recovered = recover(lp, repo, snaps, run_id, dry_run=dry_run, run=run)
+        result.recovered = recover(lp, ctx, repo, snaps, run_id, dry_run=dry_run, run=run)
         for rv in result.recovered:
             if not rv.ok:
                 raise RestoreError(f"rollback {rv.run_id[:8]} was killed half way and could "
@@ -310,14 +242,12 @@ def run_rollback(lp: LoadedPlan, names: tuple[str, ...] = (), *, to: str = "late
                                                 snaps, result)
             swaps = []
             for t, snap, verified_at in chosen:
-                out = TargetRollback(t.name, t.kind, _live(lp, t), snap.id, snap.time,
+                kind = kind_of(t)
+                out = TargetRollback(t.name, kind.name, kind.live(ctx, t), snap.id, snap.time,
                                      verified_at)
-                sw = swapper(lp, repo, t, snap, stamp, out,
-                             reuse=(result.undo_kept.get(t.name) or [None])[0])
-                if isinstance(sw, FilesSwap):
-                    out.changes = _file_changes(repo, snap, sw.paths, sw.preview_kept())
-                elif not out.changes:  # cloud swaps list the AWS calls they will make
-                    out.changes = _db_changes(t)
+                sw = kind.swap(ctx, repo, t, snap, stamp, out,
+                               reuse=(result.undo_kept.get(t.name) or [None])[0])
+                out.changes = sw.preview()
                 result.targets.append(out)
                 swaps.append(sw)
         if dry_run:
@@ -327,7 +257,7 @@ def run_rollback(lp: LoadedPlan, names: tuple[str, ...] = (), *, to: str = "late
             result.declined = True
             return result
         _write_record(repo, result, "started", swaps)  # names what it will make
-        _act(lp, repo, result, swaps, snaps, run)
+        _act(lp, ctx, repo, result, swaps, snaps, run)
     result.timings["total_s"] = time.monotonic() - start
     return result
 
@@ -344,7 +274,7 @@ def _decide(lp: LoadedPlan, repo: Repository, names: tuple[str, ...], to: str,
     last = recs[-1]
     result.undo_of = last["run_id"]
     result.undo_kept = {t["target"]: t.get("kept", []) for t in last.get("targets", [])
-                        if t.get("kind") in ("ebs", "rds") and t.get("state") == "rolled back"}
+                        if _reuses_kept(t.get("kind")) and t.get("state") == "rolled back"}
     by_id = {s.id: s for s in snaps}
     out = []
     for name, sid in last["safety"].items():
@@ -375,8 +305,8 @@ def _put_record(repo: Repository, rec: dict[str, Any]) -> None:
     repo.write_file("rollbacks", json.dumps(rec, sort_keys=True).encode())
 
 
-def _act(lp: LoadedPlan, repo: Repository, result: RollbackResult, swaps: list[Swap],
-         snaps: list[Snapshot], run: RunRecorder | None) -> None:
+def _act(lp: LoadedPlan, ctx: TargetContext, repo: Repository, result: RollbackResult,
+         swaps: list[Swap], snaps: list[Snapshot], run: RunRecorder | None) -> None:
     # 1. restore every target beside its live copy; nothing live changes
     try:
         for sw in swaps:
@@ -407,7 +337,7 @@ def _act(lp: LoadedPlan, repo: Repository, result: RollbackResult, swaps: list[S
             # 2. the safety snapshots, with the app stopped
             for sw in swaps:
                 with _timed(result, "safety_snapshot", run, sw.t.name) as ph:
-                    b = backup_one(lp, repo, sw.t, snaps,
+                    b = backup_one(lp, ctx, repo, sw.t, snaps,
                                    (SAFETY_TAG, f"rollback-{result.run_id[:8]}"))
                     if not b.ok:
                         raise RestoreError(f"the safety snapshot failed: {b.error}", b.hint)
@@ -464,11 +394,9 @@ def _act(lp: LoadedPlan, repo: Repository, result: RollbackResult, swaps: list[S
             result.checks += _check_live(sw, run)
     if result.ok:
         for sw in swaps:
-            if isinstance(sw, FilesSwap):
-                # the replaced trees are in the safety snapshots, checked entry by entry
-                why = sw.discard_replaced()
-                if why:
-                    result.notes.append(f"target {sw.t.name}: {why}")
+            why = sw.after_success()
+            if why:
+                result.notes.append(f"target {sw.t.name}: {why}")
     _write_record(repo, result, "done" if result.ok else "failed", swaps)
 
 
@@ -520,26 +448,9 @@ def _swap_back(swaps: list[Swap], result: RollbackResult) -> None:
 
 
 def _check_live(sw: Swap, run: RunRecorder | None) -> list[dict[str, Any]]:
-    stage = sw.check_subject()
-    specs: list[tuple[str, Any]] = []
-    if isinstance(sw, FilesSwap):
-        specs.append(("manifest", None))
-    specs += [(check_name(c), c) for c in sw.t.checks if not isinstance(c, models.ManifestCheck)]
-    out = []
-    for name, spec in specs:
-        c0 = time.monotonic()
-        try:
-            passed, detail = stage.manifest() if spec is None else run_check(spec, stage)
-        except RestorerError as e:
-            passed, detail = False, e.message
-        except Exception as e:
-            passed, detail = False, f"{type(e).__name__}: {e}"
-        cr = CheckResult(name, passed, time.monotonic() - c0, stage.clean(detail))
-        if run:
-            run.record_phase("check", cr.duration_s, target=sw.t.name, check=name,
-                             outcome="ok" if passed else "failed", detail=cr.detail)
-        out.append({"target": sw.t.name, **asdict(cr)})
-    return out
+    checks = run_checks(sw.check_subject(), sw.t.checks, manifest=sw.live_manifest,
+                        target=sw.t.name, run=run)
+    return [{"target": sw.t.name, **asdict(cr)} for cr in checks]
 
 
 # --- killed rollbacks and leftovers -----------------------------------------------------
@@ -551,9 +462,6 @@ PROGRESS = {"started": 0, "prepared": 1, "swapped": 2}
 def _local(rec: dict[str, Any]) -> bool:
     """Written on this host (records from before hosts were recorded count as local)."""
     return rec.get("host") in (None, socket.gethostname())
-RECOVERABLE_KINDS = ("files", "postgres", "mysql")
-
-
 def _unfinished(repo: Repository, plan: str, strict: bool) -> list[dict[str, Any]]:
     """The newest record of each rollback of `plan` that never wrote an end record. The
     caller holds the exclusive lock, which a rollback holds for its whole run: such a
@@ -568,7 +476,8 @@ def _unfinished(repo: Repository, plan: str, strict: bool) -> list[dict[str, Any
             if not any(r.get("status") in FINISHED for r in recs) and all(map(_local, recs))]
 
 
-def recover(lp: LoadedPlan, repo: Repository, snaps: list[Snapshot], by_run: str, *,
+def recover(lp: LoadedPlan, ctx: TargetContext, repo: Repository, snaps: list[Snapshot],
+            by_run: str, *,
             dry_run: bool = False, strict: bool = False,
             run: RunRecorder | None = None) -> list[Recovery]:
     """Put back what killed rollbacks half did: each target it touched is swapped back (a
@@ -589,7 +498,8 @@ def recover(lp: LoadedPlan, repo: Repository, snaps: list[Snapshot], by_run: str
             if rv.reached != "prepared":
                 rv.targets[name] = "as before (the killed run had not swapped anything)"
                 continue
-            if t.get("kind") not in RECOVERABLE_KINDS or not rec.get("stamp"):
+            kind = kind_named(str(t.get("kind")))
+            if kind is None or not kind.recoverable or not rec.get("stamp"):
                 # AWS targets: their state is AWS's to tell; a person decides, nothing blocks
                 rv.unresolved = True
                 rv.targets[name] = ("not put back automatically: check it by hand "
@@ -597,7 +507,7 @@ def recover(lp: LoadedPlan, repo: Repository, snaps: list[Snapshot], by_run: str
                                     "snapshot)")
                 continue
             try:
-                rv.targets[name] = _put_back(lp, repo, rec, t, by_id, dry_run)
+                rv.targets[name] = _put_back(lp, ctx, repo, rec, t, by_id, dry_run)
             except (RestorerError, OSError) as e:
                 rv.error = f"target {name}: {getattr(e, 'message', e)}"
                 rv.targets[name] = "unknown"
@@ -620,8 +530,8 @@ def recover(lp: LoadedPlan, repo: Repository, snaps: list[Snapshot], by_run: str
     return out
 
 
-def _put_back(lp: LoadedPlan, repo: Repository, rec: dict[str, Any], t: dict[str, Any],
-              by_id: dict[str, Snapshot], dry_run: bool) -> str:
+def _put_back(lp: LoadedPlan, ctx: TargetContext, repo: Repository, rec: dict[str, Any],
+              t: dict[str, Any], by_id: dict[str, Snapshot], dry_run: bool) -> str:
     name = t["target"]
     target = lp.targets([name])[0]
     snap = by_id.get(t["snapshot"])
@@ -629,11 +539,9 @@ def _put_back(lp: LoadedPlan, repo: Repository, rec: dict[str, Any], t: dict[str
         raise RestoreError(f"snapshot {t['snapshot'][:8]} that the killed run restored is "
                            "gone from the repository")
     out = TargetRollback(name, t["kind"], t.get("live", ""), snap.id, snap.time, None)
-    sw = swapper(lp, repo, target, snap, rec["stamp"], out)
+    sw = kind_of(target).swap(ctx, repo, target, snap, rec["stamp"], out)
     sw.resume(rec.get("journal", {}).get(name, {}))
-    halves = getattr(sw, "done", None)
-    found = (f"{len(halves)} of {len(getattr(sw, 'paths', []))} path(s) swapped"
-             if isinstance(sw, FilesSwap) else ("swapped" if sw.swapped else "not swapped"))
+    found = sw.found()
     if dry_run:
         return f"{found}; would be put back as it was"
     if sw.touched:
@@ -663,6 +571,7 @@ def cleanup(lp: LoadedPlan, *, dry_run: bool = False,
     (sibling folders, new databases). Lists it all first: `dry_run` stops there, and
     `confirm` may decline."""
     repo = open_repository(lp)
+    ctx = target_context(lp)
     res = CleanupResult(lp.name, dry_run)
     with locked(repo, exclusive=True, label="restorer rollback --cleanup") as lock:
         if run:
@@ -670,30 +579,31 @@ def cleanup(lp: LoadedPlan, *, dry_run: bool = False,
         repo.load_index()
         snaps = repo.list_snapshots()
         by_run = run.run_id if run else os.urandom(16).hex()
-        res.recovered = recover(lp, repo, snaps, by_run, dry_run=True, strict=True)
+        res.recovered = recover(lp, ctx, repo, snaps, by_run, dry_run=True, strict=True)
         stuck = {rv.run_id for rv in res.recovered if not rv.ok}
-        found = _leftovers(lp, repo, skip=stuck)
+        found = _leftovers(lp, ctx, repo, skip=stuck)
         res.items = [f"{target.name}: {what}" for target, _name, what in found]
         if dry_run:
             return res
         if confirm is not None and (res.items or res.recovered) and not confirm(res):
             res.declined = True
             return res
-        res.recovered = recover(lp, repo, snaps, by_run, strict=True, run=run)
+        res.recovered = recover(lp, ctx, repo, snaps, by_run, strict=True, run=run)
         if any(not rv.ok for rv in res.recovered):
             bad = next(rv for rv in res.recovered if not rv.ok)
             raise RestoreError(f"rollback {bad.run_id[:8]} was killed half way and could not "
                                f"be put back: {bad.error}; its leftovers are kept")
         # what recovery put back may have made more leftovers removable (the siblings)
-        found = _leftovers(lp, repo, skip=set())
+        found = _leftovers(lp, ctx, repo, skip=set())
         res.items = []
         for target, name, what in found:
-            _remove(lp, target, name)
+            kind_of(target).remove_kept(ctx, target, name)
             res.items.append(f"{target.name}: {what}")
     return res
 
 
-def _leftovers(lp: LoadedPlan, repo: Repository, skip: set[str]) -> list[tuple[Any, str, str]]:
+def _leftovers(lp: LoadedPlan, ctx: TargetContext, repo: Repository,
+               skip: set[str]) -> list[tuple[Any, str, str]]:
     """(target, name, what it is) for every leftover that exists and may go. Leftovers of a
     killed run that is not put back yet (`skip`) stay: its sibling may hold the live tree."""
     seen: set[tuple[str, str]] = set()
@@ -709,37 +619,8 @@ def _leftovers(lp: LoadedPlan, repo: Repository, skip: set[str]) -> list[tuple[A
             except RestorerError:
                 continue
             for name in [*t.get("kept", []), *t.get("scratch", [])]:
-                what = _remove(lp, target, name, dry_run=True)
+                what = kind_of(target).remove_kept(ctx, target, name, dry_run=True)
                 if what and (target.name, what) not in seen:
                     seen.add((target.name, what))
                     out.append((target, name, what))
     return out
-
-
-def _remove(lp: LoadedPlan, target: Any, name: str, dry_run: bool = False) -> str | None:
-    """Remove one leftover (or, on a dry run, say what it is); None when it is not there or
-    is not a rollback's to remove."""
-    if isinstance(target, models.EBSTarget | models.RDSTarget):
-        from restorer.actions.rollback_cloud import cleanup_kept
-
-        return cleanup_kept(lp, target, name, dry_run=dry_run)
-    if isinstance(target, models.PostgresTarget | models.MySQLTarget):
-        if name == db_name(target):
-            return None  # never the live database
-        pw = lp.secret(target.password, f"targets.{target.name}.password")
-        dsn = with_db(target.dsn, name)
-        my = isinstance(target, models.MySQLTarget)
-        if not (mysql.mysql_database_exists if my else postgres.pg_database_exists)(
-                dsn, pw, what="rollback cleanup"):
-            return None
-        if not dry_run:
-            (mysql.mysql_drop_database if my else postgres.pg_drop_database)(
-                dsn, pw, what="rollback cleanup")
-        return f"database {name}"
-    folder = Path(name) if Path(name).name.startswith(".restorer-rollback-") else \
-        Path(name).parent
-    if folder.name.startswith(".restorer-rollback-") and os.path.lexists(folder):
-        if not dry_run:
-            remove_tree(folder, ignore_errors=True)
-        return str(folder)
-    return None

@@ -24,7 +24,8 @@ from restorer import clock
 from restorer.actions.ledger_run import recorded_run, runs
 from restorer.errors import LockError, PartialError, RestorerError, UsageError
 from restorer.ledger import RunRecorder
-from restorer.plan.load import LoadedPlan, load_plan
+from restorer.plan.load import LoadedPlan
+from restorer.targets import load_checked
 
 log = logging.getLogger("restorer.run")
 JOBS = ("backup", "prune", "verify", "check")
@@ -194,7 +195,7 @@ def run_paths(paths: tuple[str, ...], *, only_due: bool,
     out: list[JobResult] = []
     for f in plan_files(paths):
         try:
-            lp = load_plan(f)
+            lp = load_checked(f)
         except RestorerError as e:  # one broken plan must not stop the others
             out.append(JobResult(str(f), "load", "failed", clock.now().isoformat(),
                                  error=e.message))

@@ -14,23 +14,15 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from restorer import __version__, clock
-from restorer.actions.checks import check_name, run_check
-from restorer.actions.context import locked, open_repository
-from restorer.actions.staging import Stage, stage_for
+from restorer.actions.checks import CheckResult, run_checks
+from restorer.actions.context import locked, open_repository, target_context
 from restorer.errors import RestorerError, UsageError
 from restorer.ledger import RunRecorder
-from restorer.plan import models
 from restorer.plan.load import LoadedPlan
 from restorer.repo.repository import Repository
 from restorer.repo.snapshot import Snapshot
-
-
-@dataclass
-class CheckResult:
-    name: str
-    passed: bool
-    duration_s: float
-    detail: str
+from restorer.targets import kind_of_snapshot
+from restorer.targets.base import Stage, TargetContext
 
 
 @dataclass
@@ -80,12 +72,13 @@ def run_verify(lp: LoadedPlan, target_names: tuple[str, ...] = (), *,
                run: RunRecorder | None = None) -> list[TargetVerification]:
     targets = lp.targets(target_names)
     repo = open_repository(lp)
+    ctx = target_context(lp)
     results = []
     with locked(repo, exclusive=False):
         repo.load_index()
         snaps = repo.list_snapshots()
         for t in targets:
-            results.append(_verify_target(lp, repo, t, snaps, snapshot_ref, keep, run))
+            results.append(_verify_target(lp, ctx, repo, t, snaps, snapshot_ref, keep, run))
     if run:
         for r in results:
             from restorer.plan.durations import format_duration as fd
@@ -101,8 +94,9 @@ def run_verify(lp: LoadedPlan, target_names: tuple[str, ...] = (), *,
     return results
 
 
-def _verify_target(lp: LoadedPlan, repo: Repository, t: Any, snaps: list[Snapshot],
-                   ref: str, keep: bool, run: RunRecorder | None) -> TargetVerification:
+def _verify_target(lp: LoadedPlan, ctx: TargetContext, repo: Repository, t: Any,
+                   snaps: list[Snapshot], ref: str, keep: bool,
+                   run: RunRecorder | None) -> TargetVerification:
     obj = t.objectives or lp.plan.objectives
     try:
         snap = repo.find_snapshot(ref, t.name, snapshots=[s for s in snaps
@@ -116,7 +110,13 @@ def _verify_target(lp: LoadedPlan, repo: Repository, t: Any, snaps: list[Snapsho
         return res
     res = TargetVerification(t.name, snap.id, snap.time, False, rto_s=obj.rto, rpo_s=obj.rpo)
     try:
-        stage = stage_for(lp, repo, t, snap)
+        kind = kind_of_snapshot(snap)
+        if kind is None:
+            raise UsageError(f"snapshot {snap.short_id} is of kind {snap.kind}, which this "
+                             "version of restorer does not know")
+        if not kind.can("verify", t).can:
+            raise UsageError(kind.refusal("verify", t))
+        stage = kind.stage(ctx, repo, t, snap)
     except RestorerError as e:
         res.error = e.message + (f" (hint: {e.hint})" if e.hint else "")
         if run:
@@ -171,22 +171,7 @@ def _restore_and_check(stage: Stage, res: TargetVerification, t: Any, snap: Snap
         return
     res.restore_s = time.monotonic() - t0
     res.staging = stage.location  # now naming what was made (a volume id, an instance)
-    checks: list[tuple[str, Any]] = [("manifest", None)]
-    checks += [(check_name(c), c) for c in t.checks
-               if not isinstance(c, models.ManifestCheck)]
-    for name, spec in checks:
-        c0 = time.monotonic()
-        try:
-            passed, detail = stage.manifest() if spec is None else run_check(spec, stage)
-        except RestorerError as e:  # a broken check fails itself, never the others
-            passed, detail = False, e.message
-        except Exception as e:
-            passed, detail = False, f"{type(e).__name__}: {e}"
-        cr = CheckResult(name, passed, time.monotonic() - c0, stage.clean(detail))
-        res.checks.append(cr)
-        if run:
-            run.record_phase("check", cr.duration_s, target=t.name, check=name,
-                             outcome="ok" if passed else "failed", detail=cr.detail)
+    res.checks += run_checks(stage, t.checks, manifest=True, target=t.name, run=run)
     res.passed = all(c.passed for c in res.checks)
 
 

@@ -7,7 +7,7 @@ import sys
 import time
 from typing import Any
 
-from restorer.actions.progress import NoProgress
+from restorer.progress import NoProgress
 
 log = logging.getLogger("restorer.progress")
 

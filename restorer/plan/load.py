@@ -10,34 +10,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
 from restorer.errors import PlanError
 from restorer.plan import models, yamlsafe
+from restorer.plan.problems import Problem, inside, overlaps, same_database
 from restorer.plan.secrets import SecretRef, resolve_secret
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One thing wrong with a plan, located as precisely as we can."""
-
-    file: str
-    key: str
-    message: str
-    line: int | None = None
-    hint: str | None = None
-
-    def __str__(self) -> str:
-        where = f"{self.file}:{self.line}" if self.line else self.file
-        text = f"{where}: {self.message}"
-        if self.key:
-            text = f"{where}: At '{self.key}': {self.message}"
-        if self.hint:
-            text += f" Hint: {self.hint}"
-        return text
 
 
 class PlanProblems(PlanError):
@@ -295,35 +275,9 @@ def validate_plan(path: str | os.PathLike[str], environment: bool = True,
     return problems + (environment_problems(lp) if environment else [])
 
 
-_LOOPBACK = {"localhost", "127.0.0.1", "::1", "", None}
-_DEFAULT_PORTS = {"postgresql": 5432, "postgres": 5432, "mysql": 3306, "mariadb": 3306}
-
-
-def _database_identity(dsn: str) -> tuple[str, int | None, str] | None:
-    """(host, port, database) a DSN reaches, with loopback spellings and default ports
-    made equal; None when it is not a database URL."""
-    u = urlsplit(dsn)
-    if u.scheme not in _DEFAULT_PORTS:
-        return None
-    try:
-        port = u.port or _DEFAULT_PORTS[u.scheme]
-    except ValueError:
-        return None
-    host = "loopback" if u.hostname in _LOOPBACK else (u.hostname or "")
-    return host, port, unquote(u.path.strip("/"))
-
-
-def same_database(a: str, b: str) -> bool:
-    ia, ib = _database_identity(a), _database_identity(b)
-    return ia is not None and ia == ib
-
-
-DB_KINDS = (models.PostgresTarget, models.MySQLTarget, models.SQLiteTarget)
-
-
 def _semantic_problems(lp: LoadedPlan, shown: str) -> list[Problem]:
     """What pydantic cannot know: names used twice or not at all, staging that is
-    production, checks that cannot apply."""
+    production, checks and staging keys that cannot apply to the target's kind."""
     out: list[Problem] = []
     seen: set[str] = set()
     for i, t in enumerate(lp.plan.targets):
@@ -341,35 +295,34 @@ def _semantic_problems(lp: LoadedPlan, shown: str) -> list[Problem]:
                                lp.lines.get(key), "fix the name or remove it"))
     for i, t in enumerate(lp.plan.targets):
         for j, c in enumerate(t.checks):
-            if isinstance(c, models.SQLCheck) and not isinstance(t, DB_KINDS):
+            if isinstance(c, models.SQLCheck) and not t.takes_sql_checks:
                 key = f"targets[{i}].checks[{j}].sql"
                 out.append(Problem(
                     shown, key, f"a sql check needs a database target; '{t.name}' is "
                     f"kind {t.kind}", lp.lines.get(key),
                     "use a command or files check here, or move the check to a postgres, "
                     "mysql or sqlite target"))
+        out += _staging_key_problems(lp, shown, i, t)
         out += _staging_is_source(lp, shown, i, t, None)
         out += _remote_staging_overlaps(lp, shown, i, t)
-        if isinstance(t, models.SQLiteTarget) and t.staging and t.staging.path:
-            st = lp.resolve_path(t.staging.path).resolve()
-            src = lp.resolve_path(t.path).resolve()
-            if st == src:
-                key = f"targets[{i}].staging.path"
-                out.append(Problem(
-                    shown, key, f"staging path {st} is the target's database file",
-                    lp.lines.get(key), "point staging at a scratch directory"))
-        if isinstance(t, models.FilesTarget) and t.staging and t.staging.path:
-            st = lp.resolve_path(t.staging.path).resolve()
-            for p in t.paths:
-                src = lp.resolve_path(p).resolve()
-                if st == src or st.is_relative_to(src) or src.is_relative_to(st):
-                    key = f"targets[{i}].staging.path"
-                    out.append(Problem(
-                        shown, key,
-                        f"staging path {st} overlaps the target's source {src}; a restore test "
-                        "would overwrite production data",
-                        lp.lines.get(key), "point staging at a scratch directory elsewhere",
-                    ))
+        out += t.plan_problems(i, lp, shown)
+    return out
+
+
+def _staging_key_problems(lp: LoadedPlan, shown: str, i: int, t: Any) -> list[Problem]:
+    """staging keys the target's kind does not use (a files target given an RDS instance
+    class would otherwise be silently ignored)."""
+    if t.staging is None:
+        return []
+    out = []
+    for name in sorted(t.staging.model_fields_set - set(t.staging_keys)):
+        key = f"targets[{i}].staging.{name}"
+        users = [k for k, keys in models.STAGING_KEYS.items() if name in keys]
+        allowed = ", ".join(sorted(t.staging_keys)) or "nothing"
+        out.append(Problem(
+            shown, key, f"a {t.kind} target's staging takes {allowed}; {name} is for "
+            f"{', '.join(users) or 'no kind'} targets", lp.lines.get(key),
+            f"remove staging.{name}"))
     return out
 
 
@@ -383,12 +336,9 @@ def _path_problems(lp: LoadedPlan, shown: str) -> list[Problem]:
     out: list[Problem] = []
     sources: list[tuple[str, Path, Excluder]] = []
     for i, t in enumerate(lp.plan.targets):
-        if not isinstance(t, models.FilesTarget):
-            continue
         names: dict[str, int] = {}
-        for j, p in enumerate(t.paths):
-            rp = lp.resolve_path(p).resolve()
-            sources.append((t.name, rp, Excluder(t.exclude)))
+        for j, rp, exclude in t.local_sources(lp):
+            sources.append((t.name, rp, Excluder(exclude)))
             if rp.name in names:
                 key = f"targets[{i}].paths[{j}]"
                 out.append(Problem(shown, key, f"paths[{names[rp.name]}] and paths[{j}] both "
@@ -402,7 +352,7 @@ def _path_problems(lp: LoadedPlan, shown: str) -> list[Problem]:
             continue
         sp = lp.resolve_path(st).resolve()
         for name, src, ex in sources:
-            if name != t.name and _inside(sp, src, ex):
+            if name != t.name and inside(sp, src, ex):
                 key = f"targets[{i}].staging.path"
                 out.append(Problem(shown, key, f"staging path {sp} is inside {src}, the source "
                                    f"of target {name}; restore tests would write into it",
@@ -412,7 +362,7 @@ def _path_problems(lp: LoadedPlan, shown: str) -> list[Problem]:
         rest = url.split("://", 1)[1] if "://" in url else url
         repo = lp.resolve_path(os.path.expanduser(rest)).resolve()
         for name, src, ex in sources:
-            if _inside(repo, src, ex):
+            if inside(repo, src, ex):
                 out.append(Problem(shown, "repository.url", f"the repository {repo} is inside "
                                    f"{src}, the source of target {name}; every backup would "
                                    "copy the repository into itself", lp.lines.get(
@@ -422,35 +372,16 @@ def _path_problems(lp: LoadedPlan, shown: str) -> list[Problem]:
     return out
 
 
-def _inside(path: Path, src: Path, ex: Any) -> bool:
-    """Whether `path` is `src` or under it, and not excluded from its backups."""
-    if not (path == src or path.is_relative_to(src)):
-        return False
-    rel = path.relative_to(src).parts
-    return not any(ex.excluded("/".join(rel[: k + 1]), rel[k], True) for k in range(len(rel)))
-
-
 def _remote_staging_overlaps(lp: LoadedPlan, shown: str, i: int, t: Any) -> list[Problem]:
     """A staging host that is the source's own machine, with staging.path overlapping the
     source paths there."""
     st = t.staging
-    if st is None or st.host is None or not isinstance(t, models.FilesTarget
-                                                       | models.SSHFilesTarget):
+    if st is None or st.host is None:
         return []
-    if isinstance(t, models.SSHFilesTarget):
-        same = (st.host.host, st.host.port) == (t.host.host, t.host.port) or (
-            st.host.host in _LOOPBACK and t.host.host in _LOOPBACK)
-        sources = [posixpath.normpath(p) for p in t.paths]
-    else:
-        same = st.host.host in _LOOPBACK
-        sources = [str(lp.resolve_path(p).resolve()) for p in t.paths]
     staging = posixpath.normpath(st.path or "/tmp")
-    if not same:
-        return []
     out = []
-    for src in sources:
-        if staging == src or staging.startswith(src.rstrip("/") + "/") or \
-                src.startswith(staging.rstrip("/") + "/"):
+    for src in t.sources_on(st.host, lp):
+        if overlaps(staging, src):
             key = f"targets[{i}].staging.path"
             out.append(Problem(
                 shown, key, f"staging path {staging} on {st.host.host} overlaps the target's "
@@ -463,17 +394,18 @@ def _staging_is_source(lp: LoadedPlan, shown: str, i: int, t: Any,
                        resolved: str | None) -> list[Problem]:
     """A staging DSN that reaches the target's own database: verify would drop production.
     `resolved` is the DSN read from a secret reference (checked when the machine can)."""
-    if not isinstance(t, models.PostgresTarget | models.MySQLTarget) or not t.staging:
+    production = t.production_dsn()
+    if production is None or not t.staging:
         return []
     dsn = resolved if resolved is not None else t.staging.dsn
     if not isinstance(dsn, str) or isinstance(dsn, SecretRef):
         return []
-    if not same_database(dsn, t.dsn):
+    if not same_database(dsn, production):
         return []
     key = f"targets[{i}].staging.dsn"
     return [Problem(
-        shown, key, f"staging.dsn reaches the target's own database ({t.dsn}); verify creates "
-        "and drops its staging database, so this would destroy production data",
+        shown, key, f"staging.dsn reaches the target's own database ({production}); verify "
+        "creates and drops its staging database, so this would destroy production data",
         lp.lines.get(key), "name a scratch database, e.g. the same server with database "
         f"'{t.name}_restore_test'")]
 
@@ -514,20 +446,5 @@ def environment_problems(lp: LoadedPlan) -> list[Problem]:
                 dsn = None
             if dsn is not None:
                 out += _staging_is_source(lp, shown, i, t, dsn)
-        if isinstance(t, models.SQLiteTarget):
-            rp = lp.resolve_path(t.path)
-            key = f"targets[{i}].path"
-            if not rp.is_file():
-                out.append(Problem(shown, key, f"{rp} is not an existing SQLite database file",
-                                   lp.lines.get(key), "fix the path or create the database"))
-        if isinstance(t, models.FilesTarget):
-            for j, p in enumerate(t.paths):
-                rp = lp.resolve_path(p)
-                key = f"targets[{i}].paths[{j}]"
-                if not os.path.lexists(rp):
-                    out.append(Problem(shown, key, f"{rp} does not exist", lp.lines.get(key),
-                                       "fix the path or create it"))
-                elif not os.access(rp, os.R_OK) or (rp.is_dir() and not os.access(rp, os.X_OK)):
-                    out.append(Problem(shown, key, f"{rp} is not readable by this user",
-                                       lp.lines.get(key), "run as a user that can read it"))
+        out += t.environment_problems(i, lp, shown)
     return out

@@ -4,8 +4,13 @@ Every model refuses unknown keys, and every field carries a description that `re
 exports, so editors can complete plans and errors can point at the key to fix.
 """
 
+from __future__ import annotations
+
+import os
+import posixpath
 import re
-from typing import Annotated, Any, Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     BaseModel,
@@ -18,7 +23,11 @@ from pydantic import (
 )
 
 from restorer.plan.durations import Duration
+from restorer.plan.problems import LOOPBACK, Problem
 from restorer.plan.secrets import Secret, SecretRef
+
+if TYPE_CHECKING:
+    from restorer.plan.load import LoadedPlan
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 Name = Annotated[
@@ -124,7 +133,7 @@ class RepositoryConfig(Strict):
         return v
 
     @model_validator(mode="after")
-    def _ssh_agrees_with_url(self) -> "RepositoryConfig":
+    def _ssh_agrees_with_url(self) -> RepositoryConfig:
         if self.ssh is None or not self.url.startswith("sftp://"):
             return self
         user, host, port = sftp_url_parts(self.url)
@@ -390,6 +399,33 @@ class TargetBase(Strict):
     hooks: TargetHooks | None = None
     tags: list[str] = Field(default_factory=list, description="tags added to every snapshot")
 
+    # what plan validation asks of each kind (targets/ holds what a kind does)
+    #: the staging keys the kind uses; validation refuses the others
+    staging_keys: ClassVar[tuple[str, ...]] = ("keep",)
+    #: whether sql checks can run against a restored copy
+    takes_sql_checks: ClassVar[bool] = False
+
+    def local_sources(self, lp: LoadedPlan) -> list[tuple[int, Path, list[str]]]:
+        """(index in `paths`, resolved path, exclude patterns) of each local path it backs
+        up."""
+        return []
+
+    def sources_on(self, host: SSHOptions, lp: LoadedPlan) -> list[str]:
+        """Its source paths on `host`, when `host` is the machine its data lives on."""
+        return []
+
+    def production_dsn(self) -> str | None:
+        """The live database it backs up, which staging must never reach."""
+        return None
+
+    def plan_problems(self, i: int, lp: LoadedPlan, shown: str) -> list[Problem]:
+        """What is wrong with this target that only its kind can tell."""
+        return []
+
+    def environment_problems(self, i: int, lp: LoadedPlan, shown: str) -> list[Problem]:
+        """What only this machine can show (a source path missing, unreadable)."""
+        return []
+
 
 class FilesTarget(TargetBase):
     kind: Literal["files"]
@@ -404,12 +440,60 @@ class FilesTarget(TargetBase):
     one_file_system: bool = Field(False, description="do not cross mount points")
     xattrs: bool = Field(True, description="record extended attributes")
 
+    staging_keys: ClassVar[tuple[str, ...]] = ("path", "host", "keep")
+
+    def local_sources(self, lp: LoadedPlan) -> list[tuple[int, Path, list[str]]]:
+        return [(j, lp.resolve_path(p).resolve(), self.exclude)
+                for j, p in enumerate(self.paths)]
+
+    def sources_on(self, host: SSHOptions, lp: LoadedPlan) -> list[str]:
+        if host.host not in LOOPBACK:
+            return []
+        return [str(lp.resolve_path(p).resolve()) for p in self.paths]
+
+    def plan_problems(self, i: int, lp: LoadedPlan, shown: str) -> list[Problem]:
+        if not self.staging or not self.staging.path:
+            return []
+        out = []
+        st = lp.resolve_path(self.staging.path).resolve()
+        for p in self.paths:
+            src = lp.resolve_path(p).resolve()
+            if st == src or st.is_relative_to(src) or src.is_relative_to(st):
+                key = f"targets[{i}].staging.path"
+                out.append(Problem(
+                    shown, key,
+                    f"staging path {st} overlaps the target's source {src}; a restore test "
+                    "would overwrite production data",
+                    lp.lines.get(key), "point staging at a scratch directory elsewhere",
+                ))
+        return out
+
+    def environment_problems(self, i: int, lp: LoadedPlan, shown: str) -> list[Problem]:
+        out = []
+        for j, p in enumerate(self.paths):
+            rp = lp.resolve_path(p)
+            key = f"targets[{i}].paths[{j}]"
+            if not os.path.lexists(rp):
+                out.append(Problem(shown, key, f"{rp} does not exist", lp.lines.get(key),
+                                   "fix the path or create it"))
+            elif not os.access(rp, os.R_OK) or (rp.is_dir() and not os.access(rp, os.X_OK)):
+                out.append(Problem(shown, key, f"{rp} is not readable by this user",
+                                   lp.lines.get(key), "run as a user that can read it"))
+        return out
+
 
 class SSHFilesTarget(TargetBase):
     kind: Literal["ssh-files"]
     host: SSHOptions
     paths: list[str] = Field(min_length=1)
     exclude: list[str] = Field(default_factory=list)
+
+    staging_keys: ClassVar[tuple[str, ...]] = ("path", "host", "keep")
+
+    def sources_on(self, host: SSHOptions, lp: LoadedPlan) -> list[str]:
+        same = (host.host, host.port) == (self.host.host, self.host.port) or (
+            host.host in LOOPBACK and self.host.host in LOOPBACK)
+        return [posixpath.normpath(p) for p in self.paths] if same else []
 
 
 class PostgresTarget(TargetBase):
@@ -419,6 +503,12 @@ class PostgresTarget(TargetBase):
     all_databases: bool = Field(False, description="pg_dumpall instead of one database")
     format: Literal["plain", "custom"] = "plain"
     via_ssh: SSHOptions | None = None
+
+    staging_keys: ClassVar[tuple[str, ...]] = ("dsn", "password", "keep")
+    takes_sql_checks: ClassVar[bool] = True
+
+    def production_dsn(self) -> str | None:
+        return self.dsn
 
     @field_validator("dsn")
     @classmethod
@@ -432,6 +522,12 @@ class MySQLTarget(TargetBase):
     password: Secret | None = None
     via_ssh: SSHOptions | None = None
 
+    staging_keys: ClassVar[tuple[str, ...]] = ("dsn", "password", "keep")
+    takes_sql_checks: ClassVar[bool] = True
+
+    def production_dsn(self) -> str | None:
+        return self.dsn
+
     @field_validator("dsn")
     @classmethod
     def _dsn_has_no_password(cls, v: Any) -> Any:
@@ -441,6 +537,27 @@ class MySQLTarget(TargetBase):
 class SQLiteTarget(TargetBase):
     kind: Literal["sqlite"]
     path: str
+
+    staging_keys: ClassVar[tuple[str, ...]] = ("path", "keep")
+    takes_sql_checks: ClassVar[bool] = True
+
+    def plan_problems(self, i: int, lp: LoadedPlan, shown: str) -> list[Problem]:
+        if not self.staging or not self.staging.path:
+            return []
+        st = lp.resolve_path(self.staging.path).resolve()
+        if st != lp.resolve_path(self.path).resolve():
+            return []
+        key = f"targets[{i}].staging.path"
+        return [Problem(shown, key, f"staging path {st} is the target's database file",
+                        lp.lines.get(key), "point staging at a scratch directory")]
+
+    def environment_problems(self, i: int, lp: LoadedPlan, shown: str) -> list[Problem]:
+        rp = lp.resolve_path(self.path)
+        key = f"targets[{i}].path"
+        if rp.is_file():
+            return []
+        return [Problem(shown, key, f"{rp} is not an existing SQLite database file",
+                        lp.lines.get(key), "fix the path or create the database")]
 
 
 class CommandTarget(TargetBase):
@@ -462,6 +579,9 @@ class EBSTarget(TargetBase):
     allow_stop_instance: bool = False
     wait_timeout: Duration = Field(3600.0)
 
+    staging_keys: ClassVar[tuple[str, ...]] = ("availability_zone", "instance_id", "device",
+                                               "host", "keep")
+
 
 class RDSTarget(TargetBase):
     kind: Literal["rds"]
@@ -470,6 +590,9 @@ class RDSTarget(TargetBase):
     copy_to_regions: list[str] = Field(default_factory=list)
     kms_key_id: str | None = None
     wait_timeout: Duration = Field(7200.0)
+
+    staging_keys: ClassVar[tuple[str, ...]] = ("instance_class", "subnet_group", "dsn",
+                                               "password", "keep")
 
 
 Target = Annotated[
@@ -484,6 +607,12 @@ Target = Annotated[
     Field(discriminator="kind"),
 ]
 TARGET_KINDS = ("files", "ssh-files", "postgres", "mysql", "sqlite", "command", "ebs", "rds")
+TARGET_MODELS: tuple[type[TargetBase], ...] = (
+    FilesTarget, SSHFilesTarget, PostgresTarget, MySQLTarget, SQLiteTarget, CommandTarget,
+    EBSTarget, RDSTarget)
+#: which staging keys each kind takes (for the message that refuses the others)
+STAGING_KEYS = {kind: m.staging_keys for kind, m in zip(TARGET_KINDS, TARGET_MODELS,
+                                                          strict=True)}
 
 
 class Hooks(Strict):
@@ -511,7 +640,7 @@ class Notify(Strict):
     routing_key: Secret | None = None
 
     @model_validator(mode="after")
-    def _one_destination(self) -> "Notify":
+    def _one_destination(self) -> Notify:
         if (self.webhook is None) == (self.ping is None):
             raise ValueError("give exactly one of 'webhook' or 'ping'")
         return self

@@ -97,7 +97,7 @@ def delete_snapshots(aws: AWS, manifest: dict[str, Any]) -> None:
 # --- scratch and swapped volumes --------------------------------------------------------
 
 
-def _volume_state(aws: AWS, region: str, vid: str) -> str:
+def volume_state(aws: AWS, region: str, vid: str) -> str:
     try:
         vols = aws.call("ec2", region, "describe_volumes", VolumeIds=[vid])["Volumes"]
     except SourceError as e:
@@ -112,20 +112,20 @@ def create_volume(aws: AWS, region: str, snapshot_id: str, zone: str, tag: dict[
     vid = aws.call("ec2", region, "create_volume", SnapshotId=snapshot_id,
                    AvailabilityZone=zone,
                    TagSpecifications=[{"ResourceType": "volume", "Tags": tags(tag)}])["VolumeId"]
-    aws.wait(f"volume {vid}", lambda: _volume_state(aws, region, vid), "available", timeout)
+    aws.wait(f"volume {vid}", lambda: volume_state(aws, region, vid), "available", timeout)
     return vid
 
 
 def attach(aws: AWS, region: str, vid: str, instance: str, device: str,
            timeout: float) -> None:
     aws.call("ec2", region, "attach_volume", VolumeId=vid, InstanceId=instance, Device=device)
-    aws.wait(f"attaching {vid}", lambda: _volume_state(aws, region, vid), "in-use", timeout)
+    aws.wait(f"attaching {vid}", lambda: volume_state(aws, region, vid), "in-use", timeout)
 
 
 def detach(aws: AWS, region: str, vid: str, instance: str, device: str,
            timeout: float) -> None:
     aws.call("ec2", region, "detach_volume", VolumeId=vid, InstanceId=instance, Device=device)
-    aws.wait(f"detaching {vid}", lambda: _volume_state(aws, region, vid), "available", timeout)
+    aws.wait(f"detaching {vid}", lambda: volume_state(aws, region, vid), "available", timeout)
 
 
 def delete_volume(aws: AWS, region: str, vid: str, timeout: float) -> bool:
@@ -134,7 +134,7 @@ def delete_volume(aws: AWS, region: str, vid: str, timeout: float) -> bool:
     except SourceError as e:
         if "NotFound" not in e.message:
             raise
-    aws.wait(f"deleting {vid}", lambda: _volume_state(aws, region, vid), "deleted", timeout)
+    aws.wait(f"deleting {vid}", lambda: volume_state(aws, region, vid), "deleted", timeout)
     return True
 
 

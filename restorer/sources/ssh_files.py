@@ -18,7 +18,7 @@ from restorer.repo.repository import BlobWriter, Repository
 from restorer.repo.tree import DIR, FILE, SYMLINK, Node
 from restorer.sources.excludes import Excluder
 from restorer.sources.files_backup import BackupStats, _type_of
-from restorer.sources.stream import _Raw
+from restorer.sources.stream import RawReader
 
 log = logging.getLogger("restorer.ssh_files")
 
@@ -126,7 +126,7 @@ class SFTPFilesReader:
                 self.stats.bytes_read += len(data)
                 return ([self.writer.add(DATA, data).hex()] if data else []), len(data)
             futures, size = [], 0
-            for chunk in self.repo.chunker.chunks(_Raw(f)):
+            for chunk in self.repo.chunker.chunks(RawReader(f)):
                 futures.append(self.writer.add_async(chunk))
                 size += len(chunk)
             self.stats.bytes_read += size

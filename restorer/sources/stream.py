@@ -23,7 +23,7 @@ def backup_stream(repo: Repository, writer: BlobWriter, name: str, stream: Binar
     """(root tree id, bytes read): the stream stored as file `name`."""
     futures = []
     size = 0
-    for chunk in repo.chunker.chunks(_Raw(stream)):
+    for chunk in repo.chunker.chunks(RawReader(stream)):
         futures.append(writer.add_async(chunk))
         size += len(chunk)
         if on_read:
@@ -57,7 +57,7 @@ def restore_stream(repo: Repository, snap: Snapshot) -> Iterator[bytes]:
         yield data
 
 
-class _Raw(io.RawIOBase):
+class RawReader(io.RawIOBase):
     """readinto over any binary stream (a pipe, a file)."""
 
     def __init__(self, f: BinaryIO) -> None:

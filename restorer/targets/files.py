@@ -1,122 +1,64 @@
-"""How each kind of target is put back during a rollback: restored beside the live copy,
-swapped in in one step, swapped back if another target fails, and checked live."""
+"""files: local folders and files, walked into trees (backup), written back into a folder
+(restore), restored into a scratch folder (verify, here or on a staging host over SFTP), and
+swapped with the live paths (rollback), keeping what no backup holds."""
 
 from __future__ import annotations
 
 import contextlib
-import itertools
 import os
 import posixpath
+import secrets
+import socket
 import stat
-from abc import ABC, abstractmethod
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit, urlunsplit
 
-from restorer.actions.staging import LiveTarget, Restored, Stage, chunk_ids, compare_tree
-from restorer.errors import RestoreError, SourceError, UsageError
-from restorer.fsutil import remove_tree
+from restorer.errors import RestoreError, UsageError
+from restorer.fsutil import remove_tree, walk
 from restorer.plan import models
-from restorer.plan.load import LoadedPlan
-from restorer.repo.repository import Repository
+from restorer.progress import NoProgress, Progress
+from restorer.repo.repository import BlobWriter, Repository
 from restorer.repo.snapshot import Snapshot
 from restorer.repo.tree import DIR
-from restorer.sources import mysql, postgres
 from restorer.sources.excludes import Excluder
+from restorer.sources.files_backup import FilesReader, scan_size
 from restorer.sources.files_restore import FilesWriter
-from restorer.sources.stream import restore_stream
+from restorer.sources.remote import q as quoted
+from restorer.sources.remote import remote_run, ssh_session
+from restorer.sources.sftp_restore import SFTPWriter
+from restorer.sources.stream import RawReader
 from restorer.sources.swap import exchange, move_noreplace
+from restorer.targets.base import (
+    LiveTarget,
+    Made,
+    Restored,
+    RestoreDone,
+    RestoreRequest,
+    Stage,
+    Swap,
+    TargetContext,
+    TargetKind,
+    TargetRollback,
+    backup_summary,
+    can,
+    chunk_ids,
+    compare_tree,
+    reading_into,
+)
 
 
-@dataclass
-class TargetRollback:
-    target: str
-    kind: str
-    live: str
-    snapshot: str
-    snapshot_time: str
-    verified_at: str | None
-    changes: dict[str, Any] = field(default_factory=dict)
-    safety_snapshot: str | None = None
-    state: str = "as before"  # "as before" | "rolled back" | "unknown"
-    kept: list[str] = field(default_factory=list)  # the replaced tree / database, by name
-    # what the restore step makes beside the live copy (sibling folder, new database, volume,
-    # instance), named before it is made so --cleanup finds it after a killed run
-    scratch: list[str] = field(default_factory=list)
-    restore_s: float | None = None
-    swap_s: float | None = None
-    atomic: bool = True
-    error: str | None = None
-
-
-def live_paths(lp: LoadedPlan, t: models.FilesTarget, snap: Snapshot) -> list[Path]:
-    paths = [Path(os.path.abspath(lp.resolve_path(p))) for p in t.paths]
+def live_paths(ctx: TargetContext, t: models.FilesTarget, snap: Snapshot) -> list[Path]:
+    paths = [Path(os.path.abspath(ctx.resolve_path(p))) for p in t.paths]
     if sorted(map(str, paths)) != sorted(snap.paths):
         raise UsageError(f"target {t.name}: snapshot {snap.short_id} holds "
                          f"{', '.join(snap.paths)}, but the plan now backs up "
                          f"{', '.join(map(str, paths))}; it cannot be swapped in as is",
                          hint="restore it with `restorer restore` and move it by hand")
     return paths
-
-
-def db_name(t: Any) -> str:
-    if isinstance(t, models.MySQLTarget):
-        return mysql.parse_dsn(t.dsn)[1]
-    return postgres.split_dsn(t.dsn)[1]
-
-
-def with_db(dsn: str, name: str) -> str:
-    return urlunsplit(urlsplit(dsn)._replace(path="/" + quote(name)))
-
-
-class Swap(ABC):
-    """One target's sibling copy and how to put it in place (and back)."""
-
-    def __init__(self, lp: LoadedPlan, repo: Repository, t: Any, snap: Snapshot,
-                 stamp: str, out: TargetRollback) -> None:
-        self.lp, self.repo, self.t, self.snap, self.out = lp, repo, t, snap, out
-        self.stamp = stamp
-        self.swapped = False
-
-    @abstractmethod
-    def restore(self) -> None:
-        """Restore the snapshot beside the live copy; nothing live changes."""
-
-    @abstractmethod
-    def swap(self) -> None:
-        """Put the restored copy in place of the live one, in one step."""
-
-    @abstractmethod
-    def swap_back(self) -> None:
-        """Undo `swap` (another target's swap failed)."""
-
-    @abstractmethod
-    def discard(self) -> None:
-        """Remove the sibling copy (before a swap) or the replaced data (after success)."""
-
-    @abstractmethod
-    def check_subject(self) -> Stage:
-        """The live target, for the plan's checks after the swap."""
-
-    @property
-    def touched(self) -> bool:
-        """Whether live data changed, so a failure must call swap_back."""
-        return self.swapped
-
-    def prepare(self, safety: Snapshot) -> None:  # noqa: B027 - most kinds need nothing
-        """After the safety snapshot, before the swap: refuse what cannot be swapped."""
-
-    def journal(self) -> dict[str, Any]:
-        """What a killed run's recovery needs to know, written before the swap."""
-        return {}
-
-    def resume(self, journal: dict[str, Any]) -> None:
-        """Set `swapped` from what is live now, for the recovery of a killed run."""
-        raise RestoreError(f"target {self.t.name}: a killed rollback of a {self.t.kind} "
-                           "target cannot be finished automatically",
-                           hint="check the target by hand; `restorer rollback PLAN --undo` "
-                           "returns to the safety snapshot")
 
 
 @dataclass
@@ -145,9 +87,11 @@ class FilesSwap(Swap):
     live tree into the copy just before the swap (renames, never copies), so a rollback
     puts back what the backup holds and leaves the rest as it is."""
 
+    live_manifest = True
+
     def __init__(self, *a: Any) -> None:
         super().__init__(*a)
-        self.paths = live_paths(self.lp, self.t, self.snap)
+        self.paths = live_paths(self.ctx, self.t, self.snap)
         self.siblings = {p: p.parent / f".restorer-rollback-{self.stamp}" for p in self.paths}
         self.done: list[Path] = []
         self.plans: dict[Path, CarryPlan] = {}
@@ -380,6 +324,16 @@ class FilesSwap(Swap):
             remove_tree(sib, ignore_errors=True)
         self.out.kept = [str(s) for s in self.keep]
 
+    def preview(self) -> dict[str, Any]:
+        return file_changes(self.repo, self.snap, self.paths, self.preview_kept())
+
+    def found(self) -> str:
+        return f"{len(self.done)} of {len(self.paths)} path(s) swapped"
+
+    def after_success(self) -> str | None:
+        # the replaced trees are in the safety snapshots, checked entry by entry
+        return self.discard_replaced()
+
     def discard_replaced(self) -> str | None:
         """After a successful swap: remove the replaced trees, unless one holds an entry
         its safety snapshot does not (written after the carry: the app was not stopped);
@@ -408,158 +362,311 @@ class FilesSwap(Swap):
             else self.paths[0].parent
         parents = {p.name: p.parent for p in self.paths}
         return LiveTarget(
-            self.lp, self.repo, self.t, self.snap, env={"RESTORER_STAGING": str(cwd)}, cwd=cwd,
+            self.ctx, self.repo, self.t, self.snap, env={"RESTORER_STAGING": str(cwd)}, cwd=cwd,
             manifest=lambda: compare_tree(
                 self.repo, self.snap, Restored(),
                 lambda rel: chunk_ids(self.repo, parents[rel.parts[0]] / rel)))
 
 
-class PostgresSwap(Swap):
-    def __init__(self, *a: Any) -> None:
-        super().__init__(*a)
-        t = self.t
-        self.password = self.lp.secret(t.password, f"targets.{t.name}.password")
-        admin, self.live = postgres.split_dsn(t.dsn)
-        base = self.live[:30]  # PostgreSQL names end at 63 bytes
-        self.new = f"{base}_rb_{self.stamp}"
-        self.old = f"{base}_pre_rb_{self.stamp}"
-        self.out.scratch = [self.new]
-        self.admin = admin
-        self.what = f"rollback of {t.name}"
-        self.created = False
-
-    def _dsn(self, name: str) -> str:
-        return with_db(self.t.dsn, name)
-
-    def restore(self) -> None:
-        chunks = restore_stream(self.repo, self.snap)
-        first = next(chunks, b"")
-        if postgres.is_cluster_dump(first):
-            raise UsageError(f"target {self.t.name}: a pg_dumpall snapshot cannot be swapped "
-                             "in as one database")
-        self.created = True
-        try:
-            postgres.pg_restore_stream(itertools.chain([first], chunks), self._dsn(self.new),
-                                       self.password, overwrite=False, what=self.what)
-        except SourceError as e:
-            raise RestoreError(e.message, e.hint) from None
-
-    def swap(self) -> None:
-        postgres.pg_swap_databases(self._dsn(self.live), self.new, self.old, self.password,
-                                   terminate=self.lp.plan.rollback.terminate_connections,
-                                   what=self.what)
-        self.swapped = True
-        self.out.kept = [self.old]
-
-    def swap_back(self) -> None:
-        postgres.pg_swap_databases(self._dsn(self.live), self.old, self.new, self.password,
-                                   terminate=True, what=self.what)
-        self.swapped = False
-        self.out.kept = []
-
-    def resume(self, journal: dict[str, Any]) -> None:
-        self.created = True
-        # the swap renames both in one transaction: the dated old name exists only after it
-        self.swapped = postgres.pg_database_exists(self._dsn(self.old), self.password,
-                                                   what=self.what)
-
-    def discard(self) -> None:
-        if self.created and not self.swapped:
-            postgres.pg_drop_database(self._dsn(self.new), self.password, what=self.what)
-        # after a swap the replaced database is kept under its dated name until --cleanup
-
-    def check_subject(self) -> Stage:
-        dsn, password = self._dsn(self.live), self.password
-        return LiveTarget(self.lp, self.repo, self.t, self.snap, dsn=dsn, password=password,
-                          env={"RESTORER_STAGING_DSN": dsn,
-                               **({"PGPASSWORD": password} if password else {})})
-
-
-class MySQLSwap(Swap):
-    """MariaDB/MySQL have no RENAME DATABASE: the restored tables and the live ones trade
-    places in one RENAME TABLE statement. A database with views, triggers, routines or
-    events is refused (they do not move with their tables)."""
+class DirectoryStage(Stage):
+    """files and ssh-files: a fresh directory under staging.path (or the temp dir)."""
 
     def __init__(self, *a: Any) -> None:
         super().__init__(*a)
-        t = self.t
-        self.password = self.lp.secret(t.password, f"targets.{t.name}.password")
-        self.live = mysql.parse_dsn(t.dsn)[1]
-        base = self.live[:30]  # MariaDB names end at 64 characters
-        self.new, self.old = f"{base}_rb_{self.stamp}", f"{base}_pre_rb_{self.stamp}"
-        self.out.scratch = [self.new]
-        self.what = f"rollback of {t.name}"
-        self.created = False
+        self.dir = self._scratch_dir()
+        self.location = str(self.dir)
+        self.cwd = self.dir
+        names = [os.path.basename(p.rstrip("/")) for p in self.snap.paths]
+        self._single = names[0] if len(names) == 1 else None
+
+    def restore(self) -> Restored:
+        st = FilesWriter(self.repo, self.dir).restore(self.snap)
+        self.restored = Restored(st.bytes_written, st.files, st.failed)
+        # checks see the backed-up directory itself when the target has one path
+        if self._single and (self.dir / self._single).is_dir():
+            self.cwd = self.dir / self._single
+        self.env = {"RESTORER_STAGING": str(self.cwd)}
+        return self.restored
+
+    def manifest(self) -> tuple[bool, str]:
+        return compare_tree(self.repo, self.snap, self.restored,
+                             lambda rel: chunk_ids(self.repo, self.dir / rel))
+
+    def teardown(self) -> bool:
+        remove_tree(self.dir, ignore_errors=True)
+        return not self.dir.exists()
+
+
+class RemoteDirectoryStage(Stage):
+    """files, ssh-files with `staging.host`: a fresh directory under `staging.path` (default
+    /tmp) on that host, written over SFTP; checks run there over SSH."""
+
+    def __init__(self, *a: Any) -> None:
+        super().__init__(*a)
+
+        t = self.target
+        st = t.staging
+        parent = st.path or "/tmp"
+        if not posixpath.isabs(parent):
+            raise UsageError(f"target {t.name}: staging.path on a staging host must be an "
+                             f"absolute path, not '{parent}'")
+        self.params = self.ctx.ssh(st.host, f"targets.{t.name}.staging.host")
+        self.dir = posixpath.join(parent, f"restorer-verify-{t.name}-{secrets.token_hex(6)}")
+        self.rcwd = self.dir
+        self.where = f"{self.params.user + '@' if self.params.user else ''}{self.params.host}"
+        self.location = f"{self.where}:{self.dir}"
+        self.what = f"verify of {t.name} on {self.where}"
+        self._stack = contextlib.ExitStack()
+        self._client: Any = None
+        self._sftp: Any = None
+
+    def _connect(self) -> Any:
+        if self._client is None:
+            self._client = self._stack.enter_context(ssh_session(self.params, self.what))
+            self._sftp = self._client.open_sftp()
+            self._stack.callback(self._sftp.close)
+        return self._client
+
+    def restore(self) -> Restored:
+        self._connect()
         try:
-            blockers = mysql.mysql_swap_blockers(t.dsn, self.password, what=self.what)
-        except SourceError as e:
-            raise RestoreError(e.message, e.hint) from None
-        if blockers:
-            raise UsageError(
-                f"target {t.name}: database {self.live} has {', '.join(blockers)}; MySQL and "
-                "MariaDB cannot rename a database, and these do not move with RENAME TABLE, "
-                "so it cannot be swapped in one step",
-                hint="restore the snapshot with `restorer restore` into a new database and "
-                "switch the application to it")
+            st = SFTPWriter(self.repo, self._sftp, self.dir, where=self.where).restore(self.snap)
+        except OSError as e:
+            raise RestoreError(f"{self.what}: {e}") from None
+        self.restored = Restored(st.bytes_written, st.files, st.failed)
+        names = [posixpath.basename(p.rstrip("/")) for p in self.snap.paths]
+        if len(names) == 1 and self._isdir(posixpath.join(self.dir, names[0])):
+            self.rcwd = posixpath.join(self.dir, names[0])
+        self.env = {"RESTORER_STAGING": self.rcwd}
+        return self.restored
 
-    def restore(self) -> None:
-        self.created = True
+    def _lstat(self, path: str) -> Any | None:
         try:
-            mysql.mysql_restore_stream(restore_stream(self.repo, self.snap),
-                                       with_db(self.t.dsn, self.new), self.password,
-                                       overwrite=False, what=self.what)
-        except SourceError as e:
-            raise RestoreError(e.message, e.hint) from None
+            return self._sftp.lstat(path)
+        except FileNotFoundError:
+            return None
 
-    def swap(self) -> None:
+    def _isdir(self, path: str) -> bool:
+        st = self._lstat(path)
+        return st is not None and stat.S_ISDIR(st.st_mode or 0)
+
+    def manifest(self) -> tuple[bool, str]:
+        def ids(rel: Path) -> list[str]:
+            with self._sftp.open(posixpath.join(self.dir, str(rel)), "rb") as f:
+                f.prefetch()
+                return [self.repo.sealer.blob_id(c).hex()
+                        for c in self.repo.chunker.chunks(RawReader(f))]
+
+        return compare_tree(self.repo, self.snap, self.restored, ids)
+
+    def run(self, command: str, timeout: float) -> tuple[int | None, str]:
+        return remote_run(self._connect(), command, timeout, cwd=self.rcwd, env=self.env)
+
+    def files(self) -> list[tuple[str, int]]:
+        out: list[tuple[str, int]] = []
+
+        def walk(path: str, rel: str) -> None:
+            for a in self._sftp.listdir_attr(path):
+                mode = a.st_mode or 0
+                r = posixpath.join(rel, a.filename) if rel else a.filename
+                if stat.S_ISDIR(mode):
+                    walk(posixpath.join(path, a.filename), r)
+                elif stat.S_ISREG(mode):
+                    out.append((r, int(a.st_size or 0)))
+
+        walk(self.rcwd, "")
+        return out
+
+    def exists(self, rel: str) -> bool:
+        return self._lstat(posixpath.join(self.rcwd, rel)) is not None
+
+    @contextmanager
+    def serve(self, command: str) -> Iterator[Callable[[], tuple[int, str] | None]]:
+        """The command runs on the staging host in a session of its own (setsid), so the
+        whole group can be stopped; its exit status and stderr go to files beside staging."""
+        log, status = f"{self.dir}.serve.log", f"{self.dir}.serve.status"
+        wrapped = f"{command}\necho $? > {quoted(status)}"
+        started = self.run(f"setsid sh -c {quoted(wrapped)} </dev/null >/dev/null "
+                           f"2>{quoted(log)} & "
+                           "echo $!", 30)
+        pid = (started[1] or "").strip().splitlines()[-1:] if started[0] == 0 else []
+        if not pid or not pid[0].isdigit():
+            raise RestoreError(f"{self.what}: could not start `{command}`: {started[1]}")
+
+        def exited() -> tuple[int, str] | None:
+            if self._lstat(status) is None:
+                return None
+            with self._sftp.open(status) as f:
+                code = f.read().decode().strip()
+            with self._sftp.open(log) as f:
+                tail = f.read().decode("utf-8", "replace").strip().splitlines()[-3:]
+            return int(code) if code.lstrip("-").isdigit() else -1, " | ".join(tail)
+
         try:
-            mysql.mysql_swap_databases(self.t.dsn, self.new, self.old, self.password,
-                                       terminate=self.lp.plan.rollback.terminate_connections,
-                                       what=self.what)
-            self.swapped = True
-            self.out.kept = [self.old]
-            mysql.mysql_drop_database(with_db(self.t.dsn, self.new), self.password,
-                                      what=self.what)  # empty now
-        except SourceError as e:
-            raise RestoreError(e.message, e.hint) from None
+            yield exited
+        finally:
+            g = pid[0]
+            # `kill -SIG -PGID`: the spelling dash, bash and busybox all accept
+            self.run(f"kill -TERM -{g} 2>/dev/null; for i in 1 2 3 4 5 6 7 8 9 10; do "
+                     f"kill -0 -{g} 2>/dev/null || exit 0; sleep 0.5; done; "
+                     f"kill -KILL -{g} 2>/dev/null; true", 30)
 
-    def swap_back(self) -> None:
-        mysql.mysql_swap_databases(self.t.dsn, self.old, self.new, self.password,
-                                   terminate=True, what=self.what)
-        self.swapped = False
-        self.out.kept = []
-
-    def resume(self, journal: dict[str, Any]) -> None:
-        self.created = True
-        # one RENAME TABLE moves every table: the dated old database holds them only after it
-        self.swapped = mysql.mysql_table_count(with_db(self.t.dsn, self.old), self.password,
-                                               what=self.what) > 0
-
-    def discard(self) -> None:
-        if self.created and not self.swapped:
-            mysql.mysql_drop_database(with_db(self.t.dsn, self.new), self.password,
-                                      what=self.what)
-
-    def check_subject(self) -> Stage:
-        dsn, password = self.t.dsn, self.password
-        return LiveTarget(self.lp, self.repo, self.t, self.snap, dsn=dsn, password=password,
-                          env={"RESTORER_STAGING_DSN": dsn,
-                               **({"MYSQL_PWD": password} if password else {})})
+    def teardown(self) -> bool:
+        try:
+            if self._client is None:
+                return True
+            d = self.dir
+            self.run(f"rm -rf -- {quoted(d)} {quoted(d + '.serve.log')} "
+                     f"{quoted(d + '.serve.status')}", 300)
+            return self._lstat(self.dir) is None
+        finally:
+            self._stack.close()
 
 
-def swapper(lp: LoadedPlan, repo: Repository, t: Any, snap: Snapshot, stamp: str,
+def file_changes(repo: Repository, snap: Snapshot, paths: list[Path],
+                  kept: list[str]) -> dict[str, Any]:
+    """What a swap would do to the live tree: entries the snapshot brings back (added),
+    ones it replaces (changed: type, size, mode or mtime differ), ones that go (removed),
+    and ones that stay as they are because no backup holds them (kept: excluded)."""
+    want: dict[str, tuple] = {}
+
+    for p, n in repo.walk(snap.tree):  # type: ignore[arg-type]
+        want[p] = (n["type"], n.get("size"), n.get("mode"), n.get("mtime_ns"))
+    have: dict[str, tuple] = {}
+    for root in paths:
+        if not os.path.lexists(root):
+            continue
+        for cur, dirs, files in walk(root):
+            for name in dirs + files:
+                full = os.path.join(cur, name)
+                st = os.lstat(full)
+                rel = os.path.relpath(full, root.parent)
+                have[rel] = (st.st_mode, st.st_size, st.st_mtime_ns)
+        st = os.lstat(root)
+        have[root.name] = (st.st_mode, st.st_size, st.st_mtime_ns)
+    import stat as st_
+
+    def same(w: tuple, h: tuple) -> bool:
+        typ, size, mode, mtime = w
+        if typ == DIR:
+            return st_.S_ISDIR(h[0])
+        return (size is None or size == h[1]) and (mtime is None or mtime == h[2]) and (
+            mode is None or st_.S_IMODE(mode) == st_.S_IMODE(h[0]))
+
+    stays = set(kept)
+
+    def kept_here(p: str) -> bool:
+        while p:
+            if p in stays:
+                return True
+            p = os.path.dirname(p)
+        return False
+
+    added = sorted(p for p in want if p not in have)
+    removed = sorted(p for p in have if p not in want and not kept_here(p))
+    changed = sorted(p for p in want if p in have and not same(want[p], have[p]))
+    return {"added": len(added), "changed": len(changed), "removed": len(removed),
+            "kept": len(kept),
+            "examples": {"added": added[:10], "changed": changed[:10],
+                         "removed": removed[:10], "kept": kept[:10]}}
+
+
+def restore_files(repo: Repository, snap: Snapshot, req: RestoreRequest,
+                  progress: Progress) -> RestoreDone:
+    """A snapshot of a tree into a local folder, never outside it (files, ssh-files)."""
+    writer = FilesWriter(repo, Path(req.dest), overwrite=req.overwrite, include=req.include,
+                         on_progress=progress.advance, on_file=progress.set_files)
+    total = int(snap.summary.get("total_bytes", 0)) if not req.include else None
+    progress.start(f"restore {snap.target} {snap.short_id}", total,
+                   snap.summary.get("total_files") if not req.include else None)
+    try:
+        st = writer.restore(snap)
+    finally:
+        progress.stop()
+    if req.include and st.files + st.dirs + st.links + st.other == 0:
+        raise RestoreError(
+            f"--include {' '.join(req.include)} matched nothing in snapshot {snap.short_id}",
+            hint="paths are relative to the snapshot root, e.g. 'uploads/2024/*'",
+        )
+    return RestoreDone(req.dest, st.files, st.dirs, st.links, st.bytes_written, st.failed,
+                       st.skipped)
+
+
+def stage_tree(ctx: TargetContext, repo: Repository, t: Any, snap: Snapshot) -> Stage:
+    """A scratch folder for a tree snapshot: on the staging host when staging.host names
+    one, else here."""
+    if t.staging and t.staging.host:
+        return RemoteDirectoryStage(ctx, repo, t, snap)
+    return DirectoryStage(ctx, repo, t, snap)
+
+
+class FilesKind(TargetKind):
+    name = "files"
+    model = models.FilesTarget
+    what = "local folders and files"
+    capabilities = {
+        "backup": can("walks the paths into trees, deduplicated"),
+        "restore": can("into the folder given with --to, never outside it"),
+        "verify": can("restores into staging.path (or staging.host over SFTP) and checks"),
+        "rollback": can("swaps each path with the snapshot's copy (an atomic exchange where "
+                        "the file system has one)"),
+        "prune": can("forgets snapshots; their data goes when no snapshot needs it"),
+    }
+    recoverable = True
+
+    def backup(self, ctx: TargetContext, repo: Repository, t: models.FilesTarget,
+               previous: list[Snapshot], progress: Progress) -> Made:
+        start = time.monotonic()
+        paths = [ctx.resolve_path(p) for p in t.paths]
+        abs_paths = [os.path.abspath(p) for p in paths]
+        host = socket.gethostname()
+        # the parent is the last backup of the same paths from this host: its metadata
+        # lets unchanged files be skipped unread
+        parent = next((s for s in reversed(previous)
+                       if s.paths == abs_paths and s.hostname == host), None)
+        shown = not isinstance(progress, NoProgress)
+        with BlobWriter(repo) as writer:
+            excluder = Excluder(t.exclude)
+            reader = FilesReader(repo, writer, excluder, one_file_system=t.one_file_system,
+                                 xattrs=t.xattrs, on_read=progress.advance if shown else None,
+                                 on_file=progress.set_files if shown else None)
+            total_files = total_bytes = None
+            if progress.wants_total:
+                total_files, total_bytes = scan_size(paths, excluder)
+            with reading_into(writer, progress, f"backup {t.name}", total_bytes, total_files):
+                tree = reader.backup(paths, parent.tree if parent else None)
+            st = reader.stats
+            summary = backup_summary(st, writer, repo, time.monotonic() - start)
+        return Made(abs_paths, tree, parent, hostname=host, summary=summary,
+                    warnings=st.warnings)
+
+    def restore(self, ctx: TargetContext, repo: Repository, snap: Snapshot, t: Any | None,
+                req: RestoreRequest, progress: Progress) -> RestoreDone:
+        if req.dest.startswith("ssh://"):
+            raise UsageError("--to ssh://... restores snapshots of ssh-files targets",
+                             hint="restore other kinds into a local directory")
+        return restore_files(repo, snap, req, progress)
+
+    def stage(self, ctx: TargetContext, repo: Repository, t: Any, snap: Snapshot) -> Stage:
+        return stage_tree(ctx, repo, t, snap)
+
+    def swap(self, ctx: TargetContext, repo: Repository, t: Any, snap: Snapshot, stamp: str,
              out: TargetRollback, reuse: str | None = None) -> Swap:
-    """How to put `snap` in place of target `t`; `reuse` names a volume or instance an
-    earlier rollback kept, to be put back as it is (--undo of a cloud target)."""
-    if isinstance(t, models.EBSTarget | models.RDSTarget):
-        from restorer.actions import rollback_cloud as rc
+        return FilesSwap(ctx, repo, t, snap, stamp, out)
 
-        if reuse and rc.still_there(lp, t, reuse):
-            back: type[Swap] = rc.EBSPutBack if isinstance(t, models.EBSTarget) else \
-                rc.RDSPutBack
-            return back(lp, repo, t, snap, stamp, out, reuse)  # type: ignore[call-arg]
-        cloud: type[Swap] = rc.EBSSwap if isinstance(t, models.EBSTarget) else rc.RDSSwap
-        return cloud(lp, repo, t, snap, stamp, out)
-    cls: type[Swap] = (FilesSwap if isinstance(t, models.FilesTarget) else
-                       MySQLSwap if isinstance(t, models.MySQLTarget) else PostgresSwap)
-    return cls(lp, repo, t, snap, stamp, out)
+    def live(self, ctx: TargetContext, t: models.FilesTarget) -> str:
+        return ", ".join(str(ctx.resolve_path(p)) for p in t.paths)
+
+    def remove_kept(self, ctx: TargetContext, t: Any, name: str,
+                    dry_run: bool = False) -> str | None:
+        folder = Path(name) if Path(name).name.startswith(".restorer-rollback-") else \
+            Path(name).parent
+        if folder.name.startswith(".restorer-rollback-") and os.path.lexists(folder):
+            if not dry_run:
+                remove_tree(folder, ignore_errors=True)
+            return str(folder)
+        return None
+
+
+KIND = FilesKind()
+

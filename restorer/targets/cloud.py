@@ -1,0 +1,95 @@
+"""What the cloud snapshot kinds (ebs, rds) share: the data stays in AWS, a backup makes
+the AWS snapshot (and its copies) and records a small manifest snapshot in the repository,
+prune deletes the AWS snapshots in every region, and a restore to a path is refused."""
+
+from __future__ import annotations
+
+import logging
+import os
+from abc import abstractmethod
+from typing import Any
+
+from restorer.errors import RestoreError
+from restorer.progress import Progress
+from restorer.repo.repository import Repository
+from restorer.repo.snapshot import Snapshot
+from restorer.sources import ebs
+from restorer.sources.aws import AWS
+from restorer.targets.base import Made, RestoreDone, RestoreRequest, TargetContext, TargetKind
+
+log = logging.getLogger("restorer.cloud")
+
+
+def recorded_ids(snaps: list[Snapshot], plan: str, target: str) -> set[str]:
+    """Every AWS snapshot id the repository's manifests name for this target."""
+    out: set[str] = set()
+    for s in snaps:
+        if s.plan == plan and s.target == target and s.cloud:
+            out.update(s.cloud.get("snapshots", {}).values())
+    return out
+
+
+def source_of(snap: Snapshot, t: Any, what: str) -> tuple[str, str]:
+    """(region, id) of the AWS snapshot a manifest names in the target's own region."""
+    m = snap.cloud or {}
+    region = m.get("region", t.region)
+    source = m.get("snapshots", {}).get(region)
+    if not source:
+        raise RestoreError(f"snapshot {snap.short_id} names no {what} in {region}")
+    return region, source
+
+
+def tags_for(ctx: TargetContext, t: Any, role: str) -> dict[str, str]:
+    return {ebs.PLAN: ctx.plan, ebs.TARGET: t.name, ebs.ROLE: role}
+
+
+class CloudKind(TargetKind):
+    """A kind whose snapshots AWS keeps; the repository holds their manifests."""
+
+    in_repository = False
+    undo_reuses_kept = True
+
+    @abstractmethod
+    def make_snapshot(self, aws: AWS, t: Any, plan: str, run_id: str, recorded: set[str],
+                      on_progress: Any) -> dict[str, Any]:
+        """Snapshot the resource (and copy it to copy_to_regions); its manifest."""
+
+    @abstractmethod
+    def delete_snapshots(self, aws: AWS, manifest: dict[str, Any]) -> None:
+        """Delete the AWS snapshots a manifest names, in every region."""
+
+    @abstractmethod
+    def resource(self, t: Any) -> str:
+        """The resource's id (volume or instance)."""
+
+    def backup(self, ctx: TargetContext, repo: Repository, t: Any,
+               previous: list[Snapshot], progress: Progress) -> Made:
+        aws = ctx.aws(f"target '{t.name}'")
+
+        def said(state: str) -> None:
+            log.info("target %s: %s snapshot %s", t.name, t.kind, state)
+
+        manifest = self.make_snapshot(aws, t, ctx.plan, os.urandom(8).hex(),
+                                      recorded_ids(previous, ctx.plan, t.name), said)
+        manifest["aws_calls"] = len(aws.calls)
+        return Made([f"{t.region}:{self.resource(t)}"], cloud=manifest, uid=None, gid=None,
+                    summary={"snapshots": manifest["snapshots"],
+                             "adopted": manifest["adopted"],
+                             "duration_s": manifest["seconds"]})
+
+    def restore(self, ctx: TargetContext, repo: Repository, snap: Snapshot, t: Any | None,
+                req: RestoreRequest, progress: Progress) -> RestoreDone:
+        where = ", ".join(f"{r} {i}" for r, i in
+                          (snap.cloud or {}).get("snapshots", {}).items())
+        raise RestoreError(f"snapshot {snap.short_id} is an {snap.kind} snapshot kept in "
+                           f"AWS ({where})",
+                           hint="`restorer verify` restores it into staging; `restorer "
+                           "rollback` puts it in place of the live volume or instance")
+
+    def forget(self, ctx: TargetContext, snap: Snapshot) -> None:
+        if snap.cloud:
+            self.delete_snapshots(ctx.aws(f"prune of {snap.target}"), snap.cloud)
+
+
+def aws_stamp(stamp: str) -> str:
+    return stamp.lower().replace("_", "-")
