@@ -446,7 +446,7 @@ def rollback(plan: str, targets: tuple[str, ...], to: str, allow_unverified: boo
     """Put targets back to their newest verified snapshot, reversibly (safety snapshot
     first, atomic swap, checks after)."""
     from restorer.actions.rollback import run_rollback
-    from restorer.cli.render.rollback import render_plan, render_result
+    from restorer.cli.render.rollback import render_plan, show_rollback
 
     lp = _load(plan, kinds_checked=True)
     if cleanup:
@@ -460,12 +460,7 @@ def rollback(plan: str, targets: tuple[str, ...], to: str, allow_unverified: boo
     with recorded_run(lp, command) as run:
         res = run_rollback(lp, targets, to=to, allow_unverified=allow_unverified,
                            dry_run=dry_run, undo=undo, confirm=confirm, run=run)
-        if as_json:
-            emit_json(res.to_json())
-        elif dry_run:
-            render_plan(res, plan)
-        else:
-            render_result(res, plan)
+        show_rollback(res, plan, dry_run, as_json)
         if res.outcome in ("declined", "checks_failing"):
             run.outcome = res.outcome
         if res.outcome == "checks_failing":
@@ -494,7 +489,7 @@ def _confirmer(dry_run: bool, yes: bool, what: str, unchanged: str, verb: str,
 
 def _cleanup(lp: Any, plan: str, dry_run: bool, yes: bool, as_json: bool) -> None:
     from restorer.actions.rollback import cleanup as do_cleanup
-    from restorer.cli.render.rollback import render_cleanup
+    from restorer.cli.render.rollback import render_cleanup, show_cleanup
 
     confirm = _confirmer(dry_run, yes, "rollback --cleanup deletes what rollbacks kept",
                          "nothing was removed", "remove", render_cleanup, "Remove these now?")
@@ -502,10 +497,7 @@ def _cleanup(lp: Any, plan: str, dry_run: bool, yes: bool, as_json: bool) -> Non
     command = "rollback --cleanup" + (" --dry-run" if dry_run else "")
     with recorded_run(lp, command) as run:
         res = do_cleanup(lp, dry_run=dry_run, confirm=confirm, run=run)
-        if as_json:
-            emit_json(res.to_json())
-        else:
-            render_cleanup(res)
+        show_cleanup(res, as_json)
 
 
 @cli.command()

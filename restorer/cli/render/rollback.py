@@ -10,7 +10,7 @@ import click
 
 from restorer import clock
 from restorer.actions.rollback import CleanupResult, Recovery, RollbackResult, TargetRollback
-from restorer.cli.render import local_time
+from restorer.cli.render import emit_json, local_time
 from restorer.plan.durations import format_duration as fd
 
 
@@ -46,6 +46,24 @@ def _warn_unverified(res: RollbackResult) -> None:
     if res.unverified:
         click.secho("WARNING: at least one target goes back to a snapshot that was never "
                     "verified (--allow-unverified)", fg="red", bold=True, err=True)
+
+
+def show_rollback(res: RollbackResult, plan: str, dry_run: bool, as_json: bool) -> None:
+    """The outcome of `rollback [--undo]`: the plan for a dry run, else the summary."""
+    if as_json:
+        emit_json(res.to_json())
+    elif dry_run:
+        render_plan(res, plan)
+    else:
+        render_result(res, plan)
+
+
+def show_cleanup(res: CleanupResult, as_json: bool) -> None:
+    """The outcome of `rollback --cleanup`."""
+    if as_json:
+        emit_json(res.to_json())
+    else:
+        render_cleanup(res)
 
 
 def render_plan(res: RollbackResult, plan: str) -> None:
