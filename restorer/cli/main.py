@@ -16,7 +16,7 @@ import click
 
 from restorer import __version__, clock
 from restorer.actions.ledger_run import recorded_run
-from restorer.cli.render import emit_json, human_bytes, local_time, table
+from restorer.cli.render import emit_json, human_bytes, table
 from restorer.errors import PartialError, RestorerError, UsageError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PARTIAL, EXIT_LOCKED = 0, 1, 2, 3, 4
@@ -702,32 +702,13 @@ def prune(plan: str, dry_run: bool, allow_remove_all: bool, lock_wait: str,
           as_json: bool) -> None:
     """Forget snapshots the retention policy does not keep; remove data only they needed."""
     from restorer.actions.prune import run_prune
+    from restorer.cli.render.prune import show_prune
 
     lp = _load(plan)
     with recorded_run(lp, "prune --dry-run" if dry_run else "prune") as run:
         res = run_prune(lp, dry_run=dry_run, lock_wait=_duration(lock_wait),
                         allow_remove_all=allow_remove_all, run=run)
-    if as_json:
-        emit_json(res.to_json())
-        return
-    rows = []
-    for target, ds in res.decisions.items():
-        for d in ds:
-            rows.append([target, d.snapshot.id[:8], local_time(d.snapshot.time),
-                         "keep" if d.keep else "FORGET", ", ".join(d.reasons)])
-    if rows:
-        table(["TARGET", "SNAPSHOT", "TIME", "", "WHY KEPT"], rows)
-    r = res.repo
-    assert r is not None
-    verb = "would forget" if dry_run else "forgot"
-    click.echo(f"{verb} {len(res.forgotten)} snapshot(s); "
-               f"{'would delete' if dry_run else 'deleted'} "
-               f"{len(r.delete_packs) + len(r.orphan_packs)} pack(s), "
-               f"{'would repack' if dry_run else 'repacked'} {len(r.repack_packs)}; "
-               f"{human_bytes(r.bytes_freed)} {'would be ' if dry_run else ''}freed")
-    if res.untouched:
-        click.echo(f"{len(res.untouched)} snapshot(s) of targets no longer in the plan were "
-                   "left alone")
+    show_prune(res, dry_run, as_json)
 
 
 @cli.command()
@@ -758,6 +739,7 @@ def history(plan: str, since: str | None, verify_chain: bool, as_json: bool) -> 
     """The plan's runs with their phases and timings, newest first."""
 
     from restorer.actions.ledger_run import open_ledger, runs
+    from restorer.cli.render.history import show_chain, show_history
 
     lp = _load(plan)
     if verify_chain:
@@ -767,44 +749,14 @@ def history(plan: str, since: str | None, verify_chain: bool, as_json: bool) -> 
             last = ledger.last_hash()
         finally:
             ledger.close()
-        info = {"ledger": ledger.where, "rows": n, "intact": broken is None,
-                "first_broken_row": broken, "problem": None if broken is None else what,
-                "last_hash": last if broken is None else None}
-        if as_json:
-            emit_json(info)
-        elif broken is None:
-            click.echo(f"ledger {ledger.where}: chain intact, {n} rows, last hash {last}")
+        show_chain(ledger.where, n, broken, what, last, as_json)
         if broken is not None:
             raise RestorerError(f"ledger {ledger.where}: the hash chain is broken: {what}",
                                 hint="the ledger was edited outside restorer; keep a copy "
                                 "for the investigation")
         return
     cutoff = clock.timestamp() - _duration(since) if since else None
-    rs = runs(lp, cutoff)
-    if as_json:
-        emit_json([r.to_json() for r in rs])
-        return
-    if not rs:
-        click.echo("no runs recorded" + (f" in the last {since}" if since else ""))
-        return
-    for r in rs:
-        dur = f"{r.duration_s:.2f}s" if r.duration_s is not None else "-"
-        code = "" if r.exit_code is None else f"exit {r.exit_code}"
-        click.echo(f"{local_time(r.started)}  {r.command:<8} {r.outcome:<11} {code:<7} "
-                   f"{dur:>9}  {r.user}@{r.host}  run {r.run_id[:8]}")
-        if r.error:
-            click.echo(f"    error: {r.error}")
-        for ph in r.phases:
-            tgt = f" {ph['target']}" if ph.get("target") else ""
-            what = (f" {ph['check']}" if ph.get("check") else
-                    f" {ph['hook']} `{ph['command']}` exit {ph.get('exit_code')}"
-                    if ph.get("hook") else "")
-            extra = f" snapshot {ph['snapshot'][:8]}" if ph.get("snapshot") else ""
-            size = f" {human_bytes(ph['bytes'])}" if ph.get("bytes") else ""
-            click.echo(f"    {ph['phase']}{tgt}{what}: {ph['outcome']} "
-                       f"{ph['duration_s']:.2f}s{size}{extra}")
-            if ph.get("outcome") not in ("ok", None) and (ph.get("error") or ph.get("detail")):
-                click.echo(f"      {ph.get('error') or ph.get('detail')}")
+    show_history(runs(lp, cutoff), since, as_json)
 
 
 @cli.command()
