@@ -54,7 +54,7 @@ class Provider:
     """Base: a target of one kind over real data, and how to read that data back."""
 
     kind: ClassVar[str]
-    #: variant name -> the target keys it adds, as `Kind.can` sees them (collection time)
+    #: variant name -> the target keys it adds, as `TargetKind.can` sees them (collection time)
     variants: ClassVar[dict[str, dict[str, Any]]] = {}
 
     def __init__(self, request: pytest.FixtureRequest, tmp: Path,

@@ -18,13 +18,13 @@ from typing import Any
 
 import pytest
 
-from restorer.targets import CAPABILITIES, KINDS, Kind
+from restorer.targets import CAPABILITIES, KINDS, TargetKind
 from tests.conftest import run_cli
 from tests.targets.kinds import PROVIDERS, TARGET, Provider, cli_env, provider_for
 
 
 def _as_target(p: Provider) -> SimpleNamespace:
-    """The target as `Kind.can` reads it (its attributes; via_ssh None when absent)."""
+    """The target as `TargetKind.can` reads it (its attributes; via_ssh None when absent)."""
     return SimpleNamespace(**{"via_ssh": None, "all_databases": False, **p.target()})
 
 
@@ -45,7 +45,7 @@ def _snapshot_ids(p: Provider, plan: Path) -> list[str]:
 # --- journeys: what a kind can do ------------------------------------------------------
 
 
-def journey_backup(p: Provider, kind: Kind) -> None:
+def journey_backup(p: Provider, kind: TargetKind) -> None:
     plan = p.plan()
     res = _backup(p, plan, init=True)
     r = p.cli("snapshots", plan, "--json")
@@ -54,7 +54,7 @@ def journey_backup(p: Provider, kind: Kind) -> None:
         [(res["snapshot"], TARGET, kind.name, p.plan_name)]
 
 
-def journey_restore(p: Provider, kind: Kind) -> None:
+def journey_restore(p: Provider, kind: TargetKind) -> None:
     plan = p.plan()
     at_backup = p.live()
     _backup(p, plan, init=True)
@@ -66,7 +66,7 @@ def journey_restore(p: Provider, kind: Kind) -> None:
     assert p.restored(dest) == at_backup
 
 
-def journey_verify(p: Provider, kind: Kind) -> None:
+def journey_verify(p: Provider, kind: TargetKind) -> None:
     plan = p.plan()
     res = _backup(p, plan, init=True)
     r = p.cli("verify", plan, "--json")
@@ -81,7 +81,7 @@ def journey_verify(p: Provider, kind: Kind) -> None:
     assert p.staging_left() == []
 
 
-def journey_rollback(p: Provider, kind: Kind) -> None:
+def journey_rollback(p: Provider, kind: TargetKind) -> None:
     plan = p.plan()
     at_backup = p.live()
     res = _backup(p, plan, init=True)
@@ -101,7 +101,7 @@ def journey_rollback(p: Provider, kind: Kind) -> None:
     assert p.live() == newer
 
 
-def journey_prune(p: Provider, kind: Kind) -> None:
+def journey_prune(p: Provider, kind: TargetKind) -> None:
     plan = p.plan(retention={"keep_last": 1})
     old = _backup(p, plan, init=True)
     p.change()
@@ -120,7 +120,7 @@ def journey_prune(p: Provider, kind: Kind) -> None:
         assert p.restored(dest) == newer
 
 
-JOURNEYS: dict[str, Callable[[Provider, Kind], None]] = {
+JOURNEYS: dict[str, Callable[[Provider, TargetKind], None]] = {
     "backup": journey_backup, "restore": journey_restore, "verify": journey_verify,
     "rollback": journey_rollback, "prune": journey_prune}
 
@@ -136,7 +136,7 @@ def _problem_line(plan: Path, err: str, key: str, message: str) -> str:
     return plan.read_text().splitlines()[int(m.group(1)) - 1].strip()
 
 
-def refuse_verify(p: Provider, kind: Kind, t: Any) -> None:
+def refuse_verify(p: Provider, kind: TargetKind, t: Any) -> None:
     refusal = kind.refusal("verify", t)
     assert refusal.endswith(kind.can("verify", t).how)
     # validate: a scheduled verify covers every target, so the plan asks the impossible
@@ -161,7 +161,7 @@ def refuse_verify(p: Provider, kind: Kind, t: Any) -> None:
     assert p.staging_left() == []
 
 
-def refuse_rollback(p: Provider, kind: Kind, t: Any) -> None:
+def refuse_rollback(p: Provider, kind: TargetKind, t: Any) -> None:
     refusal = kind.refusal("rollback", t)
     assert refusal.endswith(kind.can("rollback", t).how)
     plan = p.plan("listed.yaml", rollback={"targets": [TARGET]})
@@ -185,7 +185,7 @@ def refuse_rollback(p: Provider, kind: Kind, t: Any) -> None:
     assert p.live() == before
 
 
-def refuse_restore(p: Provider, kind: Kind, t: Any) -> None:
+def refuse_restore(p: Provider, kind: TargetKind, t: Any) -> None:
     """ebs, rds: the snapshot stays in AWS; restore says so and writes nothing."""
     plan = p.plan()
     res = _backup(p, plan, init=True)
@@ -201,11 +201,11 @@ def refuse_restore(p: Provider, kind: Kind, t: Any) -> None:
     assert not Path(dest).exists()
 
 
-REFUSALS: dict[str, Callable[[Provider, Kind, Any], None]] = {
+REFUSALS: dict[str, Callable[[Provider, TargetKind, Any], None]] = {
     "verify": refuse_verify, "rollback": refuse_rollback, "restore": refuse_restore}
 
 
-def _refuse(capability: str, p: Provider, kind: Kind, t: Any) -> None:
+def _refuse(capability: str, p: Provider, kind: TargetKind, t: Any) -> None:
     check = REFUSALS.get(capability)
     if check is None:
         pytest.fail(f"kind {kind.name} cannot {capability}, and this suite has no refusal "
@@ -230,7 +230,7 @@ def test_kind_capability(kind_name: str, capability: str, request: pytest.Fixtur
 
 
 def _variant_cells() -> list[Any]:
-    """Targets whose settings take a capability away from their kind (`Kind.can`)."""
+    """Targets whose settings take a capability away from their kind (`TargetKind.can`)."""
     cells = []
     for k, cls in PROVIDERS.items():
         if k not in KINDS:
