@@ -16,7 +16,7 @@ import click
 
 from restorer import __version__, clock
 from restorer.actions.ledger_run import recorded_run
-from restorer.cli.render import emit_json, human_bytes, table
+from restorer.cli.render import emit_json, table
 from restorer.errors import PartialError, RestorerError, UsageError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PARTIAL, EXIT_LOCKED = 0, 1, 2, 3, 4
@@ -181,16 +181,10 @@ def kinds(as_json: bool) -> None:
 def init(plan: str, as_json: bool) -> None:
     """Create the plan's repository (encrypted when the plan gives a password)."""
     from restorer.actions.context import init_repository
+    from restorer.cli.render.repository import show_init
 
     lp = _load(plan)
-    repo = init_repository(lp)
-    info = {"repository": repo.backend.location, "id": repo.config["id"],
-            "encrypted": repo.sealer.encrypted}
-    if as_json:
-        emit_json(info)
-    else:
-        enc = "encrypted (AES-256-GCM)" if repo.sealer.encrypted else "not encrypted"
-        click.echo(f"created repository {info['id'][:8]} at {info['repository']}, {enc}")
+    show_init(init_repository(lp), as_json)
 
 
 @cli.command()
@@ -389,18 +383,12 @@ def copy(ctx: click.Context, plan: str, to: str, target: str | None, lock_wait: 
          as_json: bool) -> None:
     """Copy snapshots to another repository as they are (no re-chunking); repeatable."""
     from restorer.actions.copy import run_copy
+    from restorer.cli.render.repository import show_copy
 
     lp = _load(plan)
     res = run_copy(lp, to, target=target, lock_wait=_duration(lock_wait),
                    progress=_progress(ctx, as_json))
-    if as_json:
-        emit_json(res.to_json())
-        return
-    if res.created:
-        click.echo(f"created {res.destination} as a copy of {res.source}")
-    click.echo(f"copied {len(res.snapshots_copied)} snapshot(s) ({res.snapshots_present} "
-               f"already there), {res.packs_copied} pack(s), {human_bytes(res.bytes_copied)} "
-               f"in {res.duration:.2f}s to {res.destination}")
+    show_copy(res, as_json)
 
 
 @cli.command()
@@ -767,6 +755,7 @@ def history(plan: str, since: str | None, verify_chain: bool, as_json: bool) -> 
 def unlock(plan: str, remove_all: bool, as_json: bool) -> None:
     """Remove stale repository locks (dead process or not refreshed)."""
     from restorer.actions.context import open_repository
+    from restorer.cli.render.repository import show_unlock
     from restorer.repo.lock import is_stale, read_locks
 
     lp = _load(plan)
@@ -778,16 +767,7 @@ def unlock(plan: str, remove_all: bool, as_json: bool) -> None:
             removed.append(lk)
         else:
             kept.append(lk)
-    if as_json:
-        emit_json({"removed": [lk.describe() for lk in removed],
-                   "kept": [lk.describe() for lk in kept]})
-        return
-    for lk in removed:
-        click.echo(f"removed {lk.describe()}")
-    for lk in kept:
-        click.echo(f"kept live {lk.describe()} (use --all if you are sure it is gone)")
-    if not removed and not kept:
-        click.echo("no locks")
+    show_unlock(removed, kept, as_json)
 
 
 GLOBAL_FLAGS = {"-v", "-vv", "-vvv", "--verbose", "-q", "--quiet", "--debug"}
