@@ -93,7 +93,8 @@ def run_backup(
     h = lp.plan.hooks
     # shared: backups only add write-once, content-named files, so several may run at once
     # (of one plan or of plans sharing a repository); prune and rollback take it exclusively
-    with locked(repo, exclusive=False, wait=lock_wait) as lock:
+    with locked(repo, exclusive=False, wait=lock_wait,
+                label=f"restorer backup {lp.name}") as lock:
         if run:
             run.record_phase("lock", lock.waited)
         repo.load_index()

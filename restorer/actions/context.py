@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -76,12 +75,12 @@ def init_repository(lp: LoadedPlan) -> Repository:
 
 
 @contextmanager
-def locked(repo: Repository, exclusive: bool, wait: float = 0.0,
-           label: str | None = None, *, offer_no_lock: bool = False) -> Iterator[RepoLock]:
-    """Hold the repository's lock; `offer_no_lock` for a reader that could go without it,
-    whose failure to write its lock then says so."""
-    cmd = " ".join(sys.argv[1:3]) if sys.argv else "restorer"
-    lock = RepoLock(repo.backend, exclusive, label or f"restorer {cmd}".strip())
+def locked(repo: Repository, exclusive: bool, wait: float = 0.0, *, label: str,
+           offer_no_lock: bool = False) -> Iterator[RepoLock]:
+    """Hold the repository's lock; `label` says who holds it (`restorer backup PLAN`) to
+    whoever finds it taken; `offer_no_lock` for a reader that could go without it, whose
+    failure to write its lock then says so."""
+    lock = RepoLock(repo.backend, exclusive, label)
     try:
         lock.acquire(wait)
     except StorageError as e:
@@ -101,12 +100,13 @@ def locked(repo: Repository, exclusive: bool, wait: float = 0.0,
 
 
 @contextmanager
-def reading(repo: Repository, wait: float = 0.0, no_lock: bool = False) -> Iterator[None]:
+def reading(repo: Repository, wait: float = 0.0, no_lock: bool = False, *,
+            label: str) -> Iterator[None]:
     """A reader's shared lock, or with `no_lock` none at all: a read-only repository cannot
     hold a lock file, and a reader without one risks only that a prune running meanwhile
     removes data it is reading (an error, never a wrong byte: every blob is verified)."""
     if no_lock:
         yield
         return
-    with locked(repo, exclusive=False, wait=wait, offer_no_lock=True):
+    with locked(repo, exclusive=False, wait=wait, label=label, offer_no_lock=True):
         yield

@@ -65,11 +65,12 @@ def run_copy(lp: LoadedPlan, to: str, *, target: str | None = None, lock_wait: f
     dst = destination_backend(lp, to)
     start = time.monotonic()
     res = CopyResult(src.backend.location, redact_url(dst.location), created=False)
-    with locked(src, exclusive=False, wait=lock_wait):
+    with locked(src, exclusive=False, wait=lock_wait, label=f"restorer copy {lp.name}"):
         created = _ensure_same_repository(src, dst)
         res.created = created
         dst_repo = Repository(dst, src.sealer, src.config)
-        with locked(dst_repo, exclusive=True, wait=lock_wait):
+        with locked(dst_repo, exclusive=True, wait=lock_wait,
+                    label=f"restorer copy {lp.name}"):
             have = {o.name.rsplit("/", 1)[-1] for o in dst.list("data/")}
             src_packs = {o.name.rsplit("/", 1)[-1]: o.size for o in src.backend.list("data/")}
             index_files = [o.name for o in src.backend.list("index/")]

@@ -53,7 +53,7 @@ def _check(lp: LoadedPlan, read_data_percent: float, progress: Progress | None,
            lock_wait: float, no_lock: bool) -> CheckResult:
     progress = progress or NoProgress()
     repo = open_repository(lp)
-    with reading(repo, lock_wait, no_lock):
+    with reading(repo, lock_wait, no_lock, label=f"restorer check {lp.name}"):
         total = None
         if read_data_percent > 0 and progress.wants_total:
             total = sum(o.size for o in repo.backend.list("data/"))

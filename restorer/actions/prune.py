@@ -58,7 +58,8 @@ def run_prune(lp: LoadedPlan, *, dry_run: bool = False, lock_wait: float = 0.0,
     start = time.monotonic()
     repo = open_repository(lp)
     res = PruneResult(lp.name, dry_run)
-    with locked(repo, exclusive=True, wait=lock_wait) as lock:
+    with locked(repo, exclusive=True, wait=lock_wait,
+                label=f"restorer prune {lp.name}") as lock:
         if run:
             run.record_phase("lock", lock.waited)
         # strict: a damaged index or snapshot record would make what it protects look unused

@@ -89,7 +89,7 @@ def _run_restore(
     if target is not None:
         lp.targets([target])  # an unknown name is a plan error, not "no snapshot"
     repo = open_repository(lp)
-    with reading(repo, lock_wait, no_lock):
+    with reading(repo, lock_wait, no_lock, label=f"restorer restore {lp.name}"):
         repo.load_index()
         snaps = repo.list_snapshots()
         if snapshot_ref == "latest":  # latest of this plan (plans may share a repository)

@@ -222,7 +222,7 @@ def run_rollback(lp: LoadedPlan, names: tuple[str, ...] = (), *, to: str = "late
     stamp = clock.now().strftime("%Y%m%dT%H%M%S") + "_" + run_id[:6]
     r = lp.plan.rollback
     ctx = target_context(lp)
-    with locked(repo, exclusive=True) as lock:
+    with locked(repo, exclusive=True, label=f"restorer rollback {lp.name}") as lock:
         if run:
             run.record_phase("lock", lock.waited)
         repo.load_index()
@@ -573,7 +573,8 @@ def cleanup(lp: LoadedPlan, *, dry_run: bool = False,
     repo = open_repository(lp)
     ctx = target_context(lp)
     res = CleanupResult(lp.name, dry_run)
-    with locked(repo, exclusive=True, label="restorer rollback --cleanup") as lock:
+    with locked(repo, exclusive=True,
+                label=f"restorer rollback --cleanup {lp.name}") as lock:
         if run:
             run.record_phase("lock", lock.waited)
         repo.load_index()

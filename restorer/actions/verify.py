@@ -74,7 +74,7 @@ def run_verify(lp: LoadedPlan, target_names: tuple[str, ...] = (), *,
     repo = open_repository(lp)
     ctx = target_context(lp)
     results = []
-    with locked(repo, exclusive=False):
+    with locked(repo, exclusive=False, label=f"restorer verify {lp.name}"):
         repo.load_index()
         snaps = repo.list_snapshots()
         for t in targets:

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import write_plan
+
 
 def _write_lock(repo: Path, pid: int, age: float = 0.0, exclusive: bool = True) -> Path:
     (repo / "locks").mkdir(exist_ok=True)
@@ -119,3 +121,25 @@ def test_backups_share_the_lock_and_prune_waits_for_them(ready, cli) -> None:
         holder.wait()
     r = cli("prune", plan)  # the holder is dead: its lock is stale and taken over
     assert r.rc == 0 and "stale lock" in r.err
+
+
+def test_a_taken_lock_names_the_command_and_plan_holding_it(plan_dir: Path, cli) -> None:
+    # the label comes from the action (who holds the lock), not from this process's argv
+    (plan_dir / "src" / "a.txt").write_text("a")
+    flag = plan_dir / "in-hook"
+    plan = write_plan(plan_dir / "plan.yaml", hooks={
+        "before": [f"touch {flag} && sleep 20"], "timeout": "60s"})
+    assert cli("init", plan).rc == 0
+    backup = subprocess.Popen([sys.executable, "-m", "restorer", "backup", str(plan)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not flag.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert flag.exists(), "the backup never reached its before hook"
+        r = cli("prune", plan)
+        assert r.rc == 4, r.text
+        assert "shared lock held by pid" in r.err and "(restorer backup test)" in r.err, r.err
+    finally:
+        backup.kill()
+        backup.communicate()
