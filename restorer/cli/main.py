@@ -514,15 +514,14 @@ def report(plans: tuple[str, ...], since: str | None, from_: str | None, to: str
     from restorer import clock
     from restorer.actions.report import Period, build
     from restorer.actions.report import verify_file as check_file
+    from restorer.cli.render.report import show_report, show_report_check
     from restorer.report import render
 
     if verify_file:
         problems = check_file(_Path(verify_file).read_text())
-        for p in problems:
-            click.echo(f"{verify_file}: {p}", err=True)
+        show_report_check(verify_file, problems)
         if problems:
             sys.exit(EXIT_FAILED)
-        click.echo(f"{verify_file}: matches the ledger; its hash chain is intact")
         return
     if not plans:
         raise UsageError("name at least one plan (or --verify FILE)")
@@ -549,9 +548,7 @@ def report(plans: tuple[str, ...], since: str | None, from_: str | None, to: str
     text = render(build(list(plans), Period(start, end), untested=untested), fmt)
     if output:
         _Path(output).write_text(text)
-        click.echo(f"wrote {output}", err=True)
-    else:
-        click.echo(text, nl=False)
+    show_report(text, output)
 
 
 @cli.command()
@@ -638,6 +635,7 @@ def run_cmd(ctx: click.Context, paths: tuple[str, ...], only_due: bool,
     One crontab line serves every plan: */5 * * * * restorer run --due /etc/restorer/plans
     """
     from restorer.actions.run_due import run_paths
+    from restorer.cli.render.run import show_job, show_run
 
     if env_file:
         from restorer.envfile import load_env_file
@@ -646,32 +644,13 @@ def run_cmd(ctx: click.Context, paths: tuple[str, ...], only_due: bool,
 
     structured = ctx.find_root().params.get("log_format") == "json"
 
-    def show(lp: Any, r: Any) -> None:
-        if as_json:
-            return
-        if structured:
-            from restorer.cli.logfmt import json_line
-
-            d = r.to_json()
-            level = "error" if r.failed else "info"
-            msg = f"plan {r.plan}: {r.job} {r.outcome} in {r.duration_s:.1f}s" + (
-                f": {r.error}" if r.error else "")
-            click.echo(json_line(level, "job", msg, **{k: v for k, v in d.items()
-                                                        if k != "time"}, started=d["time"]))
-        else:
-            extra = f": {r.error}" if r.error else ""
-            click.echo(f"{r.time} plan {r.plan}: {r.job} {r.outcome} in {r.duration_s:.1f}s"
-                       f"{extra}")
-
-    results = run_paths(paths, only_due=only_due, on_result=show)
+    results = run_paths(paths, only_due=only_due,
+                        on_result=lambda _lp, r: show_job(r, as_json, structured))
     if metrics_file:
         from restorer.actions.metrics import write_metrics
 
         write_metrics(metrics_file, paths)
-    if as_json:
-        emit_json([r.to_json() for r in results])
-    elif not any(r.outcome not in ("not due",) for r in results) and not structured:
-        click.echo("nothing due")
+    show_run(results, as_json, structured)
     if any(r.outcome == "failed" for r in results):
         sys.exit(EXIT_FAILED)
     if any(r.outcome == "partial" for r in results):
