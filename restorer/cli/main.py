@@ -583,13 +583,19 @@ def schedule(paths: tuple[str, ...], install: bool, user: str | None,
         unresolved_under_cron,
         write_units,
     )
+    from restorer.cli.render.schedule import (
+        show_block,
+        show_installed,
+        show_uninstalled,
+        show_units,
+        warn_unresolved,
+    )
 
     if sum([install, bool(systemd_dir), uninstall]) > 1:
         raise UsageError("give one of --install, --uninstall and --systemd")
     if uninstall:
         before, after = install_crontab(None, user)
-        click.echo("no restorer block in the crontab" if before == after
-                   else f"crontab {'of ' + user + ' ' if user else ''}updated: block removed")
+        show_uninstalled(before, after, user)
         return
     absolute = [_Path(p).resolve() for p in paths]
     env = _Path(env_file).resolve() if env_file else None
@@ -599,22 +605,17 @@ def schedule(paths: tuple[str, ...], install: bool, user: str | None,
         raise UsageError("scheduled runs would fail: " + "; ".join(missing),
                          hint="put the variables into a file readable only by the runner "
                          "(chmod 600) and pass --env-file FILE")
-    for m in missing:
-        click.echo(f"restorer: warning: {m} (pass --env-file FILE)", err=True)
+    warn_unresolved(missing)
     if systemd_dir:
-        for p in write_units(systemd_units(absolute, env), _Path(systemd_dir)):
-            click.echo(f"wrote {p}")
-        click.echo("enable with: systemctl daemon-reload && systemctl enable --now "
-                   "restorer-run.timer")
+        show_units(write_units(systemd_units(absolute, env), _Path(systemd_dir)))
         return
     block = crontab_block(absolute, plans, _Path(log_file).resolve() if log_file else None,
                           env)
     if not install:
-        click.echo(block, nl=False)
+        show_block(block)
         return
     before, after = install_crontab(block, user)
-    click.echo("crontab unchanged (already installed)" if before == after
-               else f"crontab {'of ' + user + ' ' if user else ''}updated")
+    show_installed(before, after, user)
 
 
 @cli.command("run")
