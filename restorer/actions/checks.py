@@ -130,12 +130,12 @@ def _equal(value: str | None, expected: Any) -> bool:
 
 def _http(h: models.HTTPCheckSpec, stage: Stage) -> tuple[bool, str]:
     if not h.serve:
-        return _get(h, lambda: None)
+        return _get_until_answered(h, lambda: None)
     with stage.serve(h.serve) as exited:
-        return _get(h, exited)
+        return _get_until_answered(h, exited)
 
 
-def _get(h: models.HTTPCheckSpec, exited: Callable[[], tuple[int, str] | None]
+def _get_until_answered(h: models.HTTPCheckSpec, exited: Callable[[], tuple[int, str] | None]
          ) -> tuple[bool, str]:
     """GET the URL, retrying while nothing answers yet (a server still starting)."""
     deadline = time.monotonic() + h.timeout

@@ -146,9 +146,9 @@ def _targets(lp: LoadedPlan, names: tuple[str, ...]) -> list[Any]:
     return targets
 
 
-def _choose(lp: LoadedPlan, repo: Repository, targets: list[Any], to: str,
-            allow_unverified: bool, snaps: list[Snapshot]
-            ) -> tuple[list[tuple[Any, Snapshot, str | None]], bool]:
+def _chosen_snapshots(lp: LoadedPlan, repo: Repository, targets: list[Any], to: str,
+                      allow_unverified: bool, snaps: list[Snapshot]
+                      ) -> tuple[list[tuple[Any, Snapshot, str | None]], bool]:
     """(target, snapshot, verified at) per target, and whether any is unverified."""
     verified: dict[str, str] = {}
     for sid, recs in verified_records(repo).items():
@@ -238,17 +238,18 @@ def run_rollback(lp: LoadedPlan, names: tuple[str, ...] = (), *, to: str = "late
                                    hint="fix the cause and run `restorer rollback PLAN "
                                    "--cleanup`")
         with _timed(result, "decide", run):
-            chosen, result.unverified = _decide(lp, repo, names, to, allow_unverified, undo,
-                                                snaps, result)
+            chosen, result.unverified = _snapshots_to_roll_back(
+                lp, repo, names, to, allow_unverified, undo, snaps, result)
             swaps = []
             for t, snap, verified_at in chosen:
                 kind = kind_of(t)
-                out = TargetRollback(t.name, kind.name, kind.live(ctx, t), snap.id, snap.time,
+                record = TargetRollback(t.name, kind.name, kind.live(ctx, t), snap.id,
+                                        snap.time,
                                      verified_at)
-                sw = kind.swap(ctx, repo, t, snap, stamp, out,
+                sw = kind.swap(ctx, repo, t, snap, stamp, record,
                                reuse=(result.undo_kept.get(t.name) or [None])[0])
-                out.changes = sw.preview()
-                result.targets.append(out)
+                record.changes = sw.preview()
+                result.targets.append(record)
                 swaps.append(sw)
         if dry_run:
             result.timings["total_s"] = time.monotonic() - start
@@ -257,16 +258,17 @@ def run_rollback(lp: LoadedPlan, names: tuple[str, ...] = (), *, to: str = "late
             result.declined = True
             return result
         _write_record(repo, result, "started", swaps)  # names what it will make
-        _act(lp, ctx, repo, result, swaps, snaps, run)
+        _restore_swap_and_check(lp, ctx, repo, result, swaps, snaps, run)
     result.timings["total_s"] = time.monotonic() - start
     return result
 
 
-def _decide(lp: LoadedPlan, repo: Repository, names: tuple[str, ...], to: str,
-            allow_unverified: bool, undo: bool, snaps: list[Snapshot],
-            result: RollbackResult) -> tuple[list[tuple[Any, Snapshot, str | None]], bool]:
+def _snapshots_to_roll_back(lp: LoadedPlan, repo: Repository, names: tuple[str, ...],
+                            to: str, allow_unverified: bool, undo: bool,
+                            snaps: list[Snapshot], result: RollbackResult
+                            ) -> tuple[list[tuple[Any, Snapshot, str | None]], bool]:
     if not undo:
-        return _choose(lp, repo, _targets(lp, names), to, allow_unverified, snaps)
+        return _chosen_snapshots(lp, repo, _targets(lp, names), to, allow_unverified, snaps)
     recs = [x for x in _records(repo, "rollbacks") if x.get("plan") == lp.name
             and x.get("safety") and x.get("status") != "reverted"]
     if not recs:
@@ -305,8 +307,9 @@ def _put_record(repo: Repository, rec: dict[str, Any]) -> None:
     repo.write_file("rollbacks", json.dumps(rec, sort_keys=True).encode())
 
 
-def _act(lp: LoadedPlan, ctx: TargetContext, repo: Repository, result: RollbackResult,
-         swaps: list[Swap], snaps: list[Snapshot], run: RunRecorder | None) -> None:
+def _restore_swap_and_check(lp: LoadedPlan, ctx: TargetContext, repo: Repository,
+                            result: RollbackResult, swaps: list[Swap], snaps: list[Snapshot],
+                            run: RunRecorder | None) -> None:
     # 1. restore every target beside its live copy; nothing live changes
     try:
         for sw in swaps:
@@ -315,7 +318,7 @@ def _act(lp: LoadedPlan, ctx: TargetContext, repo: Repository, result: RollbackR
                 sw.restore()
                 if ph is not None:
                     ph.detail.update(snapshot=sw.snap.id)
-            sw.out.restore_s = time.monotonic() - t0
+            sw.record.restore_s = time.monotonic() - t0
     except RestorerError as e:
         result.error = f"restore failed, nothing was changed: {e.message}" + (
             f"\nHint: {e.hint}" if e.hint else "")
@@ -341,14 +344,14 @@ def _act(lp: LoadedPlan, ctx: TargetContext, repo: Repository, result: RollbackR
                                    (SAFETY_TAG, f"rollback-{result.run_id[:8]}"))
                     if not b.ok:
                         raise RestoreError(f"the safety snapshot failed: {b.error}", b.hint)
-                    sw.out.safety_snapshot = b.snapshot
+                    sw.record.safety_snapshot = b.snapshot
                     if ph is not None:
                         ph.detail.update(snapshot=b.snapshot)
             # what no backup holds stays live: planned (and refused when it cannot be
             # carried over) before anything moves, and written down for a killed run
             by_id = {s.id: s for s in snaps}
             for sw in swaps:
-                safety = by_id.get(sw.out.safety_snapshot or "")
+                safety = by_id.get(sw.record.safety_snapshot or "")
                 if safety is None:
                     continue
                 try:
@@ -365,8 +368,8 @@ def _act(lp: LoadedPlan, ctx: TargetContext, repo: Repository, result: RollbackR
                     for sw in swaps:
                         t0 = time.monotonic()
                         sw.swap()
-                        sw.out.swap_s = time.monotonic() - t0
-                        sw.out.state = "rolled back"
+                        sw.record.swap_s = time.monotonic() - t0
+                        sw.record.state = "rolled back"
                 except BaseException as e:
                     _swap_back(swaps, result)
                     _unblock_signals(blocked)
@@ -422,7 +425,7 @@ def _unblock_signals(before: set[int] | None) -> None:
 
 def _discard(swaps: list[Swap], result: RollbackResult) -> None:
     for sw in swaps:
-        if sw.out.state == "unknown":  # its sibling may hold live data: kept for a person
+        if sw.record.state == "unknown":  # its sibling may hold live data: kept for a person
             result.warnings.append(f"target {sw.t.name}: its sibling copies are kept (the "
                                    "swap back did not finish); look at them before removing")
             continue
@@ -436,14 +439,14 @@ def _discard(swaps: list[Swap], result: RollbackResult) -> None:
 def _swap_back(swaps: list[Swap], result: RollbackResult) -> None:
     for sw in swaps:
         if not sw.touched:
-            sw.out.state = "as before"
+            sw.record.state = "as before"
             continue
         try:
             sw.swap_back()
-            sw.out.state = "as before"
+            sw.record.state = "as before"
         except (RestorerError, OSError) as e:
-            sw.out.state = "unknown"
-            sw.out.error = (f"could not be swapped back: {getattr(e, 'message', e)}; run "
+            sw.record.state = "unknown"
+            sw.record.error = (f"could not be swapped back: {getattr(e, 'message', e)}; run "
                             "`restorer rollback PLAN --undo`")
 
 
@@ -538,8 +541,8 @@ def _put_back(lp: LoadedPlan, ctx: TargetContext, repo: Repository, rec: dict[st
     if snap is None:
         raise RestoreError(f"snapshot {t['snapshot'][:8]} that the killed run restored is "
                            "gone from the repository")
-    out = TargetRollback(name, t["kind"], t.get("live", ""), snap.id, snap.time, None)
-    sw = kind_of(target).swap(ctx, repo, target, snap, rec["stamp"], out)
+    record = TargetRollback(name, t["kind"], t.get("live", ""), snap.id, snap.time, None)
+    sw = kind_of(target).swap(ctx, repo, target, snap, rec["stamp"], record)
     sw.resume(rec.get("journal", {}).get(name, {}))
     found = sw.found()
     if dry_run:

@@ -1,4 +1,4 @@
-"""Byte stores under the repository: local now; S3 and SFTP slot in behind the same interface."""
+"""Byte stores under the repository: local folders, S3 and SFTP, behind one interface."""
 
 from __future__ import annotations
 

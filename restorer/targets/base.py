@@ -186,7 +186,7 @@ class TargetKind:
         raise self._refuse("verify", t)
 
     def swap(self, ctx: TargetContext, repo: Repository, t: Any, snap: Snapshot, stamp: str,
-             out: TargetRollback, reuse: str | None = None) -> Swap:
+             record: TargetRollback, reuse: str | None = None) -> Swap:
         """How to put `snap` in place of `t`; `reuse` names a volume or instance an earlier
         rollback kept, to be put back as it is (--undo of a cloud target)."""
         raise self._refuse("rollback", t)
@@ -297,9 +297,9 @@ class Stage(ABC):
                 proc.wait()
 
     def _scratch_dir(self) -> Path:
-        st = self.target.staging
-        if st is not None and st.path:
-            parent = self.ctx.resolve_path(st.path)
+        staging = self.target.staging
+        if staging is not None and staging.path:
+            parent = self.ctx.resolve_path(staging.path)
             parent.mkdir(parents=True, exist_ok=True)
         else:
             parent = Path(tempfile.gettempdir())
@@ -399,8 +399,8 @@ class Swap(ABC):
     """One target's sibling copy and how to put it in place (and back)."""
 
     def __init__(self, ctx: TargetContext, repo: Repository, t: Any, snap: Snapshot,
-                 stamp: str, out: TargetRollback) -> None:
-        self.ctx, self.repo, self.t, self.snap, self.out = ctx, repo, t, snap, out
+                 stamp: str, record: TargetRollback) -> None:
+        self.ctx, self.repo, self.t, self.snap, self.record = ctx, repo, t, snap, record
         self.stamp = stamp
         self.swapped = False
 
@@ -435,7 +435,7 @@ class Swap(ABC):
 
     def preview(self) -> dict[str, Any]:
         """What the swap would change, for the plan a responder confirms (--dry-run)."""
-        return self.out.changes
+        return self.record.changes
 
     def found(self) -> str:
         """The state a killed run's recovery found, in words."""

@@ -146,15 +146,15 @@ class DatabaseStage(Stage):
         super().__init__(*a)
         self.dialect = dialect
         t = self.target
-        st = t.staging
-        if st is None or st.dsn is None:
+        staging = t.staging
+        if staging is None or staging.dsn is None:
             raise UsageError(
                 f"target {t.name}: verify needs staging.dsn, the scratch database to restore "
                 "into",
                 hint=f"add `staging: {{dsn: {dialect.scheme}://USER@HOST/{t.name}_restore_test}}`"
                 " to the target; verify creates that database, restores into it and drops it")
-        self.dsn = self.ctx.secret(st.dsn, f"targets.{t.name}.staging.dsn") or ""
-        self.password = self.ctx.secret(st.password, f"targets.{t.name}.staging.password")
+        self.dsn = self.ctx.secret(staging.dsn, f"targets.{t.name}.staging.dsn") or ""
+        self.password = self.ctx.secret(staging.password, f"targets.{t.name}.staging.password")
         self.secrets = [self.password, urlsplit(self.dsn).password]
         self.what = f"verify of {t.name}"
         self.location = postgres.safe_dsn(self.dsn)

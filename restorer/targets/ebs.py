@@ -38,7 +38,7 @@ class EBSSwap(Swap):
         self.aws = self.ctx.aws(f"rollback of {t.name}")
         self.region = t.region
         self.instance_id, self.device = self._where()
-        self.out.live = f"{t.volume_id} at {self.device} of {self.instance_id} ({t.region})"
+        self.record.live = f"{t.volume_id} at {self.device} of {self.instance_id} ({t.region})"
         self.source = (self.snap.cloud or {}).get("snapshots", {}).get(self.region)
         if not self.source:
             raise UsageError(f"snapshot {self.snap.short_id} names no EBS snapshot in "
@@ -46,7 +46,7 @@ class EBSSwap(Swap):
         self.new: str | None = None
         self.old: str | None = None
         self.was_running = False
-        self.out.changes = {"aws_calls": [
+        self.record.changes = {"aws_calls": [
             f"ec2 CreateVolume from {self.source} in the zone of {self.instance_id} ({t.region})",
             f"ec2 StopInstances {self.instance_id} (if running; allow_stop_instance: "
             f"{t.allow_stop_instance})",
@@ -90,7 +90,7 @@ class EBSSwap(Swap):
                 self.aws, self.region, self.source, zone,
                 {ebs.PLAN: self.ctx.plan, ebs.TARGET: self.t.name, ebs.ROLE: "rollback-new",
                  ebs.RUN: self.stamp, ebs.SOURCE: self.source}, self.t.wait_timeout)
-            self.out.scratch = [self.new]
+            self.record.scratch = [self.new]
         except SourceError as e:
             raise self._wrap(e) from None
 
@@ -126,7 +126,7 @@ class EBSSwap(Swap):
                 ebs.tag_volume(self.aws, self.region, self.old,
                                {ebs.PLAN: self.ctx.plan, ebs.TARGET: self.t.name,
                                 ebs.ROLE: "rollback-old", ebs.RUN: self.stamp})
-                self.out.kept = [self.old]
+                self.record.kept = [self.old]
         except SourceError as e:
             raise self._wrap(e) from None
 
@@ -134,7 +134,7 @@ class EBSSwap(Swap):
         if self.old and self.new:
             self._put(self.new, self.old)
         self.swapped = False
-        self.out.kept = []
+        self.record.kept = []
 
     def discard(self) -> None:
         if self.new and not self.swapped:
@@ -158,7 +158,7 @@ class EBSPutBack(EBSSwap):
         *rest, kept = a
         super().__init__(*rest)
         self.new = kept
-        self.out.changes = {"aws_calls": [
+        self.record.changes = {"aws_calls": [
             f"ec2 StopInstances {self.instance_id} (if running)",
             f"ec2 DetachVolume of the volume at {self.device}",
             f"ec2 AttachVolume {kept} (the volume the rollback replaced) at {self.device}",
@@ -182,12 +182,12 @@ class EBSStage(Stage):
 
     def __init__(self, *a: Any) -> None:
         super().__init__(*a)
-        t, st = self.target, self.target.staging or models.Staging()
+        t, staging = self.target, self.target.staging or models.Staging()
         self.aws = self.ctx.aws(f"verify of {t.name}")
         self.region, self.source = source_of(self.snap, t, "EBS snapshot")
-        self.zone = st.availability_zone or f"{self.region}a"
-        self.instance, self.device = st.instance_id, st.device or "/dev/sdz"
-        self.host = st.host  # the staging instance, reached over SSH for command checks
+        self.zone = staging.availability_zone or f"{self.region}a"
+        self.instance, self.device = staging.instance_id, staging.device or "/dev/sdz"
+        self.host = staging.host  # the staging instance, reached over SSH for command checks
         self.volume: str | None = None
         self.cwd = Path(tempfile.gettempdir())
         self.location = f"scratch volume from {self.source} in {self.zone}"
@@ -285,10 +285,10 @@ class EBSKind(CloudKind):
         return EBSStage(ctx, repo, t, snap)
 
     def swap(self, ctx: TargetContext, repo: Repository, t: Any, snap: Snapshot, stamp: str,
-             out: TargetRollback, reuse: str | None = None) -> Swap:
+             record: TargetRollback, reuse: str | None = None) -> Swap:
         if reuse and self._still_there(ctx, t, reuse):
-            return EBSPutBack(ctx, repo, t, snap, stamp, out, reuse)
-        return EBSSwap(ctx, repo, t, snap, stamp, out)
+            return EBSPutBack(ctx, repo, t, snap, stamp, record, reuse)
+        return EBSSwap(ctx, repo, t, snap, stamp, record)
 
     def _still_there(self, ctx: TargetContext, t: models.EBSTarget, kept: str) -> bool:
         """Whether the volume a rollback detached is there to be put back."""

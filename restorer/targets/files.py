@@ -96,7 +96,7 @@ class FilesSwap(Swap):
         self.done: list[Path] = []
         self.plans: dict[Path, CarryPlan] = {}
         self.keep: set[Path] = set()  # siblings never to remove (a swap back met a conflict)
-        self.out.scratch = sorted({str(s) for s in self.siblings.values()})
+        self.record.scratch = sorted({str(s) for s in self.siblings.values()})
 
     def restore(self) -> None:
         by_sibling: dict[Path, list[str]] = {}
@@ -105,12 +105,12 @@ class FilesSwap(Swap):
         for sib, names in by_sibling.items():
             if os.path.lexists(sib):
                 raise RestoreError(f"{sib} is in the way of the rollback's sibling copy")
-            st = FilesWriter(self.repo, sib, include=names).restore(self.snap)
-            if st.failed:
+            stats = FilesWriter(self.repo, sib, include=names).restore(self.snap)
+            if stats.failed:
                 raise RestoreError(
-                    f"target {self.t.name}: {len(st.failed)} file(s) of snapshot "
+                    f"target {self.t.name}: {len(stats.failed)} file(s) of snapshot "
                     f"{self.snap.short_id} could not be restored: "
-                    + ", ".join(f for f, _ in st.failed[:5]),
+                    + ", ".join(f for f, _ in stats.failed[:5]),
                     hint="the snapshot is damaged; run `restorer check PLAN --read-data` and "
                     "roll back to another snapshot with --to")
 
@@ -289,13 +289,13 @@ class FilesSwap(Swap):
             new = sib / p.name
             self._carry(p)
             if os.path.lexists(p):
-                self.out.atomic = exchange(new, p) and self.out.atomic
+                self.record.atomic = exchange(new, p) and self.record.atomic
             else:  # the live path is gone altogether: put the copy there
                 os.makedirs(p.parent, exist_ok=True)
                 os.rename(new, p)
                 os.makedirs(new)  # an empty stand-in, so swap_back can exchange
             self.done.append(p)
-        self.out.kept = [str(s / p.name) for p, s in self.siblings.items()]
+        self.record.kept = [str(s / p.name) for p, s in self.siblings.items()]
 
     def swap_back(self) -> None:
         """Each path exchanged back and its carried entries returned; a path that fails
@@ -311,18 +311,18 @@ class FilesSwap(Swap):
                 self.keep.add(self.siblings[p])
                 errors.append(f"{p}: {e}")
         self.swapped = bool(self.done)
-        self.out.kept = []
+        self.record.kept = []
         if errors:
             raise OSError("; ".join(errors))
 
     def discard(self) -> None:
         for sib in set(self.siblings.values()):
             if sib in self.keep:
-                self.out.error = (f"{sib} is kept: it may hold entries that are in no backup; "
+                self.record.error = (f"{sib} is kept: it may hold entries that are in no backup; "
                                   "look at it before removing it by hand")
                 continue
             remove_tree(sib, ignore_errors=True)
-        self.out.kept = [str(s) for s in self.keep]
+        self.record.kept = [str(s) for s in self.keep]
 
     def preview(self) -> dict[str, Any]:
         return file_changes(self.repo, self.snap, self.paths, self.preview_kept())
@@ -380,8 +380,8 @@ class DirectoryStage(Stage):
         self._single = names[0] if len(names) == 1 else None
 
     def restore(self) -> Restored:
-        st = FilesWriter(self.repo, self.dir).restore(self.snap)
-        self.restored = Restored(st.bytes_written, st.files, st.failed)
+        stats = FilesWriter(self.repo, self.dir).restore(self.snap)
+        self.restored = Restored(stats.bytes_written, stats.files, stats.failed)
         # checks see the backed-up directory itself when the target has one path
         if self._single and (self.dir / self._single).is_dir():
             self.cwd = self.dir / self._single
@@ -405,12 +405,12 @@ class RemoteDirectoryStage(Stage):
         super().__init__(*a)
 
         t = self.target
-        st = t.staging
-        parent = st.path or "/tmp"
+        staging = t.staging
+        parent = staging.path or "/tmp"
         if not posixpath.isabs(parent):
             raise UsageError(f"target {t.name}: staging.path on a staging host must be an "
                              f"absolute path, not '{parent}'")
-        self.params = self.ctx.ssh(st.host, f"targets.{t.name}.staging.host")
+        self.params = self.ctx.ssh(staging.host, f"targets.{t.name}.staging.host")
         self.dir = posixpath.join(parent, f"restorer-verify-{t.name}-{secrets.token_hex(6)}")
         self.rcwd = self.dir
         self.where = f"{self.params.user + '@' if self.params.user else ''}{self.params.host}"
@@ -430,10 +430,11 @@ class RemoteDirectoryStage(Stage):
     def restore(self) -> Restored:
         self._connect()
         try:
-            st = SFTPWriter(self.repo, self._sftp, self.dir, where=self.where).restore(self.snap)
+            stats = SFTPWriter(self.repo, self._sftp, self.dir,
+                               where=self.where).restore(self.snap)
         except OSError as e:
             raise RestoreError(f"{self.what}: {e}") from None
-        self.restored = Restored(st.bytes_written, st.files, st.failed)
+        self.restored = Restored(stats.bytes_written, stats.files, stats.failed)
         names = [posixpath.basename(p.rstrip("/")) for p in self.snap.paths]
         if len(names) == 1 and self._isdir(posixpath.join(self.dir, names[0])):
             self.rcwd = posixpath.join(self.dir, names[0])
@@ -651,8 +652,8 @@ class FilesKind(TargetKind):
         return stage_tree(ctx, repo, t, snap)
 
     def swap(self, ctx: TargetContext, repo: Repository, t: Any, snap: Snapshot, stamp: str,
-             out: TargetRollback, reuse: str | None = None) -> Swap:
-        return FilesSwap(ctx, repo, t, snap, stamp, out)
+             record: TargetRollback, reuse: str | None = None) -> Swap:
+        return FilesSwap(ctx, repo, t, snap, stamp, record)
 
     def live(self, ctx: TargetContext, t: models.FilesTarget) -> str:
         return ", ".join(str(ctx.resolve_path(p)) for p in t.paths)

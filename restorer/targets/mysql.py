@@ -38,7 +38,7 @@ class MySQLSwap(DatabaseSwap):
         self.live = mysql.parse_dsn(t.dsn)[1]
         base = self.live[:30]  # MariaDB names end at 64 characters
         self.new, self.old = f"{base}_rb_{self.stamp}", f"{base}_pre_rb_{self.stamp}"
-        self.out.scratch = [self.new]
+        self.record.scratch = [self.new]
         self.what = f"rollback of {t.name}"
         self.created = False
         try:
@@ -68,7 +68,7 @@ class MySQLSwap(DatabaseSwap):
                                        terminate=self.ctx.terminate_connections,
                                        what=self.what)
             self.swapped = True
-            self.out.kept = [self.old]
+            self.record.kept = [self.old]
             mysql.mysql_drop_database(with_db(self.t.dsn, self.new), self.password,
                                       what=self.what)  # empty now
         except SourceError as e:
@@ -78,7 +78,7 @@ class MySQLSwap(DatabaseSwap):
         mysql.mysql_swap_databases(self.t.dsn, self.old, self.new, self.password,
                                    terminate=True, what=self.what)
         self.swapped = False
-        self.out.kept = []
+        self.record.kept = []
 
     def resume(self, journal: dict[str, Any]) -> None:
         self.created = True
@@ -121,8 +121,8 @@ class MySQLKind(DatabaseKind):
                                        what=what)
 
     def swap(self, ctx: TargetContext, repo: Repository, t: Any, snap: Snapshot, stamp: str,
-             out: TargetRollback, reuse: str | None = None) -> Swap:
-        return MySQLSwap(ctx, repo, t, snap, stamp, out)
+             record: TargetRollback, reuse: str | None = None) -> Swap:
+        return MySQLSwap(ctx, repo, t, snap, stamp, record)
 
 
 KIND = MySQLKind()

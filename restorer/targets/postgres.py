@@ -37,7 +37,7 @@ class PostgresSwap(DatabaseSwap):
         base = self.live[:30]  # PostgreSQL names end at 63 bytes
         self.new = f"{base}_rb_{self.stamp}"
         self.old = f"{base}_pre_rb_{self.stamp}"
-        self.out.scratch = [self.new]
+        self.record.scratch = [self.new]
         self.admin = admin
         self.what = f"rollback of {t.name}"
         self.created = False
@@ -63,13 +63,13 @@ class PostgresSwap(DatabaseSwap):
                                    terminate=self.ctx.terminate_connections,
                                    what=self.what)
         self.swapped = True
-        self.out.kept = [self.old]
+        self.record.kept = [self.old]
 
     def swap_back(self) -> None:
         postgres.pg_swap_databases(self._dsn(self.live), self.old, self.new, self.password,
                                    terminate=True, what=self.what)
         self.swapped = False
-        self.out.kept = []
+        self.record.kept = []
 
     def resume(self, journal: dict[str, Any]) -> None:
         self.created = True
@@ -113,8 +113,8 @@ class PostgresKind(DatabaseKind):
             client, t.dsn, password, what=what, all_databases=t.all_databases, fmt=t.format)
 
     def swap(self, ctx: TargetContext, repo: Repository, t: Any, snap: Snapshot, stamp: str,
-             out: TargetRollback, reuse: str | None = None) -> Swap:
-        return PostgresSwap(ctx, repo, t, snap, stamp, out)
+             record: TargetRollback, reuse: str | None = None) -> Swap:
+        return PostgresSwap(ctx, repo, t, snap, stamp, record)
 
 
 KIND = PostgresKind()

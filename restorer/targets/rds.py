@@ -46,10 +46,10 @@ class RDSSwap(Swap):
         s = aws_stamp(self.stamp)
         self.new = f"{t.db_instance}-rb-{s}"[:63].rstrip("-")
         self.old = f"{t.db_instance}-pre-rb-{s}"[:63].rstrip("-")
-        self.out.scratch = [self.new]
+        self.record.scratch = [self.new]
         self.created = False
         self.renamed_live = False
-        self.out.changes = {"aws_calls": [
+        self.record.changes = {"aws_calls": [
             f"rds RestoreDBInstanceFromDBSnapshot {self.source} as {self.new} ({t.region})",
             f"rds ModifyDBInstance {t.db_instance} -> {self.old} (rename, applied now)",
             f"rds ModifyDBInstance {self.new} -> {t.db_instance} (rename, applied now)"]}
@@ -75,14 +75,14 @@ class RDSSwap(Swap):
                 self.renamed_live = False
             raise RestoreError(e.message, e.hint) from None
         self.swapped = True
-        self.out.kept = [self.old]
+        self.record.kept = [self.old]
 
     def swap_back(self) -> None:
         w = self.t.wait_timeout
         rds.rename(self.aws, self.region, self.t.db_instance, self.new, w)
         rds.rename(self.aws, self.region, self.old, self.t.db_instance, w)
         self.swapped = False
-        self.out.kept = []
+        self.record.kept = []
 
     def discard(self) -> None:
         if self.created and not self.swapped:
@@ -106,7 +106,7 @@ class RDSPutBack(RDSSwap):
         *rest, kept = a
         super().__init__(*rest)
         self.old, self.new = self.new.replace("-rb-", "-undone-", 1)[:63], kept
-        self.out.changes = {"aws_calls": [
+        self.record.changes = {"aws_calls": [
             f"rds ModifyDBInstance {self.t.db_instance} -> {self.old} (rename, applied now)",
             f"rds ModifyDBInstance {kept} -> {self.t.db_instance} (rename, applied now)"]}
 
@@ -123,15 +123,15 @@ class RDSStage(Stage):
 
     def __init__(self, *a: Any) -> None:
         super().__init__(*a)
-        t, st = self.target, self.target.staging or models.Staging()
+        t, staging = self.target, self.target.staging or models.Staging()
         self.aws = self.ctx.aws(f"verify of {t.name}")
         self.region, self.source = source_of(self.snap, t, "DB snapshot")
         self.pfx = f"{t.db_instance}-verify-"[:55]
         self.ident = self.pfx + secrets.token_hex(3)
-        self.instance_class, self.subnet_group = st.instance_class, st.subnet_group
-        self.dsn_template = self.ctx.secret(st.dsn, f"targets.{t.name}.staging.dsn") \
-            if st.dsn else None
-        self.password = self.ctx.secret(st.password, f"targets.{t.name}.staging.password")
+        self.instance_class, self.subnet_group = staging.instance_class, staging.subnet_group
+        self.dsn_template = self.ctx.secret(staging.dsn, f"targets.{t.name}.staging.dsn") \
+            if staging.dsn else None
+        self.password = self.ctx.secret(staging.password, f"targets.{t.name}.staging.password")
         self.secrets = [self.password]
         self.cwd = Path(tempfile.gettempdir())
         self.location = f"scratch instance {self.ident} from {self.source}"
@@ -208,11 +208,11 @@ class RDSKind(CloudKind):
         return RDSStage(ctx, repo, t, snap)
 
     def swap(self, ctx: TargetContext, repo: Repository, t: Any, snap: Snapshot, stamp: str,
-             out: TargetRollback, reuse: str | None = None) -> Swap:
+             record: TargetRollback, reuse: str | None = None) -> Swap:
         if reuse and rds.instance_state(ctx.aws(f"undo of {t.name}"), t.region,
                                         reuse) == "available":
-            return RDSPutBack(ctx, repo, t, snap, stamp, out, reuse)
-        return RDSSwap(ctx, repo, t, snap, stamp, out)
+            return RDSPutBack(ctx, repo, t, snap, stamp, record, reuse)
+        return RDSSwap(ctx, repo, t, snap, stamp, record)
 
     def live(self, ctx: TargetContext, t: models.RDSTarget) -> str:
         return f"RDS instance {t.db_instance} ({t.region})"
