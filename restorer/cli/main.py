@@ -6,17 +6,16 @@ Exit codes: 0 done, 1 the operation failed, 2 bad usage or invalid plan,
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 import click
 
 from restorer import __version__, clock
 from restorer.actions.ledger_run import recorded_run
-from restorer.cli.render import emit_json, table
 from restorer.errors import PartialError, RestorerError, UsageError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PARTIAL, EXIT_LOCKED = 0, 1, 2, 3, 4
@@ -109,45 +108,36 @@ def cli(ctx: click.Context, log_format: str, verbose: int, quiet: bool, debug: b
 @json_option
 def validate(plans: tuple[str, ...], no_env: bool, as_json: bool) -> None:
     """Check plan files: shape, keys, secrets and paths. Lists every problem; exit 2 if any."""
+    from restorer.cli.render.plans import show_validate
     from restorer.plan.load import validate_plan
     from restorer.targets import plan_problems
 
-    report: list[dict] = []
-    bad = False
-    for p in plans:
-        try:
-            problems = validate_plan(p, environment=not no_env, checks=(plan_problems,))
-        except RestorerError as e:
-            report.append({"plan": p, "ok": False, "problems": [{"message": str(e)}]})
-            bad = True
-            if not as_json:
-                click.echo(str(e), err=True)
-            continue
-        bad = bad or bool(problems)
-        report.append({"plan": p, "ok": not problems, "problems": [
-            {"file": x.file, "line": x.line, "key": x.key, "message": x.message, "hint": x.hint}
-            for x in problems]})
-        if not as_json:
-            if problems:
-                for x in problems:
-                    click.echo(str(x), err=True)
-            else:
-                click.echo(f"{p}: ok")
-    if as_json:
-        emit_json(report)
-    if bad:
+    outcomes: list[tuple[str, Any]] = []
+
+    def each_plan() -> Iterator[tuple[str, Any]]:  # checked one by one as they are shown
+        for p in plans:
+            try:
+                outcomes.append((p, validate_plan(p, environment=not no_env,
+                                                  checks=(plan_problems,))))
+            except RestorerError as e:
+                outcomes.append((p, e))
+            yield outcomes[-1]
+
+    show_validate(each_plan(), as_json)
+    if any(isinstance(found, RestorerError) or found for _, found in outcomes):
         sys.exit(EXIT_USAGE)
 
 
 @cli.command()
 def schema() -> None:
     """Print the JSON Schema of plan files (for editor completion and CI checks)."""
+    from restorer.cli.render.plans import show_schema
     from restorer.plan.models import Plan
 
     s = Plan.model_json_schema()
     s["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     s["title"] = "restorer plan"
-    click.echo(json.dumps(s, indent=2))
+    show_schema(s)
 
 
 # --- repository -------------------------------------------------------------------------
@@ -157,22 +147,9 @@ def schema() -> None:
 @json_option
 def kinds(as_json: bool) -> None:
     """What each target kind can do: backup, restore, verify, rollback, prune."""
-    from restorer.targets import CAPABILITIES, KINDS, VERBS, matrix
+    from restorer.cli.render.plans import show_kinds
 
-    if as_json:
-        emit_json(matrix())
-        return
-    rows = [[k.name] + ["yes" if k.capabilities[c].can else "no" for c in CAPABILITIES]
-            for k in KINDS.values()]
-    table(["kind", *CAPABILITIES], rows)
-    click.echo()
-    for k in KINDS.values():
-        for c in CAPABILITIES:
-            cap = k.capabilities[c]
-            if not cap.can:
-                click.echo(f"{k.name} cannot {VERBS[c]}: {cap.how}")
-    click.echo("postgres and mysql targets reached over via_ssh cannot roll back either, and "
-               "postgres targets with all_databases can neither verify nor roll back")
+    show_kinds(as_json)
 
 
 @cli.command()
