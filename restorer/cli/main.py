@@ -771,13 +771,9 @@ def _log_format(args: list[str]) -> str:
 def _fail(structured: bool, level: str, message: str, code: int,
           hint: str | None = None) -> None:
     """Print a fatal error (one JSON line under --log-format json) and exit with `code`."""
-    if structured:
-        from restorer.cli.logfmt import json_line
+    from restorer.cli.render.errors import show_fatal
 
-        click.echo(json_line(level, "exit", message, hint=hint, exit_code=code), err=True)
-    else:
-        click.echo(f"restorer: {'error: ' if level == 'error' else ''}{message}"
-                   + (f"\nHint: {hint}" if hint else ""), err=True)
+    show_fatal(structured, level, message, code, hint)
     sys.exit(code)
 
 
