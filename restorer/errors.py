@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from restorer.outcome import Outcome, exit_code
+
 
 class Terminated(BaseException):
     """SIGTERM, SIGHUP or SIGINT arrived: the run ends, cleaning up on the way (locks
@@ -21,14 +23,19 @@ class Terminated(BaseException):
 
 
 class RestorerError(Exception):
-    """An error a person can act on: `message` says what happened, `hint` what to do."""
+    """An error a person can act on: `message` says what happened, `hint` what to do; its
+    `outcome` says how the command ended, and the exit code follows from that."""
 
-    exit_code = 1
+    outcome = Outcome.FAILED
 
     def __init__(self, message: str, hint: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
+
+    @property
+    def exit_code(self) -> int:
+        return exit_code(self.outcome)
 
     def __str__(self) -> str:
         if self.hint:
@@ -39,13 +46,13 @@ class RestorerError(Exception):
 class PlanError(RestorerError):
     """The plan is invalid, or a secret it references cannot be resolved."""
 
-    exit_code = 2
+    outcome = Outcome.USAGE
 
 
 class UsageError(RestorerError):
     """The command line asks for something that cannot be done as asked."""
 
-    exit_code = 2
+    outcome = Outcome.USAGE
 
 
 class StorageError(RestorerError):
@@ -75,7 +82,7 @@ class IntegrityError(RepositoryError):
 class LockError(RestorerError):
     """Another run holds the repository lock."""
 
-    exit_code = 4
+    outcome = Outcome.LOCKED
 
 
 class LockLostError(RestorerError):
@@ -98,4 +105,4 @@ class VerificationError(RestorerError):
 class PartialError(RestorerError):
     """Some of the work was done, some was not (exit code 3)."""
 
-    exit_code = 3
+    outcome = Outcome.PARTIAL

@@ -17,6 +17,7 @@ from restorer.actions.context import (
 from restorer.actions.hooks import hooks_around, remote_runner
 from restorer.errors import RepositoryError, SourceError
 from restorer.ledger import RunRecorder
+from restorer.outcome import Outcome
 from restorer.plan import models
 from restorer.plan.load import LoadedPlan
 from restorer.progress import NoProgress, Progress
@@ -60,6 +61,17 @@ class BackupResult:
     targets: list[TargetBackup]
     initialized: bool = False
     lock_wait: float = 0.0
+
+    @property
+    def outcome(self) -> Outcome:
+        """failed when no target was backed up; partial when some were not, or a hook after
+        them failed."""
+        failed = [t for t in self.targets if not t.ok]
+        if failed and len(failed) == len(self.targets):
+            return Outcome.FAILED
+        if failed or any(t.warnings for t in self.targets):
+            return Outcome.PARTIAL
+        return Outcome.OK
 
     def to_json(self) -> dict:
         return {"plan": self.plan, "initialized": self.initialized,

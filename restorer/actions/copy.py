@@ -17,6 +17,7 @@ from pathlib import Path
 
 from restorer.actions.context import backend_for, locked, open_repository, retry_of
 from restorer.errors import AlreadyExistsError, IntegrityError, NotFoundError, UsageError
+from restorer.outcome import Outcome
 from restorer.plan.load import LoadedPlan, load_plan
 from restorer.progress import NoProgress, Progress
 from restorer.repo.repository import Repository, pack_name
@@ -35,6 +36,10 @@ class CopyResult:
     snapshots_copied: list[str] = field(default_factory=list)
     snapshots_present: int = 0
     duration: float = 0.0
+
+    @property
+    def outcome(self) -> Outcome:
+        return Outcome.OK
 
     def to_json(self) -> dict:
         return {

@@ -11,6 +11,7 @@ from typing import Any
 
 from restorer.errors import PlanError, RestorerError, Terminated, UsageError
 from restorer.ledger import Ledger, LedgerError, RunRecorder
+from restorer.outcome import Outcome, exit_code
 from restorer.pids import pid_alive
 from restorer.plan.load import LoadedPlan
 
@@ -23,8 +24,10 @@ def open_ledger(lp: LoadedPlan) -> Ledger:
 
 @contextmanager
 def recorded_run(lp: LoadedPlan, command: str) -> Iterator[RunRecorder]:
-    """A ledger run around a command: its start, then its end with the outcome and exit code
-    (a process killed in between leaves a run that history shows as interrupted)."""
+    """A ledger run around a command: its start, then its end with the outcome the command
+    set from its result (`rec.outcome`) and the exit code that outcome maps to; an error
+    raised instead ends it as usage, locked, partial or failed. A process killed in between
+    leaves a run that history shows as interrupted."""
     try:
         ledger: Ledger | None = open_ledger(lp)
     except (LedgerError, PlanError) as e:  # a ledger problem never stops the work itself
@@ -48,11 +51,6 @@ def recorded_run(lp: LoadedPlan, command: str) -> Iterator[RunRecorder]:
 
     try:
         yield rec
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 1
-        end(rec.outcome or {0: "ok", 2: "usage", 3: "partial", 4: "locked"}.get(code, "failed"),
-            code)
-        raise
     except Terminated as e:
         end("terminated", e.exit_code, f"terminated by {e.name}")
         raise
@@ -62,13 +60,17 @@ def recorded_run(lp: LoadedPlan, command: str) -> Iterator[RunRecorder]:
         raise
     except RestorerError as e:
         # a plan that cannot run (a secret that does not resolve under cron) is a failure
-        end({4: "locked", 3: "partial"}.get(e.exit_code, "failed"), e.exit_code, e.message)
+        outcome = e.outcome if e.outcome in (Outcome.LOCKED, Outcome.PARTIAL) else \
+            Outcome.FAILED
+        end(outcome, e.exit_code, e.message)
         raise
     except BaseException as e:
         end("failed", 1, f"{type(e).__name__}: {e}")
         raise
     else:
-        end(rec.outcome or "ok", 0)
+        # the command set the outcome from its result; the exit code follows from it
+        outcome = Outcome(rec.outcome or Outcome.OK)
+        end(outcome, exit_code(outcome))
     finally:
         if ledger is not None:
             ledger.close()

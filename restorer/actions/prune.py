@@ -13,6 +13,7 @@ from restorer.actions.retention import Decision, decide
 from restorer.actions.verify import verified_records
 from restorer.errors import SourceError, UsageError
 from restorer.ledger import RunRecorder
+from restorer.outcome import Outcome
 from restorer.plan.load import LoadedPlan
 from restorer.repo.prune import PrunePlan, execute, plan_prune
 from restorer.repo.repository import Repository
@@ -31,6 +32,12 @@ class PruneResult:
     kept_after_error: list[str] = field(default_factory=list)
     repo: PrunePlan | None = None
     duration_s: float = 0.0
+
+    @property
+    def outcome(self) -> Outcome:
+        # a snapshot whose AWS snapshots could not be deleted is kept for the next prune
+        # and logged as an error; the prune itself did what it could (as before)
+        return Outcome.OK
 
     @property
     def forgotten(self) -> list[Snapshot]:

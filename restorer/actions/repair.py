@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 from restorer.actions.context import locked, open_repository
 from restorer.errors import AlreadyExistsError, IntegrityError, NotFoundError
 from restorer.ledger import RunRecorder
+from restorer.outcome import Outcome
 from restorer.plan.load import LoadedPlan
 from restorer.repo import blobs
 from restorer.repo.index import Index
@@ -46,8 +47,8 @@ class RepairResult:
     duration_s: float = 0.0
 
     @property
-    def outcome(self) -> str:
-        return "declined" if self.declined else "ok"
+    def outcome(self) -> Outcome:
+        return Outcome.DECLINED if self.declined else Outcome.OK
 
     @property
     def has_work(self) -> bool:

@@ -9,6 +9,7 @@ from pathlib import Path
 from restorer.actions.context import open_repository, reading, target_context
 from restorer.errors import RestoreError, UsageError
 from restorer.ledger import RunRecorder
+from restorer.outcome import Outcome
 from restorer.plan.load import LoadedPlan
 from restorer.progress import NoProgress, Progress
 from restorer.targets import kind_of_snapshot
@@ -31,6 +32,10 @@ class RestoreResult:
     @property
     def ok(self) -> bool:
         return not self.failed
+
+    @property
+    def outcome(self) -> Outcome:
+        return Outcome.OK if self.ok else Outcome.FAILED
 
     def to_json(self) -> dict:
         return {

@@ -35,6 +35,7 @@ from restorer.actions.hooks import HookRun, hooks_around
 from restorer.actions.verify import verified_records
 from restorer.errors import RestoreError, RestorerError, UsageError
 from restorer.ledger import RunRecorder
+from restorer.outcome import Outcome
 from restorer.plan.load import LoadedPlan
 from restorer.repo.repository import Repository
 from restorer.repo.snapshot import Snapshot
@@ -93,16 +94,18 @@ class RollbackResult:
                 and all(c["passed"] for c in self.checks))
 
     @property
-    def outcome(self) -> str:
-        """ok | declined | checks_failing (an undo done, its checks failing) | failed;
-        dry_run for a dry run."""
+    def outcome(self) -> Outcome:
+        """ok (a dry run too) | declined | checks_failing (an undo done, its checks
+        failing) | failed."""
         if self.dry_run:
-            return "dry_run"
+            return Outcome.OK
         if self.declined:
-            return "declined"
+            return Outcome.DECLINED
         if self.ok:
-            return "ok"
-        return "checks_failing" if self.undo_of and self.checks_failing_only else "failed"
+            return Outcome.OK
+        if self.undo_of and self.checks_failing_only:
+            return Outcome.CHECKS_FAILING
+        return Outcome.FAILED
 
     @property
     def checks_failing_only(self) -> bool:
@@ -119,7 +122,8 @@ class RollbackResult:
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
-        d.update(ok=self.ok, state=self.state, outcome=self.outcome)
+        d.update(ok=self.ok, state=self.state,
+                 outcome="dry_run" if self.dry_run else str(self.outcome))
         return d
 
 
@@ -559,6 +563,10 @@ class CleanupResult:
     recovered: list[Recovery] = field(default_factory=list)
     items: list[str] = field(default_factory=list)  # removed, or to remove on a dry run
     declined: bool = False
+
+    @property
+    def outcome(self) -> Outcome:
+        return Outcome.DECLINED if self.declined else Outcome.OK
 
     def to_json(self) -> dict[str, Any]:
         return {"plan": self.plan, "dry_run": self.dry_run, "declined": self.declined,

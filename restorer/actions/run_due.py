@@ -24,6 +24,7 @@ from restorer import clock
 from restorer.actions.ledger_run import recorded_run, runs
 from restorer.errors import LockError, PartialError, RestorerError, UsageError
 from restorer.ledger import RunRecorder
+from restorer.outcome import Outcome
 from restorer.plan.load import LoadedPlan
 from restorer.targets import load_checked
 
@@ -189,10 +190,22 @@ def _run_job(lp: LoadedPlan, job: str, reason: str) -> JobResult:
     return res
 
 
+class Jobs(list[JobResult]):
+    """What `run` did: one result per plan and job."""
+
+    @property
+    def outcome(self) -> Outcome:
+        if any(r.outcome == "failed" for r in self):
+            return Outcome.FAILED
+        if any(r.outcome == "partial" for r in self):
+            return Outcome.PARTIAL
+        return Outcome.OK
+
+
 def run_paths(paths: tuple[str, ...], *, only_due: bool,
               on_result: Callable[[LoadedPlan, JobResult], None] | None = None
-              ) -> list[JobResult]:
-    out: list[JobResult] = []
+              ) -> Jobs:
+    out = Jobs()
     for f in plan_files(paths):
         try:
             lp = load_checked(f)

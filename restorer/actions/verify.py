@@ -18,6 +18,7 @@ from restorer.actions.checks import CheckResult, run_checks
 from restorer.actions.context import locked, open_repository, target_context
 from restorer.errors import RestorerError, UsageError
 from restorer.ledger import RunRecorder
+from restorer.outcome import Outcome
 from restorer.plan.load import LoadedPlan
 from restorer.repo.repository import Repository
 from restorer.repo.snapshot import Snapshot
@@ -67,9 +68,28 @@ def newest_verified(repo: Repository, target: str, snaps: list[Snapshot]) -> Sna
     return None
 
 
+class Verifications(list[TargetVerification]):
+    """A verify's results, one per target."""
+
+    @property
+    def outcome(self) -> Outcome:
+        """failed when any target's restore test failed or breached an objective."""
+        return Outcome.FAILED if any(not r.ok for r in self) else Outcome.OK
+
+
+class Statuses(list["TargetStatus"]):
+    """`status` rows, one per target."""
+
+    @property
+    def outcome(self) -> Outcome:
+        """failed when any objective is breached."""
+        return Outcome.FAILED if any(r.rpo_breached or r.rto_breached for r in self) \
+            else Outcome.OK
+
+
 def run_verify(lp: LoadedPlan, target_names: tuple[str, ...] = (), *,
                snapshot_ref: str = "latest", keep: bool = False,
-               run: RunRecorder | None = None) -> list[TargetVerification]:
+               run: RunRecorder | None = None) -> Verifications:
     targets = lp.targets(target_names)
     repo = open_repository(lp)
     ctx = target_context(lp)
@@ -91,7 +111,7 @@ def run_verify(lp: LoadedPlan, target_names: tuple[str, ...] = (), *,
                     f"newest verified snapshot is {fd(r.data_age_s)} old"
                 run.events.append(("objective_breach", r.target,
                                    f"{age}, RPO is {fd(r.rpo_s)}"))
-    return results
+    return Verifications(results)
 
 
 def _verify_target(lp: LoadedPlan, ctx: TargetContext, repo: Repository, t: Any,
@@ -214,7 +234,7 @@ class TargetStatus:
         return asdict(self)
 
 
-def plan_status(lp: LoadedPlan) -> list[TargetStatus]:
+def plan_status(lp: LoadedPlan) -> Statuses:
     """Per target: the latest backup, the newest verified snapshot, and both objectives."""
     repo = open_repository(lp)
     snaps = repo.list_snapshots()
@@ -242,4 +262,4 @@ def plan_status(lp: LoadedPlan) -> list[TargetStatus]:
             obj.rpo is not None and (age is None or age > obj.rpo),
             obj.rto is not None and last_restore is not None and last_restore > obj.rto,
             len(mine)))
-    return out
+    return Statuses(out)

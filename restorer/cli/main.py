@@ -17,8 +17,8 @@ import click
 from restorer import __version__, clock
 from restorer.actions.ledger_run import recorded_run
 from restorer.errors import PartialError, RestorerError, UsageError
+from restorer.outcome import Outcome, exit_code
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PARTIAL, EXIT_LOCKED = 0, 1, 2, 3, 4
 EXIT_CODES_HELP = (
     "Exit codes: 0 done; 1 the operation failed; 2 bad usage or invalid plan; "
     "3 partly done (some targets failed or some files were not saved); "
@@ -42,17 +42,12 @@ def _setup_logging(fmt: str, verbose: int, quiet: bool) -> None:
     root.propagate = False
 
 
-def _load(plan: str, kinds_checked: bool = False) -> Any:
-    """The plan; with `kinds_checked` (validate, verify, rollback) also refused when it asks
-    a kind for what it cannot do. Other commands take it as it is: a plan whose
-    rollback.targets is wrong must still back up."""
-    if kinds_checked:
-        from restorer.targets import load_checked
+def _load(plan: str) -> Any:
+    """The plan, refused (exit 2, file, line, key and fix) when it is invalid, including
+    when it asks a kind for what the kind cannot do: every command, not only validate."""
+    from restorer.targets import load_checked
 
-        return load_checked(plan)
-    from restorer.plan.load import load_plan
-
-    return load_plan(plan)
+    return load_checked(plan)
 
 
 def _progress(ctx: click.Context, as_json: bool) -> Any:
@@ -106,7 +101,7 @@ def cli(ctx: click.Context, log_format: str, verbose: int, quiet: bool, debug: b
 @click.option("--no-env", is_flag=True,
               help="Check the plan's shape only, not secrets or paths on this machine.")
 @json_option
-def validate(plans: tuple[str, ...], no_env: bool, as_json: bool) -> None:
+def validate(plans: tuple[str, ...], no_env: bool, as_json: bool) -> int:
     """Check plan files: shape, keys, secrets and paths. Lists every problem; exit 2 if any."""
     from restorer.cli.render.plans import show_validate
     from restorer.plan.load import validate_plan
@@ -124,8 +119,8 @@ def validate(plans: tuple[str, ...], no_env: bool, as_json: bool) -> None:
             yield outcomes[-1]
 
     show_validate(each_plan(), as_json)
-    if any(isinstance(found, RestorerError) or found for _, found in outcomes):
-        sys.exit(EXIT_USAGE)
+    bad = any(isinstance(found, RestorerError) or found for _, found in outcomes)
+    return exit_code(Outcome.USAGE if bad else Outcome.OK)
 
 
 @cli.command()
@@ -161,7 +156,10 @@ def init(plan: str, as_json: bool) -> None:
     from restorer.cli.render.repository import show_init
 
     lp = _load(plan)
-    show_init(init_repository(lp), as_json)
+    with recorded_run(lp, "init") as run:
+        repo = init_repository(lp)
+        run.record_phase("init", 0.0, encrypted=repo.sealer.encrypted)
+    show_init(repo, as_json)
 
 
 @cli.command()
@@ -174,28 +172,19 @@ def init(plan: str, as_json: bool) -> None:
 @json_option
 @click.pass_context
 def backup(ctx: click.Context, plan: str, targets: tuple[str, ...], tags: tuple[str, ...],
-           init_: bool, lock_wait: str, as_json: bool) -> None:
+           init_: bool, lock_wait: str, as_json: bool) -> int:
     """Take one snapshot of each target (all by default)."""
 
-    lp = _load(plan)
-    with recorded_run(lp, "backup") as run:
-        _backup(ctx, lp, targets, tags, init_, lock_wait, as_json, run)
-
-
-def _backup(ctx: click.Context, lp: Any, targets: tuple[str, ...], tags: tuple[str, ...],
-            init_: bool, lock_wait: str, as_json: bool, run: Any) -> None:
     from restorer.actions.backup import run_backup
     from restorer.cli.render.backup import show_backup
 
-    res = run_backup(lp, targets, init=init_, tags=tags, lock_wait=_duration(lock_wait),
-                     progress=_progress(ctx, as_json), run=run)
-    show_backup(res, as_json)
-    failed = [t for t in res.targets if not t.ok]
-    incomplete = [t for t in res.targets if t.ok and t.warnings]
-    if failed and len(failed) == len(res.targets):
-        sys.exit(EXIT_FAILED)
-    if failed or incomplete:
-        sys.exit(EXIT_PARTIAL)
+    lp = _load(plan)
+    with recorded_run(lp, "backup") as run:
+        res = run_backup(lp, targets, init=init_, tags=tags, lock_wait=_duration(lock_wait),
+                         progress=_progress(ctx, as_json), run=run)
+        show_backup(res, as_json)
+        run.outcome = res.outcome
+    return exit_code(res.outcome)
 
 
 @cli.command()
@@ -275,7 +264,7 @@ def diff(plan: str, snap_a: str, snap_b: str, as_json: bool) -> None:
 @json_option
 @click.pass_context
 def check(ctx: click.Context, plan: str, read_data: bool, read_data_subset: float | None,
-          lock_wait: str, no_lock: bool, as_json: bool) -> None:
+          lock_wait: str, no_lock: bool, as_json: bool) -> int:
     """Verify the repository's structure (and with --read-data, every stored byte)."""
     from restorer.actions.inspect import check_repository
     from restorer.cli.render.check import show_check
@@ -289,8 +278,8 @@ def check(ctx: click.Context, plan: str, read_data: bool, read_data_subset: floa
         res = check_repository(lp, pct, progress=_progress(ctx, as_json),
                                lock_wait=_duration(lock_wait), run=run, no_lock=no_lock)
         show_check(res, pct, as_json)
-        if not res.ok:
-            sys.exit(EXIT_FAILED)
+        run.outcome = res.outcome
+    return exit_code(res.outcome)
 
 
 @cli.group()
@@ -300,7 +289,7 @@ def repair() -> None:
 
 
 def _repair(plan: str, what: str, dry_run: bool, yes: bool, lock_wait: str, as_json: bool,
-            action: Any, show: Any, question: str) -> None:
+            action: Any, show: Any, question: str) -> int:
     confirm = _confirmer(dry_run, yes, f"repair {what} rewrites repository metadata",
                          "nothing was changed", "repair", show, question)
     lp = _load(plan)
@@ -308,9 +297,9 @@ def _repair(plan: str, what: str, dry_run: bool, yes: bool, lock_wait: str, as_j
     with recorded_run(lp, command) as run:
         res = action(lp, dry_run=dry_run, lock_wait=_duration(lock_wait), confirm=confirm,
                      run=run)
-        if res.declined:
-            run.outcome = "declined"
+        run.outcome = res.outcome
         show(res, as_json)
+    return exit_code(res.outcome)
 
 
 @repair.command("index")
@@ -320,13 +309,13 @@ def _repair(plan: str, what: str, dry_run: bool, yes: bool, lock_wait: str, as_j
 @lock_wait_option
 @json_option
 def repair_index_cmd(plan: str, dry_run: bool, yes: bool, lock_wait: str,
-                     as_json: bool) -> None:
+                     as_json: bool) -> int:
     """Rebuild the index from the packs' own headers; damaged index files go to
     damaged/index/."""
     from restorer.actions.repair import repair_index
     from restorer.cli.render.check import show_index_repair
 
-    _repair(plan, "index", dry_run, yes, lock_wait, as_json, repair_index,
+    return _repair(plan, "index", dry_run, yes, lock_wait, as_json, repair_index,
             show_index_repair, "Write the new index and replace the old index files?")
 
 
@@ -337,13 +326,13 @@ def repair_index_cmd(plan: str, dry_run: bool, yes: bool, lock_wait: str,
 @lock_wait_option
 @json_option
 def repair_snapshots_cmd(plan: str, dry_run: bool, yes: bool, lock_wait: str,
-                         as_json: bool) -> None:
+                         as_json: bool) -> int:
     """Move snapshot records that cannot be read aside to damaged/snapshots/ (never
     deleted)."""
     from restorer.actions.repair import repair_snapshots
     from restorer.cli.render.check import show_snapshot_repair
 
-    _repair(plan, "snapshots", dry_run, yes, lock_wait, as_json, repair_snapshots,
+    return _repair(plan, "snapshots", dry_run, yes, lock_wait, as_json, repair_snapshots,
             show_snapshot_repair, "Move these snapshot records aside?")
 
 
@@ -357,15 +346,21 @@ def repair_snapshots_cmd(plan: str, dry_run: bool, yes: bool, lock_wait: str,
 @json_option
 @click.pass_context
 def copy(ctx: click.Context, plan: str, to: str, target: str | None, lock_wait: str,
-         as_json: bool) -> None:
+         as_json: bool) -> int:
     """Copy snapshots to another repository as they are (no re-chunking); repeatable."""
     from restorer.actions.copy import run_copy
     from restorer.cli.render.repository import show_copy
 
     lp = _load(plan)
-    res = run_copy(lp, to, target=target, lock_wait=_duration(lock_wait),
-                   progress=_progress(ctx, as_json))
-    show_copy(res, as_json)
+    with recorded_run(lp, "copy") as run:
+        res = run_copy(lp, to, target=target, lock_wait=_duration(lock_wait),
+                       progress=_progress(ctx, as_json))
+        run.record_phase("copy", res.duration, bytes=res.bytes_copied,
+                         snapshots_copied=len(res.snapshots_copied),
+                         packs_copied=res.packs_copied)
+        show_copy(res, as_json)
+        run.outcome = res.outcome
+    return exit_code(res.outcome)
 
 
 @cli.command()
@@ -377,17 +372,17 @@ def copy(ctx: click.Context, plan: str, to: str, target: str | None, lock_wait: 
 @click.option("--keep", is_flag=True, help="Leave staging in place for inspection.")
 @json_option
 def verify(plan: str, targets: tuple[str, ...], snapshot_ref: str, keep: bool,
-           as_json: bool) -> None:
+           as_json: bool) -> int:
     """Restore into staging, run the plan's checks, compare with RTO/RPO, record the verdict."""
     from restorer.actions.verify import run_verify
     from restorer.cli.render.verify import show_verify
 
-    lp = _load(plan, kinds_checked=True)
+    lp = _load(plan)
     with recorded_run(lp, "verify") as run:
         results = run_verify(lp, targets, snapshot_ref=snapshot_ref, keep=keep, run=run)
         show_verify(results, as_json)
-        if any(not r.ok for r in results):
-            sys.exit(EXIT_FAILED)
+        run.outcome = results.outcome
+    return exit_code(results.outcome)
 
 
 @cli.command()
@@ -407,16 +402,15 @@ def verify(plan: str, targets: tuple[str, ...], snapshot_ref: str, keep: bool,
               help="Remove what earlier rollbacks kept (replaced databases and trees).")
 @json_option
 def rollback(plan: str, targets: tuple[str, ...], to: str, allow_unverified: bool,
-             dry_run: bool, yes: bool, undo: bool, cleanup: bool, as_json: bool) -> None:
+             dry_run: bool, yes: bool, undo: bool, cleanup: bool, as_json: bool) -> int:
     """Put targets back to their newest verified snapshot, reversibly (safety snapshot
     first, atomic swap, checks after)."""
     from restorer.actions.rollback import run_rollback
     from restorer.cli.render.rollback import render_plan, show_rollback
 
-    lp = _load(plan, kinds_checked=True)
+    lp = _load(plan)
     if cleanup:
-        _cleanup(lp, plan, dry_run, yes, as_json)
-        return
+        return _cleanup(lp, plan, dry_run, yes, as_json)
     confirm = _confirmer(dry_run, yes, "rollback changes live data", "nothing was changed",
                          "roll back", lambda preview: render_plan(preview, plan),
                          "Roll back now?")
@@ -426,12 +420,8 @@ def rollback(plan: str, targets: tuple[str, ...], to: str, allow_unverified: boo
         res = run_rollback(lp, targets, to=to, allow_unverified=allow_unverified,
                            dry_run=dry_run, undo=undo, confirm=confirm, run=run)
         show_rollback(res, plan, dry_run, as_json)
-        if res.outcome in ("declined", "checks_failing"):
-            run.outcome = res.outcome
-        if res.outcome == "checks_failing":
-            sys.exit(EXIT_PARTIAL)  # done as asked; the state returned to fails its checks
-        if res.outcome == "failed":
-            sys.exit(EXIT_FAILED)
+        run.outcome = res.outcome
+    return exit_code(res.outcome)
 
 
 def _confirmer(dry_run: bool, yes: bool, what: str, unchanged: str, verb: str,
@@ -452,7 +442,7 @@ def _confirmer(dry_run: bool, yes: bool, what: str, unchanged: str, verb: str,
     return confirm
 
 
-def _cleanup(lp: Any, plan: str, dry_run: bool, yes: bool, as_json: bool) -> None:
+def _cleanup(lp: Any, plan: str, dry_run: bool, yes: bool, as_json: bool) -> int:
     from restorer.actions.rollback import cleanup as do_cleanup
     from restorer.cli.render.rollback import render_cleanup, show_cleanup
 
@@ -463,6 +453,8 @@ def _cleanup(lp: Any, plan: str, dry_run: bool, yes: bool, as_json: bool) -> Non
     with recorded_run(lp, command) as run:
         res = do_cleanup(lp, dry_run=dry_run, confirm=confirm, run=run)
         show_cleanup(res, as_json)
+        run.outcome = res.outcome
+    return exit_code(res.outcome)
 
 
 @cli.command()
@@ -482,7 +474,7 @@ def _cleanup(lp: Any, plan: str, dry_run: bool, yes: bool, as_json: bool) -> Non
               show_default=True,
               help="JUnit: a target never restore-tested in the period fails, or is skipped.")
 def report(plans: tuple[str, ...], since: str | None, from_: str | None, to: str | None,
-           fmt: str, output: str | None, verify_file: str | None, untested: str) -> None:
+           fmt: str, output: str | None, verify_file: str | None, untested: str) -> int:
     """Restore-test report for auditors, from the ledger: coverage, tests, RTO, RPO,
     rollbacks, failures, and evidence that it was not edited."""
     from datetime import UTC, datetime, timedelta
@@ -497,9 +489,7 @@ def report(plans: tuple[str, ...], since: str | None, from_: str | None, to: str
     if verify_file:
         problems = check_file(_Path(verify_file).read_text())
         show_report_check(verify_file, problems)
-        if problems:
-            sys.exit(EXIT_FAILED)
-        return
+        return exit_code(Outcome.FAILED if problems else Outcome.OK)
     if not plans:
         raise UsageError("name at least one plan (or --verify FILE)")
     if since and (from_ or to):
@@ -526,6 +516,7 @@ def report(plans: tuple[str, ...], since: str | None, from_: str | None, to: str
     if output:
         _Path(output).write_text(text)
     show_report(text, output)
+    return exit_code(Outcome.OK)
 
 
 @cli.command()
@@ -607,7 +598,7 @@ def schedule(paths: tuple[str, ...], install: bool, user: str | None,
 @json_option
 @click.pass_context
 def run_cmd(ctx: click.Context, paths: tuple[str, ...], only_due: bool,
-            metrics_file: str | None, env_file: str | None, as_json: bool) -> None:
+            metrics_file: str | None, env_file: str | None, as_json: bool) -> int:
     """Run the jobs of plans (files, or folders of *.yaml): backup, prune, verify, check.
 
     One crontab line serves every plan: */5 * * * * restorer run --due /etc/restorer/plans
@@ -629,10 +620,7 @@ def run_cmd(ctx: click.Context, paths: tuple[str, ...], only_due: bool,
 
         write_metrics(metrics_file, paths)
     show_run(results, as_json, structured)
-    if any(r.outcome == "failed" for r in results):
-        sys.exit(EXIT_FAILED)
-    if any(r.outcome == "partial" for r in results):
-        sys.exit(EXIT_PARTIAL)
+    return exit_code(results.outcome)
 
 
 @cli.command()
@@ -644,7 +632,7 @@ def run_cmd(ctx: click.Context, paths: tuple[str, ...], only_due: bool,
 @lock_wait_option
 @json_option
 def prune(plan: str, dry_run: bool, allow_remove_all: bool, lock_wait: str,
-          as_json: bool) -> None:
+          as_json: bool) -> int:
     """Forget snapshots the retention policy does not keep; remove data only they needed."""
     from restorer.actions.prune import run_prune
     from restorer.cli.render.prune import show_prune
@@ -653,24 +641,25 @@ def prune(plan: str, dry_run: bool, allow_remove_all: bool, lock_wait: str,
     with recorded_run(lp, "prune --dry-run" if dry_run else "prune") as run:
         res = run_prune(lp, dry_run=dry_run, lock_wait=_duration(lock_wait),
                         allow_remove_all=allow_remove_all, run=run)
+        run.outcome = res.outcome
     show_prune(res, dry_run, as_json)
+    return exit_code(res.outcome)
 
 
 @cli.command()
 @click.argument("plans", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @json_option
-def status(plans: tuple[str, ...], as_json: bool) -> None:
+def status(plans: tuple[str, ...], as_json: bool) -> int:
     """One glance per target: latest backup, newest verified snapshot, RPO/RTO. Exit 1 when
     an objective is breached."""
-    from restorer.actions.verify import plan_status
+    from restorer.actions.verify import Statuses, plan_status
     from restorer.cli.render.verify import show_status
 
-    rows_all = []
+    rows_all = Statuses()
     for p in plans:
         rows_all += plan_status(_load(p))
     show_status(rows_all, as_json)
-    if any(r.rpo_breached or r.rto_breached for r in rows_all):
-        sys.exit(EXIT_FAILED)
+    return exit_code(rows_all.outcome)
 
 
 @cli.command()
@@ -709,22 +698,17 @@ def history(plan: str, since: str | None, verify_chain: bool, as_json: bool) -> 
 @click.option("--all", "remove_all", is_flag=True,
               help="Remove every lock, not only stale ones (only when no run is active).")
 @json_option
-def unlock(plan: str, remove_all: bool, as_json: bool) -> None:
+def unlock(plan: str, remove_all: bool, as_json: bool) -> int:
     """Remove stale repository locks (dead process or not refreshed)."""
-    from restorer.actions.context import open_repository
+    from restorer.actions.unlock import run_unlock
     from restorer.cli.render.repository import show_unlock
-    from restorer.repo.lock import is_stale, read_locks
 
     lp = _load(plan)
-    repo = open_repository(lp)
-    removed, kept = [], []
-    for lk in read_locks(repo.backend):
-        if remove_all or is_stale(lk):
-            repo.backend.delete(lk.name)
-            removed.append(lk)
-        else:
-            kept.append(lk)
-    show_unlock(removed, kept, as_json)
+    with recorded_run(lp, "unlock --all" if remove_all else "unlock") as run:
+        res = run_unlock(lp, remove_all=remove_all, run=run)
+        run.outcome = res.outcome
+    show_unlock(res.removed, res.kept, as_json)
+    return exit_code(res.outcome)
 
 
 GLOBAL_FLAGS = {"-v", "-vv", "-vvv", "--verbose", "-q", "--quiet", "--debug"}
@@ -826,11 +810,11 @@ def main(argv: list[str] | None = None) -> None:
         _fail(structured, "error", "aborted", 130)
     except click.ClickException as e:
         if structured:
-            _fail(True, "error", e.format_message(), EXIT_USAGE)
+            _fail(True, "error", e.format_message(), exit_code(Outcome.USAGE))
         e.show()
-        sys.exit(EXIT_USAGE)
+        sys.exit(exit_code(Outcome.USAGE))
     except PartialError as e:
-        _fail(structured, "warning", e.message, EXIT_PARTIAL, e.hint)
+        _fail(structured, "warning", e.message, exit_code(Outcome.PARTIAL), e.hint)
     except RestorerError as e:
         if debug:
             import traceback
@@ -843,13 +827,14 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         _fail(structured, "error", "interrupted", 130)
     except BrokenPipeError:
-        os._exit(EXIT_OK)
+        os._exit(exit_code(Outcome.OK))
     except Exception as e:  # a bug: still one clear line, the traceback only when asked
         if debug:
             import traceback
 
             traceback.print_exc()
-        _fail(structured, "error", f"internal error: {type(e).__name__}: {e}", EXIT_FAILED,
+        _fail(structured, "error", f"internal error: {type(e).__name__}: {e}",
+              exit_code(Outcome.FAILED),
               "this is a bug in restorer; run again with --debug for the traceback and "
               "report it")
-    sys.exit(rv if isinstance(rv, int) else EXIT_OK)
+    sys.exit(rv if isinstance(rv, int) else exit_code(Outcome.OK))

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from restorer.errors import IntegrityError, NotFoundError, RestorerError
+from restorer.outcome import Outcome
 from restorer.repo import blobs
 from restorer.repo.packs import read_header
 from restorer.repo.repository import Repository, pack_name
@@ -50,6 +51,10 @@ class CheckResult:
     @property
     def ok(self) -> bool:
         return not self.errors and not self.damaged_packs
+
+    @property
+    def outcome(self) -> Outcome:
+        return Outcome.OK if self.ok else Outcome.FAILED
 
     def to_json(self) -> dict:
         return {

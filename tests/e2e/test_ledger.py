@@ -84,3 +84,28 @@ def test_editing_or_deleting_a_row_breaks_the_chain(tmp_path: Path, cli) -> None
     r = cli("history", plan, "--verify-chain", "--json")
     assert r.rc == 1
     assert json.loads(r.out)["first_broken_row"] == seq and f"row {seq} is missing" in r.err
+
+
+def test_init_copy_and_unlock_are_ledger_runs(tmp_path: Path, cli) -> None:
+    # every command that acts on a repository is recorded, with the outcome its result
+    # says and the exit code that outcome maps to
+    plan = _plan(tmp_path)
+    assert cli("init", plan).rc == 0
+    assert cli("backup", plan).rc == 0
+    assert cli("copy", plan, "--to", f"file://{tmp_path / 'offsite'}").rc == 0
+    assert cli("unlock", plan).rc == 0
+    runs = json.loads(cli("history", plan, "--json").out)
+    assert [r["command"] for r in runs] == ["unlock", "copy", "backup", "init"]
+    unlock, copy, _backup, init = runs
+    assert all(r["outcome"] == "ok" and r["exit_code"] == 0 for r in runs), runs
+    assert {p["phase"] for p in init["phases"]} == {"init"}
+    (copied,) = [p for p in copy["phases"] if p["phase"] == "copy"]
+    assert copied["snapshots_copied"] == 1 and copied["bytes"] > 0
+    (unlocked,) = [p for p in unlock["phases"] if p["phase"] == "unlock"]
+    assert unlocked["removed"] == 0 and unlocked["kept"] == 0
+    # a second init fails, and is recorded as a failure with its message
+    r = cli("init", plan)
+    assert r.rc != 0
+    last = json.loads(cli("history", plan, "--json").out)[0]
+    assert last["command"] == "init" and last["outcome"] == "failed"
+    assert last["exit_code"] == r.rc and last["error"]

@@ -54,3 +54,23 @@ def test_the_keys_a_kind_takes_are_accepted(tmp_path: Path, cli) -> None:
          "staging": {"dsn": "postgresql://u@127.0.0.1/app_restore_test", "keep": False}}])
     r = cli("validate", "--no-env", plan)
     assert r.rc == 0, r.text
+
+
+@pytest.mark.parametrize("command", [["backup", "--init"], ["snapshots"], ["prune"],
+                                     ["restore", "latest", "--to", "out"], ["check"]])
+def test_every_command_refuses_a_plan_asking_a_kind_what_it_cannot(tmp_path: Path, cli,
+                                                                   command: list[str]) -> None:
+    # rollback.targets names a sqlite target, which cannot roll back: the plan is invalid
+    # for every command (like an unknown key), not only for validate and rollback
+    (tmp_path / "app.db").write_bytes(b"")
+    plan = write_plan(tmp_path / "plan.yaml",
+                      targets=[{"name": "db", "kind": "sqlite", "path": "app.db"}],
+                      rollback={"targets": ["db"]})
+    r = cli(command[0], plan, *command[1:])
+    assert r.rc == 2, r.text
+    line = next(i for i, text in enumerate(plan.read_text().splitlines(), 1)
+                if text.strip() == "- db")
+    assert f"{plan}:{line}: At 'rollback.targets[0]'" in r.err
+    assert "target db: kind sqlite cannot roll back: not built yet" in r.err
+    assert "remove it from rollback.targets" in r.err
+    assert not (tmp_path / "repo").exists() and not (tmp_path / "out").exists()

@@ -19,9 +19,9 @@ ROOT = Path(__file__).resolve().parents[2] / "restorer"
 # `report` sit beside the stack: actions and cli use them, they use only what is below.
 LAYERS = ["cli", "actions", "targets", "plan", "sources", "repo", "storage"]
 SIDE = {"ledger": {"plan", "sources", "repo", "storage"}, "report": {"plan"}}
-# what everything may use: errors, clock, process ids, folders, env files, progress
-COMMON = {"errors", "clock", "pids", "fsutil", "statedir", "envfile", "progress", "__init__",
-          "__main__"}
+# what everything may use: errors, clock, process ids, folders, env files, progress, outcomes
+COMMON = {"errors", "clock", "pids", "fsutil", "statedir", "envfile", "progress", "outcome",
+          "__init__", "__main__"}
 # where kind-specific code may live
 KIND_HOMES = ("targets/", "sources/", "plan/models.py")
 
@@ -159,3 +159,29 @@ def test_every_kind_is_one_module_with_its_model(name: str) -> None:
     module = type(kind).__module__
     assert module.startswith("restorer.targets."), module
     assert kind.model.model_fields["kind"].annotation.__args__ == (name,)
+
+
+def test_commands_never_exit_themselves() -> None:
+    # a command returns its result's outcome mapped by restorer.outcome; only main() (and
+    # its _fail) ends the process, so the ledger never has to catch SystemExit
+    tree = ast.parse((ROOT / "cli" / "main.py").read_text())
+    exits = []
+    for fn in ast.walk(tree):
+        if isinstance(fn, ast.FunctionDef) and fn.name not in ("main", "_fail"):
+            exits += [f"{fn.name}:{n.lineno}" for n in ast.walk(fn)
+                      if isinstance(n, ast.Call) and ast.unparse(n.func) == "sys.exit"]
+    assert not exits, exits
+
+
+def test_every_outcome_has_one_exit_code_and_errors_follow_it() -> None:
+    from restorer import errors
+    from restorer.outcome import EXIT_CODES, Outcome, exit_code
+
+    assert set(EXIT_CODES) == set(Outcome)
+    assert {exit_code(o) for o in Outcome} == {0, 1, 2, 3, 4}  # the README's codes
+    assert errors.UsageError("x").exit_code == exit_code(Outcome.USAGE) == 2
+    assert errors.PlanError("x").exit_code == 2
+    assert errors.LockError("x").exit_code == exit_code(Outcome.LOCKED) == 4
+    assert errors.PartialError("x").exit_code == exit_code(Outcome.PARTIAL) == 3
+    assert errors.SourceError("x").exit_code == exit_code(Outcome.FAILED) == 1
+    assert exit_code(Outcome.DECLINED) == 0  # a "no" at the prompt is not a failure
