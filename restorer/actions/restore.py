@@ -111,7 +111,7 @@ def _run_restore(
         start = time.monotonic()
         done = kind.restore(target_context(lp), repo, snap, known.get(snap.target),
                             RestoreRequest(str(dest), overwrite, include), progress)
-        return RestoreResult(snap.id, snap.target, done.destination, time.monotonic() - start,
+        return RestoreResult(snap.id, snap.target, str(dest), time.monotonic() - start,
                              done.files, done.dirs, done.links, done.bytes_written,
                              done.failed, done.skipped)
 

@@ -29,6 +29,12 @@ class PlanProblems(PlanError):
         super().__init__("\n".join(str(p) for p in problems))
 
 
+def plan_path(base_dir: Path, p: str) -> Path:
+    """A plan path made absolute: `~` expanded, relative to the plan's folder."""
+    q = Path(os.path.expanduser(p))
+    return q if q.is_absolute() else (base_dir / q)
+
+
 @dataclass
 class LoadedPlan:
     """A validated plan with where it came from; relative paths resolve against `base_dir`."""
@@ -47,9 +53,7 @@ class LoadedPlan:
         return self.plan.name
 
     def resolve_path(self, p: str) -> Path:
-        """A plan path made absolute: `~` expanded, relative to the plan's folder."""
-        q = Path(os.path.expanduser(p))
-        return q if q.is_absolute() else (self.base_dir / q)
+        return plan_path(self.base_dir, p)
 
     def secret(self, ref: SecretRef | str | None, where: str) -> str | None:
         """The resolved value of a secret field (PlanError if it cannot be resolved)."""

@@ -26,6 +26,7 @@ from typing import Any
 
 from restorer.errors import RestoreError, UsageError
 from restorer.plan import models
+from restorer.plan.load import plan_path
 from restorer.plan.secrets import resolve_secret
 from restorer.progress import Progress
 from restorer.repo.repository import BlobWriter, Repository
@@ -34,6 +35,7 @@ from restorer.repo.tree import FILE
 from restorer.sources import mysql, postgres
 from restorer.sources.aws import AWS
 from restorer.sources.files_backup import BackupStats
+from restorer.sources.files_restore import RestoreStats
 from restorer.sources.process import mask
 from restorer.sources.stream import restore_stream
 from restorer.storage.retry import RetrySettings
@@ -61,9 +63,7 @@ class TargetContext:
         return self.plan_file.parent
 
     def resolve_path(self, p: str) -> Path:
-        """A plan path made absolute: `~` expanded, relative to the plan's folder."""
-        q = Path(os.path.expanduser(p))
-        return q if q.is_absolute() else (self.base_dir / q)
+        return plan_path(self.base_dir, p)
 
     def secret(self, ref: Any, where: str) -> str | None:
         """The resolved value of a secret field (PlanError naming `where` if it cannot be)."""
@@ -128,17 +128,6 @@ class RestoreRequest:
     include: list[str] | None = None
 
 
-@dataclass
-class RestoreDone:
-    destination: str
-    files: int = 0
-    dirs: int = 0
-    links: int = 0
-    bytes_written: int = 0
-    failed: list[tuple[str, str]] = field(default_factory=list)
-    skipped: list[tuple[str, str]] = field(default_factory=list)
-
-
 class TargetKind:
     """One kind of target: its plan model, what it can do, and how."""
 
@@ -177,8 +166,9 @@ class TargetKind:
         raise self._refuse("backup", t)
 
     def restore(self, ctx: TargetContext, repo: Repository, snap: Snapshot, t: Any | None,
-                req: RestoreRequest, progress: Progress) -> RestoreDone:
-        """Put `snap` back where `req` says; `t` is the plan's target of that name, if any."""
+                req: RestoreRequest, progress: Progress) -> RestoreStats:
+        """Put `snap` back where `req` says (`req.dest`); `t` is the plan's target of that
+        name, if any."""
         raise RestoreError(f"snapshots of kind '{snap.kind}' cannot be restored by this "
                            "version of restorer")
 

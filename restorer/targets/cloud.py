@@ -15,7 +15,8 @@ from restorer.repo.repository import Repository
 from restorer.repo.snapshot import Snapshot
 from restorer.sources import ebs
 from restorer.sources.aws import AWS
-from restorer.targets.base import Made, RestoreDone, RestoreRequest, TargetContext, TargetKind
+from restorer.sources.files_restore import RestoreStats
+from restorer.targets.base import Made, RestoreRequest, TargetContext, TargetKind
 
 log = logging.getLogger("restorer.cloud")
 
@@ -78,7 +79,7 @@ class CloudKind(TargetKind):
                              "duration_s": manifest["seconds"]})
 
     def restore(self, ctx: TargetContext, repo: Repository, snap: Snapshot, t: Any | None,
-                req: RestoreRequest, progress: Progress) -> RestoreDone:
+                req: RestoreRequest, progress: Progress) -> RestoreStats:
         where = ", ".join(f"{r} {i}" for r, i in
                           (snap.cloud or {}).get("snapshots", {}).items())
         raise RestoreError(f"snapshot {snap.short_id} is an {snap.kind} snapshot kept in "

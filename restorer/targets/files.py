@@ -26,7 +26,7 @@ from restorer.repo.snapshot import Snapshot
 from restorer.repo.tree import DIR
 from restorer.sources.excludes import Excluder
 from restorer.sources.files_backup import FilesReader, scan_size
-from restorer.sources.files_restore import FilesWriter
+from restorer.sources.files_restore import FilesWriter, RestoreStats
 from restorer.sources.remote import q as quoted
 from restorer.sources.remote import remote_run, ssh_session
 from restorer.sources.sftp_restore import SFTPWriter
@@ -36,7 +36,6 @@ from restorer.targets.base import (
     LiveTarget,
     Made,
     Restored,
-    RestoreDone,
     RestoreRequest,
     Stage,
     Swap,
@@ -573,7 +572,7 @@ def file_changes(repo: Repository, snap: Snapshot, paths: list[Path],
 
 
 def restore_files(repo: Repository, snap: Snapshot, req: RestoreRequest,
-                  progress: Progress) -> RestoreDone:
+                  progress: Progress) -> RestoreStats:
     """A snapshot of a tree into a local folder, never outside it (files, ssh-files)."""
     writer = FilesWriter(repo, Path(req.dest), overwrite=req.overwrite, include=req.include,
                          on_progress=progress.advance, on_file=progress.set_files)
@@ -589,8 +588,7 @@ def restore_files(repo: Repository, snap: Snapshot, req: RestoreRequest,
             f"--include {' '.join(req.include)} matched nothing in snapshot {snap.short_id}",
             hint="paths are relative to the snapshot root, e.g. 'uploads/2024/*'",
         )
-    return RestoreDone(req.dest, st.files, st.dirs, st.links, st.bytes_written, st.failed,
-                       st.skipped)
+    return st
 
 
 def stage_tree(ctx: TargetContext, repo: Repository, t: Any, snap: Snapshot) -> Stage:
@@ -642,7 +640,7 @@ class FilesKind(TargetKind):
                     warnings=st.warnings)
 
     def restore(self, ctx: TargetContext, repo: Repository, snap: Snapshot, t: Any | None,
-                req: RestoreRequest, progress: Progress) -> RestoreDone:
+                req: RestoreRequest, progress: Progress) -> RestoreStats:
         if req.dest.startswith("ssh://"):
             raise UsageError("--to ssh://... restores snapshots of ssh-files targets",
                              hint="restore other kinds into a local directory")

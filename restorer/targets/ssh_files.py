@@ -14,12 +14,12 @@ from restorer.progress import Progress
 from restorer.repo.repository import BlobWriter, Repository
 from restorer.repo.snapshot import Snapshot
 from restorer.sources.excludes import Excluder
+from restorer.sources.files_restore import RestoreStats
 from restorer.sources.remote import ssh_session
 from restorer.sources.sftp_restore import SFTPWriter
 from restorer.sources.ssh_files import SFTPFilesReader
 from restorer.targets.base import (
     Made,
-    RestoreDone,
     RestoreRequest,
     Stage,
     TargetContext,
@@ -72,7 +72,7 @@ class SSHFilesKind(TargetKind):
         return made
 
     def restore(self, ctx: TargetContext, repo: Repository, snap: Snapshot, t: Any | None,
-                req: RestoreRequest, progress: Progress) -> RestoreDone:
+                req: RestoreRequest, progress: Progress) -> RestoreStats:
         if not req.dest.startswith("ssh://"):
             return restore_files(repo, snap, req, progress)
         return _restore_over_ssh(ctx, repo, snap, t, req, progress)
@@ -82,7 +82,7 @@ class SSHFilesKind(TargetKind):
 
 
 def _restore_over_ssh(ctx: TargetContext, repo: Repository, snap: Snapshot, t: Any | None,
-                      req: RestoreRequest, progress: Progress) -> RestoreDone:
+                      req: RestoreRequest, progress: Progress) -> RestoreStats:
     """`--to ssh://[USER@]HOST[:PORT]/PATH`: onto a host, with the SSH options (key,
     known_hosts) of the plan's ssh-files target of that snapshot."""
     u = urlsplit(req.dest)
@@ -107,8 +107,7 @@ def _restore_over_ssh(ctx: TargetContext, repo: Repository, snap: Snapshot, t: A
         raise RestoreError(e.message, e.hint) from None
     finally:
         progress.stop()
-    return RestoreDone(req.dest, st.files, st.dirs, st.links, st.bytes_written, st.failed,
-                       st.skipped)
+    return st
 
 
 KIND = SSHFilesKind()

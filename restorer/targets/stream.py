@@ -15,10 +15,10 @@ from restorer.progress import NoProgress, Progress
 from restorer.repo.repository import BlobWriter, Repository
 from restorer.repo.snapshot import Snapshot
 from restorer.sources.files_backup import BackupStats
+from restorer.sources.files_restore import RestoreStats
 from restorer.sources.stream import backup_stream, restore_stream
 from restorer.targets.base import (
     Made,
-    RestoreDone,
     RestoreRequest,
     TargetContext,
     TargetKind,
@@ -56,7 +56,7 @@ class StreamKind(TargetKind):
         return Made([], tree, parent, summary=summary)
 
     def restore(self, ctx: TargetContext, repo: Repository, snap: Snapshot, t: Any | None,
-                req: RestoreRequest, progress: Progress) -> RestoreDone:
+                req: RestoreRequest, progress: Progress) -> RestoreStats:
         written = [0]
 
         def counted() -> Iterator[bytes]:
@@ -74,4 +74,4 @@ class StreamKind(TargetKind):
             raise RestoreError(e.message, e.hint) from None
         finally:
             progress.stop()
-        return RestoreDone(req.dest, 1, 0, 0, written[0])
+        return RestoreStats(files=1, bytes_written=written[0])
