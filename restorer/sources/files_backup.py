@@ -68,7 +68,7 @@ class _DirFrame:
     nodes: list[Node] = field(default_factory=list)
 
 
-def _type_of(mode: int) -> str:
+def type_of(mode: int) -> str:
     if stat.S_ISREG(mode):
         return FILE
     if stat.S_ISDIR(mode):
@@ -154,7 +154,7 @@ class FilesReader:
     def _describe(self, path: str, name: str, st: os.stat_result, parent: Node | None) -> Node:
         """The entry's node without contents or subtree: type, mode, owner, times, xattrs."""
         mode = st.st_mode
-        t = _type_of(mode)
+        t = type_of(mode)
         node: Node = {
             "name": name, "type": t, "mode": stat.S_IMODE(mode),
             "uid": st.st_uid, "gid": st.st_gid,

@@ -17,7 +17,7 @@ from restorer.repo.blobs import DATA
 from restorer.repo.repository import BlobWriter, Repository
 from restorer.repo.tree import DIR, FILE, SYMLINK, Node
 from restorer.sources.excludes import Excluder
-from restorer.sources.files_backup import BackupStats, _type_of
+from restorer.sources.files_backup import BackupStats, type_of
 from restorer.sources.stream import RawReader
 
 log = logging.getLogger("restorer.ssh_files")
@@ -63,7 +63,7 @@ class SFTPFilesReader:
 
     def _node(self, path: str, name: str, st: Any, prev: Node | None, rel: str) -> Node | None:
         mode = st.st_mode or 0
-        t = _type_of(mode)
+        t = type_of(mode)
         node: Node = {"name": name, "type": t, "mode": stat.S_IMODE(mode),
                       "uid": st.st_uid, "gid": st.st_gid,
                       "mtime_ns": int(st.st_mtime or 0) * 1_000_000_000}
