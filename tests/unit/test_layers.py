@@ -185,3 +185,14 @@ def test_every_outcome_has_one_exit_code_and_errors_follow_it() -> None:
     assert errors.PartialError("x").exit_code == exit_code(Outcome.PARTIAL) == 3
     assert errors.SourceError("x").exit_code == exit_code(Outcome.FAILED) == 1
     assert exit_code(Outcome.DECLINED) == 0  # a "no" at the prompt is not a failure
+
+
+def test_no_private_name_is_imported_from_another_module() -> None:
+    found = []
+    for path in sorted(ROOT.rglob("*.py")):
+        for n in ast.walk(ast.parse(path.read_text())):
+            if isinstance(n, ast.ImportFrom) and (n.module or "").startswith("restorer"):
+                found += [f"{path.relative_to(ROOT.parent)}:{n.lineno} {n.module}.{a.name}"
+                          for a in n.names
+                          if a.name.startswith("_") and not a.name.startswith("__")]
+    assert not found, found
