@@ -24,6 +24,22 @@ os.environ["RESTORER_STATE_DIR"] = tempfile.mkdtemp(
     prefix=f"restorer-test-state-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}-")
 
 
+# the longest modules first: --dist loadscope hands modules to the two workers in collection
+# order, and a long one handed out last leaves the other worker idle at the end
+LONGEST_FIRST = (
+    "tests/targets/test_conformance.py", "tests/faults/test_kill_loop.py",
+    "tests/e2e/test_offsite.py", "tests/e2e/test_dumps.py",
+    "tests/faults/test_damaged_repository.py", "tests/e2e/test_cloud.py",
+    "tests/faults/test_network.py", "tests/e2e/test_rollback.py", "tests/e2e/test_report.py",
+    "tests/e2e/test_data_loss.py", "tests/faults/test_resources.py", "tests/e2e/test_prune.py",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    rank = {m: i for i, m in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda it: rank.get(it.nodeid.split("::")[0], len(rank)))  # stable
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--faults-long", action="store_true",
                      help="run the fault catalogue's long loops (tests/bench/run.sh does)")
