@@ -138,6 +138,28 @@ def schema() -> None:
 # --- repository -------------------------------------------------------------------------
 
 
+@cli.group("ledger")
+def ledger_group() -> None:
+    """The ledger's signing keys."""
+
+
+@ledger_group.command("keygen")
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False),
+              help="Where to write the new private key (created with mode 0600; never "
+              "overwritten).")
+@json_option
+def ledger_keygen(out: str, as_json: bool) -> int:
+    """Make an Ed25519 signing key for the ledger; print its public key and fingerprint."""
+    from pathlib import Path
+
+    from restorer.cli.render.ledger import show_keygen
+    from restorer.ledger.signing import write_new_key
+
+    path = Path(out)
+    show_keygen(path, write_new_key(path), as_json)
+    return exit_code(Outcome.OK)
+
+
 @cli.command()
 @json_option
 def kinds(as_json: bool) -> None:

@@ -1,0 +1,57 @@
+"""Ed25519 keys for signing the ledger: made once by `restorer ledger keygen`, the private
+key kept in a file only its owner can read, the public key given to whoever verifies."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from restorer.errors import UsageError
+
+
+@dataclass(frozen=True)
+class PublicKey:
+    raw: bytes  # the 32 bytes of an Ed25519 public key
+
+    @property
+    def text(self) -> str:
+        """How the key is written for people and plans: ed25519:BASE64."""
+        return "ed25519:" + base64.b64encode(self.raw).decode()
+
+    @property
+    def fingerprint(self) -> str:
+        """SHA256:BASE64 of the raw key, the way OpenSSH shows fingerprints."""
+        digest = hashlib.sha256(self.raw).digest()
+        return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+
+
+def public_of(key: Ed25519PrivateKey) -> PublicKey:
+    return PublicKey(key.public_key().public_bytes(serialization.Encoding.Raw,
+                                                   serialization.PublicFormat.Raw))
+
+
+def write_new_key(path: Path) -> PublicKey:
+    """A new private key in `path` (PEM, PKCS#8, mode 0600, created, never overwritten);
+    its public key."""
+    key = Ed25519PrivateKey.generate()
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption())
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise UsageError(f"{path} exists; a signing key is never overwritten (the runs it "
+                         "signed would no longer verify against a new one)",
+                         hint="choose another --out, or remove the old key yourself") from None
+    except OSError as e:
+        raise UsageError(f"cannot create {path}: {e.strerror}") from None
+    with os.fdopen(fd, "wb") as f:
+        f.write(pem)
+        f.flush()
+        os.fsync(f.fileno())
+    return public_of(key)
