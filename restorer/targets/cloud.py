@@ -7,7 +7,8 @@ from __future__ import annotations
 import logging
 import os
 from abc import abstractmethod
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from restorer.errors import RestoreError
 from restorer.progress import Progress
@@ -44,20 +45,23 @@ def tags_for(ctx: TargetContext, t: Any, role: str) -> dict[str, str]:
     return {ebs.PLAN: ctx.plan, ebs.TARGET: t.name, ebs.ROLE: role}
 
 
+class SnapshotDriver(Protocol):
+    """What a cloud kind's source module (sources/ebs.py, sources/rds.py) does with AWS
+    snapshots."""
+
+    def snapshot(self, aws: AWS, t: Any, plan: str, run_id: str, recorded: set[str],
+                 on_progress: Callable[[str], None] | None = None) -> dict[str, Any]: ...
+
+    def delete_snapshots(self, aws: AWS, manifest: dict[str, Any]) -> None: ...
+
+
 class CloudKind(TargetKind):
     """A kind whose snapshots AWS keeps; the repository holds their manifests."""
 
     in_repository = False
     undo_reuses_kept = True
-
-    @abstractmethod
-    def make_snapshot(self, aws: AWS, t: Any, plan: str, run_id: str, recorded: set[str],
-                      on_progress: Any) -> dict[str, Any]:
-        """Snapshot the resource (and copy it to copy_to_regions); its manifest."""
-
-    @abstractmethod
-    def delete_snapshots(self, aws: AWS, manifest: dict[str, Any]) -> None:
-        """Delete the AWS snapshots a manifest names, in every region."""
+    #: snapshots the resource (copying to copy_to_regions) and deletes them in every region
+    driver: SnapshotDriver
 
     @abstractmethod
     def resource(self, t: Any) -> str:
@@ -70,8 +74,9 @@ class CloudKind(TargetKind):
         def said(state: str) -> None:
             log.info("target %s: %s snapshot %s", t.name, t.kind, state)
 
-        manifest = self.make_snapshot(aws, t, ctx.plan, os.urandom(8).hex(),
-                                      recorded_ids(previous, ctx.plan, t.name), said)
+        manifest = self.driver.snapshot(aws, t, ctx.plan, os.urandom(8).hex(),
+                                        recorded_ids(previous, ctx.plan, t.name),
+                                        on_progress=said)
         manifest["aws_calls"] = len(aws.calls)
         return Made([f"{t.region}:{self.resource(t)}"], cloud=manifest, uid=None, gid=None,
                     summary={"snapshots": manifest["snapshots"],
@@ -89,7 +94,7 @@ class CloudKind(TargetKind):
 
     def forget(self, ctx: TargetContext, snap: Snapshot) -> None:
         if snap.cloud:
-            self.delete_snapshots(ctx.aws(f"prune of {snap.target}"), snap.cloud)
+            self.driver.delete_snapshots(ctx.aws(f"prune of {snap.target}"), snap.cloud)
 
 
 def aws_stamp(stamp: str) -> str:

@@ -270,13 +270,7 @@ class EBSKind(CloudKind):
         "rollback": can("a new volume from the snapshot, swapped for the attached one"),
         "prune": can("deletes the AWS snapshots in every region, then the manifest"),
     }
-
-    def make_snapshot(self, aws: AWS, t: models.EBSTarget, plan: str, run_id: str,
-                      recorded: set[str], on_progress: Any) -> dict[str, Any]:
-        return ebs.snapshot(aws, t, plan, run_id, recorded, on_progress=on_progress)
-
-    def delete_snapshots(self, aws: AWS, manifest: dict[str, Any]) -> None:
-        ebs.delete_snapshots(aws, manifest)
+    driver = ebs
 
     def resource(self, t: models.EBSTarget) -> str:
         return t.volume_id

@@ -18,7 +18,6 @@ from restorer.plan import models
 from restorer.repo.repository import Repository
 from restorer.repo.snapshot import Snapshot
 from restorer.sources import rds
-from restorer.sources.aws import AWS
 from restorer.targets.base import (
     LiveTarget,
     Restored,
@@ -193,13 +192,7 @@ class RDSKind(CloudKind):
         "rollback": can("a new instance from the snapshot, renamed into the live one's place"),
         "prune": can("deletes the AWS snapshots in every region, then the manifest"),
     }
-
-    def make_snapshot(self, aws: AWS, t: models.RDSTarget, plan: str, run_id: str,
-                      recorded: set[str], on_progress: Any) -> dict[str, Any]:
-        return rds.snapshot(aws, t, plan, run_id, recorded, on_progress=on_progress)
-
-    def delete_snapshots(self, aws: AWS, manifest: dict[str, Any]) -> None:
-        rds.delete_snapshots(aws, manifest)
+    driver = rds
 
     def resource(self, t: models.RDSTarget) -> str:
         return t.db_instance
