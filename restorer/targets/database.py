@@ -160,8 +160,6 @@ class DatabaseStage(Stage):
         self.location = postgres.safe_dsn(self.dsn)
         self.cwd = Path(tempfile.gettempdir())
         self.env = {"RESTORER_STAGING_DSN": self.dsn}
-        if getattr(t, "all_databases", False):
-            raise cluster_dump_refusal(t.name)
         if self.password:
             self.env[dialect.password_env] = self.password
 
