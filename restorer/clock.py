@@ -32,3 +32,8 @@ def iso() -> str:
 
 def timestamp() -> float:
     return now().timestamp()
+
+
+def from_timestamp(t: float) -> str:
+    """`t` written as the ledger writes times (UTC, microseconds)."""
+    return datetime.fromtimestamp(t, UTC).isoformat(timespec="microseconds")

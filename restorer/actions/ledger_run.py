@@ -11,15 +11,24 @@ from typing import Any
 
 from restorer.errors import PlanError, RestorerError, Terminated, UsageError
 from restorer.ledger import Ledger, LedgerError, RunRecorder
+from restorer.ledger.signing import Signer
 from restorer.outcome import Outcome, exit_code
 from restorer.pids import pid_alive
 from restorer.plan.load import LoadedPlan
+from restorer.plan.models import LedgerConfig
 
 log = logging.getLogger("restorer.ledger")
 
 
 def open_ledger(lp: LoadedPlan) -> Ledger:
-    return Ledger.open(lp.secret(lp.plan.ledger, "ledger"), lp.base_dir)
+    key = "ledger.url" if isinstance(lp.plan.ledger, LedgerConfig) else "ledger"
+    return Ledger.open(lp.secret(lp.plan.ledger_url, key), lp.base_dir)
+
+
+def signer_of(lp: LoadedPlan) -> Signer | None:
+    """The plan's signing key (None: the plan does not sign; PlanError: it cannot be read)."""
+    pem = lp.secret(lp.plan.signing_key, "ledger.signing_key")
+    return None if pem is None else Signer.from_pem(pem, f"{lp.path}: ledger.signing_key")
 
 
 @contextmanager
@@ -33,7 +42,13 @@ def recorded_run(lp: LoadedPlan, command: str) -> Iterator[RunRecorder]:
     except (LedgerError, PlanError) as e:  # a ledger problem never stops the work itself
         log.error("%s; this run is not recorded", e.message)
         ledger = None
-    rec = RunRecorder(ledger, lp.name, command, lp.digest)
+    unsigned = None
+    try:
+        signer = signer_of(lp)
+    except PlanError as e:  # nor does a key that cannot be read: the run says why
+        log.error("%s; this run is recorded unsigned", e.message)
+        signer, unsigned = None, e.message
+    rec = RunRecorder(ledger, lp.name, command, lp.digest, signer)
     notifying = bool(lp.plan.notify) and command in NOTIFY_COMMANDS
     previous = _previous_outcome(lp, command) if notifying else None
     rec.begin()
@@ -47,7 +62,11 @@ def recorded_run(lp: LoadedPlan, command: str) -> Iterator[RunRecorder]:
             from restorer.actions.notify import send
 
             send(lp, rec, outcome, error, previous)
-        rec.end(outcome, code, error)
+        rec.end(outcome, code, error, unsigned)
+        if rec.closed is not None and rec.closed.signature is not None:
+            from restorer.actions.evidence import anchor_run
+
+            anchor_run(lp, rec)
 
     try:
         yield rec

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from restorer import __version__, clock
-from restorer.actions.ledger_run import Run, open_ledger, runs
+from restorer.actions.ledger_run import Run, runs
 from restorer.errors import RestorerError, UsageError
 from restorer.plan.load import LoadedPlan
 from restorer.sources.postgres import safe_dsn
@@ -214,21 +214,22 @@ def _digest(data: dict[str, Any]) -> str:
 
 
 def _evidence(plans: list[LoadedPlan], period: Period) -> dict[str, Any]:
-    """The ledger's chain checked, and its last row in the period named by its hash."""
+    """The ledger as it stood at the period's end, verified (rows, chain, signatures,
+    anchors), with its last row in the period named by its hash; and the first thing wrong
+    with the ledger as it is now, if anything is."""
+    from restorer.actions.evidence import ledger_evidence
+
     out = []
     for lp in plans:
-        ledger = open_ledger(lp)
-        try:
-            n, broken, what = ledger.verify_chain()
-            rows = [e for e in ledger.entries() if _t(e[1]) <= period.end]
-            last = rows[-1][0] if rows else None
-            last_hash = ledger.row_hash_of(last) if last else None
-        finally:
-            ledger.close()
-        out.append({"plan": lp.name, "ledger": ledger.where, "rows": n,
-                    "chain_intact": broken is None,
-                    "problem": None if broken is None else what,
-                    "last_seq": last, "last_hash": last_hash})
+        then, now = ledger_evidence(lp, period.end.isoformat(timespec="microseconds"))
+        first = then.first or now.first
+        out.append({"plan": lp.name, "ledger": then.where, "rows": then.rows,
+                    "chain_intact": first is None, "status": then.status,
+                    "signed_through": then.signed_through, "signed_by": then.keys,
+                    "trusted_keys": then.expected, "anchors": then.anchors,
+                    "summary": then.summary(),
+                    "problem": None if first is None else first.message,
+                    "last_seq": then.last_seq, "last_hash": then.last_hash})
     return {"ledgers": out}
 
 
@@ -279,8 +280,8 @@ def verify_file(text: str) -> list[str]:
     problems = []
     for led in again["evidence"]["ledgers"]:
         if not led["chain_intact"]:
-            problems.append(f"ledger of plan {led['plan']} ({led['ledger']}): the hash chain "
-                            f"is broken: {led['problem']}")
+            problems.append(f"ledger of plan {led['plan']} ({led['ledger']}): "
+                            f"{led['problem']}")
     expected = render(again, params["format"])
     if expected != text:
         mine, theirs = text.splitlines(), expected.splitlines()

@@ -10,6 +10,7 @@ import logging
 import os
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import click
@@ -140,7 +141,7 @@ def schema() -> None:
 
 @cli.group("ledger")
 def ledger_group() -> None:
-    """The ledger's signing keys."""
+    """The ledger as evidence: signing keys, verification, export for auditors."""
 
 
 @ledger_group.command("keygen")
@@ -150,13 +151,84 @@ def ledger_group() -> None:
 @json_option
 def ledger_keygen(out: str, as_json: bool) -> int:
     """Make an Ed25519 signing key for the ledger; print its public key and fingerprint."""
-    from pathlib import Path
-
     from restorer.cli.render.ledger import show_keygen
     from restorer.ledger.signing import write_new_key
 
     path = Path(out)
     show_keygen(path, write_new_key(path), as_json)
+    return exit_code(Outcome.OK)
+
+
+_public_key_option = click.option(
+    "--public-key", "public_keys", multiple=True, metavar="KEY",
+    help="A trusted public key (ed25519:BASE64 as keygen prints it, or a file holding it); "
+    "repeat for several. Default: the plan's own signing key.")
+
+
+def _broken(v: Any) -> RestorerError:
+    return RestorerError(f"ledger {v.where}: {v.first.message}",
+                         hint="the ledger was changed outside restorer; keep a copy of it "
+                         "and of the repository's anchors/ for the investigation")
+
+
+@ledger_group.command("verify")
+@click.argument("source", required=False, type=click.Path(dir_okay=False))
+@_public_key_option
+@json_option
+def ledger_verify(source: str | None, public_keys: tuple[str, ...], as_json: bool) -> int:
+    """Check every row hash, the chain, every signature and every anchor of a plan's
+    ledger, or of an export (`ledger export`) with no ledger or repository at hand; exit 1
+    naming the first row that fails and why."""
+    from restorer.actions.evidence import verify_export, verify_plan
+    from restorer.cli.render.ledger import show_verdict
+
+    if source is not None and _is_export(Path(source)):
+        v = verify_export(Path(source), public_keys)
+    elif source is not None:
+        v = verify_plan(_load(source), public_keys)
+    else:
+        from restorer.actions.evidence import trusted_keys
+        from restorer.ledger import Ledger
+        from restorer.ledger.verify import verify
+
+        ledger = Ledger.open(None, Path.cwd())
+        try:
+            v = verify(ledger.rows(), where=ledger.where,
+                       trusted=trusted_keys(None, public_keys))
+        finally:
+            ledger.close()
+        v.notes.append("anchors not checked: give the plan, whose repository holds them")
+    show_verdict(v, as_json)
+    if not v.intact:
+        raise _broken(v)
+    return exit_code(Outcome.OK)
+
+
+def _is_export(path: Path) -> bool:
+    try:
+        with path.open("rb") as f:
+            first = f.readline(4096)
+    except OSError:
+        return False
+    return first.startswith(b"{") and b'"type": "header"' in first
+
+
+@ledger_group.command("export")
+@click.argument("plan", type=click.Path(dir_okay=False))
+@click.option("--since", default=None, metavar="DURATION",
+              help="Rows of the last DURATION (e.g. 90d), from the start of the signed "
+              "segment that holds its first row; default: all.")
+@click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=False),
+              help="The JSON Lines file to write.")
+@json_option
+def ledger_export(plan: str, since: str | None, out: str, as_json: bool) -> int:
+    """Write the ledger rows, signatures and anchors an auditor needs to verify the plan's
+    record offline: `restorer ledger verify FILE --public-key KEY`."""
+    from restorer.actions.evidence import export_plan
+    from restorer.cli.render.ledger import show_export
+
+    cutoff = clock.timestamp() - _duration(since) if since else None
+    show_export(export_plan(_load(plan), cutoff, Path(out)), as_json)
     return exit_code(Outcome.OK)
 
 
@@ -689,27 +761,29 @@ def status(plans: tuple[str, ...], as_json: bool) -> int:
 @click.option("--since", default=None, metavar="DURATION",
               help="Only runs that started within this long ago (e.g. 30d).")
 @click.option("--verify-chain", is_flag=True,
-              help="Check the ledger's hash chain; exit 1 naming the first broken row.")
+              help="Verify the ledger as `ledger verify PLAN` does (hashes, chain, signatures, "
+              "anchors); exit 1 naming the first row that fails.")
 @json_option
 def history(plan: str, since: str | None, verify_chain: bool, as_json: bool) -> None:
     """The plan's runs with their phases and timings, newest first."""
 
     from restorer.actions.ledger_run import open_ledger, runs
-    from restorer.cli.render.history import show_chain, show_history
+    from restorer.cli.render.history import show_history
 
     lp = _load(plan)
     if verify_chain:
+        from restorer.actions.evidence import verify_plan
+        from restorer.cli.render.ledger import show_verdict
+
+        v = verify_plan(lp)
         ledger = open_ledger(lp)
         try:
-            n, broken, what = ledger.verify_chain()
             last = ledger.last_hash()
         finally:
             ledger.close()
-        show_chain(ledger.where, n, broken, what, last, as_json)
-        if broken is not None:
-            raise RestorerError(f"ledger {ledger.where}: the hash chain is broken: {what}",
-                                hint="the ledger was edited outside restorer; keep a copy "
-                                "for the investigation")
+        show_verdict(v, as_json, last)
+        if not v.intact:
+            raise _broken(v)
         return
     cutoff = clock.timestamp() - _duration(since) if since else None
     show_history(runs(lp, cutoff), since, as_json)

@@ -1,16 +1,18 @@
 """The ledger: an append-only, hash-chained record of every run, its phases and timings.
 
 Each event (run start, phase, run end) is one row whose hash covers its content and the
-previous row's hash, so editing or deleting any row breaks the chain from that row on.
-A run with a start and no end is shown as interrupted once its process is gone.
+previous row's hash (chain.py). With a signing key, a run's closing row also carries an
+Ed25519 signature over the chain head, the head is anchored in the repository
+(anchors.py), and verify.py checks all three. A run with a start and no end is shown as
+interrupted once its process is gone.
 SQLite by default (a per-user state file, or the plan's `ledger: sqlite:///path`), or a
 PostgreSQL database shared by a fleet (`ledger: postgresql://...`).
 """
 
 from __future__ import annotations
 
+import base64
 import getpass
-import hashlib
 import json
 import logging
 import os
@@ -29,11 +31,13 @@ from typing import Any
 
 from restorer import __version__, clock
 from restorer.errors import RestorerError, UsageError
+from restorer.ledger.chain import GENESIS, MAX_SEGMENT, Head, Row, Signature, row_hash
+from restorer.ledger.signing import Signer
 from restorer.statedir import state_dir
 
 log = logging.getLogger("restorer.ledger")
-GENESIS = "0" * 64
 COLUMNS = "seq, time, run_id, kind, data, prev_hash, hash"
+__all__ = ["GENESIS", "Ledger", "LedgerError", "RunRecorder", "row_hash"]
 
 
 class LedgerError(RestorerError):
@@ -44,9 +48,15 @@ def default_path() -> Path:
     return state_dir() / "ledger.db"
 
 
-def row_hash(prev: str, seq: int, t: str, run_id: str, kind: str, data: str) -> str:
-    body = json.dumps([prev, seq, t, run_id, kind, data], separators=(",", ":"))
-    return hashlib.sha256(body.encode()).hexdigest()
+@dataclass(frozen=True)
+class Appended:
+    """A row just written; for a signed row, the head its signature covers."""
+
+    seq: int
+    hash: str
+    time: str
+    head: Head | None = None
+    signature: Signature | None = None
 
 
 def mask_url(url: str) -> str:
@@ -96,37 +106,43 @@ class Ledger(ABC):
         """A transaction that holds the ledger's one write lock (the chain stays linear);
         yields the function that runs statements inside it."""
 
-    def append(self, run_id: str, kind: str, data: dict[str, Any]) -> int:
+    def append(self, run_id: str, kind: str, data: dict[str, Any],
+               signer: Signer | None = None) -> Appended:
+        """Add a row; with `signer`, signed: the signature covers this row's hash and the
+        hashes of the rows since the previous signed row (at most MAX_SEGMENT)."""
         payload = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
         with self._guard("append a row"), self._writing() as execute:
             t = clock.iso()
             last = execute(f"SELECT seq, hash FROM {self.table} ORDER BY seq DESC LIMIT 1")
             seq, prev = (last[0][0] + 1, last[0][1]) if last else (1, GENESIS)
             h = row_hash(prev, seq, t, run_id, kind, payload)
-            execute(f"INSERT INTO {self.table} ({COLUMNS}) VALUES (?,?,?,?,?,?,?)",
-                    (seq, t, run_id, kind, payload, prev, h))
-        return seq
+            head = signature = None
+            if signer is not None:
+                head = self._head(execute, seq, h)
+                signature = Signature(signer.public.text,
+                                      base64.b64encode(signer.sign(head.message())).decode(),
+                                      head.start)
+            execute(f"INSERT INTO {self.table} ({COLUMNS}, sig) VALUES (?,?,?,?,?,?,?,?)",
+                    (seq, t, run_id, kind, payload, prev, h,
+                     signature.text() if signature else None))
+        return Appended(seq, h, t, head, signature)
 
-    def verify_chain(self) -> tuple[int, int | None, str]:
-        """(rows checked, first broken seq or None, what is wrong)."""
-        prev, expected_seq, n = GENESIS, 1, 0
-        with self._guard("read"):
-            rows = self._rows(f"SELECT {COLUMNS} FROM {self.table} ORDER BY seq")
-        for seq, t, run_id, kind, data, prev_hash, h in rows:
-            n += 1
-            if seq != expected_seq:
-                return n, expected_seq, f"row {expected_seq} is missing (deleted)"
-            if prev_hash != prev:
-                return n, seq, f"row {seq} does not link to row {seq - 1}"
-            if row_hash(prev, seq, t, run_id, kind, data) != h:
-                return n, seq, f"row {seq} was modified after it was written"
-            prev, expected_seq = h, seq + 1
-        return n, None, "intact"
+    def _head(self, execute: Callable[..., list[tuple]], seq: int, h: str) -> Head:
+        signed = execute(f"SELECT seq FROM {self.table} WHERE sig IS NOT NULL "
+                         "ORDER BY seq DESC LIMIT 1")
+        start = max(signed[0][0] + 1 if signed else 1, seq - MAX_SEGMENT + 1)
+        before = execute(f"SELECT hash FROM {self.table} WHERE seq = ?", (start - 1,))
+        hashes = [r[0] for r in execute(
+            f"SELECT hash FROM {self.table} WHERE seq >= ? ORDER BY seq", (start,))]
+        return Head(seq, h, start, before[0][0] if before else GENESIS,
+                    (*hashes, h))
 
-    def row_hash_of(self, seq: int) -> str | None:
+    def rows(self, from_seq: int = 1) -> list[Row]:
+        """Every row from `from_seq` on, as stored (for verification and export)."""
         with self._guard("read"):
-            r = self._rows(f"SELECT hash FROM {self.table} WHERE seq = ?", (seq,))
-        return r[0][0] if r else None
+            rows = self._rows(f"SELECT {COLUMNS}, sig FROM {self.table} WHERE seq >= ? "
+                              "ORDER BY seq", (from_seq,))
+        return [Row(*r) for r in rows]
 
     def last_hash(self) -> str:
         with self._guard("read"):
@@ -158,7 +174,8 @@ class SQLiteLedger(Ledger):
         kind TEXT NOT NULL,
         data TEXT NOT NULL,
         prev_hash TEXT NOT NULL,
-        hash TEXT NOT NULL
+        hash TEXT NOT NULL,
+        sig TEXT
     );
     CREATE INDEX IF NOT EXISTS entries_run ON entries(run_id);
     """
@@ -171,6 +188,9 @@ class SQLiteLedger(Ledger):
             self.db = sqlite3.connect(path, timeout=30, isolation_level=None)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.executescript(self._SCHEMA)
+            columns = [r[1] for r in self.db.execute("PRAGMA table_info(entries)")]
+            if "sig" not in columns:  # a ledger from before signing
+                self.db.execute("ALTER TABLE entries ADD COLUMN sig TEXT")
 
     def _rows(self, sql: str, args: tuple = ()) -> list[tuple]:
         return self.db.execute(sql, args).fetchall()
@@ -201,8 +221,12 @@ class Phase:
 class RunRecorder:
     """Records one command's run; never lets a ledger problem fail the work itself."""
 
-    def __init__(self, ledger: Ledger | None, plan: str, command: str, plan_digest: str) -> None:
+    def __init__(self, ledger: Ledger | None, plan: str, command: str, plan_digest: str,
+                 signer: Signer | None = None) -> None:
         self.ledger = ledger
+        self.signer = signer
+        # the closing row once written, signed when there is a signer (then it is anchored)
+        self.closed: Appended | None = None
         self.run_id = uuid.uuid4().hex
         self.plan = plan
         self.command = command
@@ -216,15 +240,21 @@ class RunRecorder:
         # a person said no at the prompt; "checks_failing": done, and its checks fail)
         self.outcome: str | None = None
 
-    def _append(self, kind: str, data: dict[str, Any]) -> None:
+    def _append(self, kind: str, data: dict[str, Any],
+                signer: Signer | None = None) -> Appended | None:
         if kind == "phase":
             self.phases.append(data)
         if self.ledger is None:
-            return
+            return None
         try:
-            self.ledger.append(self.run_id, kind, data)
+            return self.ledger.append(self.run_id, kind, data, signer)
         except LedgerError as e:
             log.error("%s", e.message)
+            return None
+
+    def note(self, kind: str, **data: Any) -> None:
+        """A row about the run written after its end (an anchor that could not be written)."""
+        self._append(kind, {"plan": self.plan, **data})
 
     def begin(self) -> None:
         self._append("run_start", {
@@ -259,7 +289,12 @@ class RunRecorder:
                                "duration_s": round(duration_s, 6), "bytes": 0, "files": 0,
                                "outcome": "ok", "error": None, **detail})
 
-    def end(self, outcome: str, exit_code: int, error: str | None = None) -> None:
-        self._append("run_end", {"plan": self.plan, "outcome": outcome, "exit_code": exit_code,
-                                 "duration_s": round(time.monotonic() - self.start, 6),
-                                 "error": error})
+    def end(self, outcome: str, exit_code: int, error: str | None = None,
+            unsigned: str | None = None) -> None:
+        """The closing row, signed with the plan's key (`unsigned`: why a plan that signs
+        could not sign this run)."""
+        data = {"plan": self.plan, "outcome": outcome, "exit_code": exit_code,
+                "duration_s": round(time.monotonic() - self.start, 6), "error": error}
+        if unsigned:
+            data["unsigned"] = unsigned
+        self.closed = self._append("run_end", data, self.signer)

@@ -25,8 +25,10 @@ CREATE TABLE IF NOT EXISTS restorer_ledger (
     kind TEXT NOT NULL,
     data TEXT NOT NULL,
     prev_hash TEXT NOT NULL,
-    hash TEXT NOT NULL
+    hash TEXT NOT NULL,
+    sig TEXT
 );
+ALTER TABLE restorer_ledger ADD COLUMN IF NOT EXISTS sig TEXT;
 CREATE INDEX IF NOT EXISTS restorer_ledger_run ON restorer_ledger(run_id);
 CREATE INDEX IF NOT EXISTS restorer_ledger_time ON restorer_ledger(time);
 """

@@ -4,15 +4,20 @@ key kept in a file only its owner can read, the public key given to whoever veri
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
 
-from restorer.errors import UsageError
+from restorer.errors import PlanError, UsageError
 
 
 @dataclass(frozen=True)
@@ -55,3 +60,57 @@ def write_new_key(path: Path) -> PublicKey:
         f.flush()
         os.fsync(f.fileno())
     return public_of(key)
+
+
+def parse_public(text: str) -> PublicKey:
+    """A public key as `keygen` prints it (ed25519:BASE64), or the OpenSSH-like PEM of
+    one; UsageError saying what is expected otherwise."""
+    text = text.strip()
+    try:
+        if text.startswith("ed25519:"):
+            raw = base64.b64decode(text[len("ed25519:"):], validate=True)
+        elif text.startswith("-----BEGIN PUBLIC KEY-----"):
+            key = serialization.load_pem_public_key(text.encode())
+            if not isinstance(key, Ed25519PublicKey):
+                raise ValueError("not an Ed25519 key")
+            raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        else:
+            raise ValueError("unknown form")
+        if len(raw) != 32:
+            raise ValueError("wrong length")
+    except (ValueError, binascii.Error):
+        raise UsageError(f"{text[:60]!r} is not an Ed25519 public key",
+                         hint="give the key `restorer ledger keygen` printed: ed25519:BASE64, "
+                         "or a file holding it") from None
+    return PublicKey(raw)
+
+
+def valid(public: PublicKey, message: bytes, signature: bytes) -> bool:
+    try:
+        Ed25519PublicKey.from_public_bytes(public.raw).verify(signature, message)
+    except InvalidSignature:
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class Signer:
+    """The private key a plan signs its runs with (from `ledger.signing_key`)."""
+
+    key: Ed25519PrivateKey
+    public: PublicKey
+
+    @classmethod
+    def from_pem(cls, pem: str, where: str) -> Signer:
+        try:
+            key = serialization.load_pem_private_key(pem.encode(), password=None)
+        except (ValueError, TypeError):
+            key = None
+        if not isinstance(key, Ed25519PrivateKey):
+            raise PlanError(f"{where}: not an Ed25519 private key in PEM form",
+                            hint="make one with `restorer ledger keygen --out FILE` and refer "
+                            "to it as ${file:FILE}")
+        return cls(key, public_of(key))
+
+    def sign(self, message: bytes) -> bytes:
+        return self.key.sign(message)

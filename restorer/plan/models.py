@@ -172,6 +172,10 @@ class Objectives(Strict):
 
     rpo: Duration | None = Field(None, description="max age of the newest verified snapshot")
     rto: Duration | None = Field(None, description="max wall time of a restore into staging")
+    verify_every: Duration | None = Field(
+        None, description="max time between passing restore tests (verify) of each target; "
+        "past it the target is in breach in status, metrics, alerts and the report",
+        examples=["7d"])
 
 
 CRON_FIELDS = (("minute", 0, 59), ("hour", 0, 23), ("day-of-month", 1, 31), ("month", 1, 12),
@@ -185,9 +189,11 @@ class Schedule(Strict):
     verify: str | None = Field(None, examples=["30 4 * * 0"])
     prune: str | None = Field(None, examples=["0 5 * * *"])
     check: str | None = Field(None, examples=["0 6 1 * *"])
+    report: str | None = Field(None, examples=["0 6 * * *"], description="when `run --due` "
+                               "writes the report (see `report`)")
     timezone: str | None = Field(None, description="IANA time zone of the schedule (default UTC)")
 
-    @field_validator("backup", "verify", "prune", "check")
+    @field_validator("backup", "verify", "prune", "check", "report")
     @classmethod
     def _cron(cls, v: str | None) -> str | None:
         if v is None:
@@ -646,6 +652,49 @@ class Notify(Strict):
         return self
 
 
+def _check_ledger_url(v: str) -> None:
+    scheme = v.split("://", 1)[0] if "://" in v else ""
+    if scheme not in ("sqlite", "postgresql", "postgres"):
+        raise ValueError(f"'{v}' is not a ledger URL; write sqlite:///PATH or "
+                         "postgresql://USER@HOST/DB")
+    if not isinstance(v, SecretRef) and re.search(r"://[^/@]*:[^/@]*@", v):
+        raise ValueError("the ledger URL holds a password in clear text; write it as a "
+                         "reference, e.g. postgresql://USER:${env:LEDGER_PASSWORD}@HOST/DB, "
+                         "or leave it to ~/.pgpass")
+
+
+class LedgerConfig(Strict):
+    """The ledger, signed: every run's closing row carries an Ed25519 signature over the
+    chain head, and the signed head is anchored in the repository."""
+
+    url: Secret | str | None = Field(
+        None, description="sqlite:///path or postgresql://USER@HOST/DB (default: the per-user "
+        "state file)")
+    signing_key: Secret = Field(
+        description="the Ed25519 private key from `restorer ledger keygen`, as a reference: "
+        "${file:/etc/restorer/ledger.key}", examples=["${file:/etc/restorer/ledger.key}"])
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        if v is not None:
+            _check_ledger_url(v)
+        return v
+
+
+class ReportConfig(Strict):
+    """Reports written by `run --due` on `schedule.report`."""
+
+    formats: list[Literal["html", "json", "junit", "markdown"]] = Field(
+        default_factory=lambda: ["html", "json"], min_length=1,
+        description="the formats written each time")
+    dir: str | None = Field(
+        None, description="folder the reports go into (relative to the plan); default: the "
+        "repository's reports/ (written once)")
+    period: Duration = Field(
+        86400.0, description="how far back each scheduled report looks (default 1d)")
+
+
 class Plan(Strict):
     """One plan file: what to protect, where copies go, how restores are proven."""
 
@@ -657,29 +706,32 @@ class Plan(Strict):
     objectives: Objectives = Field(default_factory=Objectives)
     schedule: Schedule = Field(default_factory=Schedule)
     retention: Retention = Field(default_factory=Retention)
-    ledger: Secret | str | None = Field(
-        None, description="sqlite:///path or postgresql://USER@HOST/DB, a password only as a "
-        "reference (postgresql://USER:${env:X}@HOST/DB) (default: a per-user state file)",
+    ledger: Secret | str | LedgerConfig | None = Field(
+        None, description="where runs are recorded: a URL (sqlite:///path or "
+        "postgresql://USER@HOST/DB, a password only as a reference, "
+        "postgresql://USER:${env:X}@HOST/DB), or {url, signing_key} to sign every run "
+        "(default: a per-user state file, unsigned)",
     )
     targets: list[Target] = Field(min_length=1)
     hooks: Hooks = Field(default_factory=Hooks)
     rollback: RollbackConfig = Field(default_factory=RollbackConfig)
     notify: list[Notify] = Field(default_factory=list)
+    report: ReportConfig = Field(default_factory=ReportConfig)
 
     @field_validator("ledger")
     @classmethod
-    def _ledger_url(cls, v: str | None) -> str | None:
-        if v is None:
-            return v
-        scheme = v.split("://", 1)[0] if "://" in v else ""
-        if scheme not in ("sqlite", "postgresql", "postgres"):
-            raise ValueError(f"'{v}' is not a ledger URL; write sqlite:///PATH or "
-                             "postgresql://USER@HOST/DB")
-        if not isinstance(v, SecretRef) and re.search(r"://[^/@]*:[^/@]*@", v):
-            raise ValueError("the ledger URL holds a password in clear text; write it as a "
-                             "reference, e.g. postgresql://USER:${env:LEDGER_PASSWORD}@HOST/DB, "
-                             "or leave it to ~/.pgpass")
+    def _ledger_url(cls, v: str | LedgerConfig | None) -> str | LedgerConfig | None:
+        if isinstance(v, str):
+            _check_ledger_url(v)
         return v
+
+    @property
+    def ledger_url(self) -> str | None:
+        return self.ledger.url if isinstance(self.ledger, LedgerConfig) else self.ledger
+
+    @property
+    def signing_key(self) -> str | None:
+        return self.ledger.signing_key if isinstance(self.ledger, LedgerConfig) else None
 
     def target(self, name: str) -> Any:
         for t in self.targets:

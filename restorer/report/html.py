@@ -122,6 +122,11 @@ def _plan(p: dict[str, Any], period: dict[str, str]) -> str:
     return "\n".join(out)
 
 
+# what the ledger's state lets the report claim, and no more
+_EVIDENCE_STATE = {"signed": "signed and anchored", "unchecked": "signed, key not checked",
+                   "unsigned": "unsigned (hash chain intact)", "broken": "LEDGER BROKEN"}
+
+
 def render_html(data: dict[str, Any], params: str) -> str:
     period = data["period"]
     findings = data["findings"]
@@ -150,10 +155,12 @@ def render_html(data: dict[str, Any], params: str) -> str:
     out += [_plan(p, period) for p in data["plans"]]
     out.append('<section id="evidence"><h2>Evidence integrity</h2>')
     for led in data["evidence"]["ledgers"]:
-        state = _ok(led["chain_intact"], "hash chain intact", "HASH CHAIN BROKEN")
+        state = _ok(led["chain_intact"], _EVIDENCE_STATE[led.get("status", "unsigned")],
+                    "LEDGER BROKEN")
         out.append(f"<p>Plan {escape(led['plan'])}: ledger {escape(led['ledger'])}, "
-                   f"{led['rows']} rows, {state}"
-                   + (f" ({escape(led['problem'])})" if led["problem"] else "")
+                   f"{led['rows']} rows to the period's end, {state}"
+                   + (f" ({escape(led['problem'])})" if led["problem"] else
+                      f" ({escape(led['summary'])})" if led.get("summary") else "")
                    + f'. Last row in the period: {led["last_seq"]}, SHA-256 <span '
                    f'class="evidence">{escape(led["last_hash"] or "-")}</span>.</p>')
     out.append(f'<p>Report data digest <span class="evidence">'

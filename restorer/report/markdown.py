@@ -59,9 +59,10 @@ def render_markdown(data: dict[str, Any], params: str) -> str:
                     for f in p["failures"]]
     out += ["", "## Evidence integrity", ""]
     for led in data["evidence"]["ledgers"]:
-        out.append(f"- plan {led['plan']}: ledger {led['ledger']}, {led['rows']} rows, chain "
-                   f"{'intact' if led['chain_intact'] else 'BROKEN: ' + str(led['problem'])}; "
-                   f"last row in the period {led['last_seq']}: `{led['last_hash']}`")
+        state = led.get("summary") if led["chain_intact"] else f"BROKEN: {led['problem']}"
+        out.append(f"- plan {led['plan']}: ledger {led['ledger']}, {led['rows']} rows to the "
+                   f"period's end: {_cell(str(state))}; last row in the period "
+                   f"{led['last_seq']}: `{led['last_hash']}`")
     out += [f"- report data digest `{data['evidence']['data_digest']}`; check with "
             "`restorer report --verify FILE`", ""]
     return "\n".join(out)

@@ -78,7 +78,7 @@ def test_editing_or_deleting_a_row_breaks_the_chain(tmp_path: Path, cli) -> None
     db.commit()
     assert n == 1
     r = cli("history", plan, "--verify-chain")
-    assert r.rc == 1 and f"row {seq} was modified" in r.err
+    assert r.rc == 1 and f"row {seq} was changed after it was written" in r.err
     db.execute("DELETE FROM entries WHERE seq = ?", (seq,))
     db.commit()
     r = cli("history", plan, "--verify-chain", "--json")

@@ -69,7 +69,7 @@ def test_plans_on_several_machines_share_one_chain(tmp_path: Path, cli, pg_serve
     _psql(f"{pg_server}/{db}", "UPDATE restorer_ledger SET data = replace(data, '\"ok\"', "
                                f"'\"failed\"') WHERE seq = {seq}")
     r = cli("history", plans[1], "--verify-chain", env=env)
-    assert r.rc == 1 and f"row {seq} was modified" in r.err
+    assert r.rc == 1 and f"row {seq} was changed after it was written" in r.err
     assert PASSWORD not in r.text
 
 

@@ -1,5 +1,5 @@
-"""What `history` prints: the plan's runs, newest first, each with its phases; and with
---verify-chain, whether the ledger's hash chain is intact (with --json, one document)."""
+"""What `history` prints: the plan's runs, newest first, each with its phases (--verify-chain
+prints a verification, render/ledger.py)."""
 
 from __future__ import annotations
 
@@ -11,19 +11,6 @@ from restorer.cli.render import emit_json, human_bytes, local_time
 
 if TYPE_CHECKING:
     from restorer.actions.ledger_run import Run
-
-
-def show_chain(where: str, rows: int, broken: int | None, problem: str, last_hash: str,
-               as_json: bool) -> None:
-    """The verdict of `history --verify-chain` (a broken chain is then an error; the
-    caller raises it)."""
-    info = {"ledger": where, "rows": rows, "intact": broken is None,
-            "first_broken_row": broken, "problem": None if broken is None else problem,
-            "last_hash": last_hash if broken is None else None}
-    if as_json:
-        emit_json(info)
-    elif broken is None:
-        click.echo(f"ledger {where}: chain intact, {rows} rows, last hash {last_hash}")
 
 
 def show_history(rs: list[Run], since: str | None, as_json: bool) -> None:

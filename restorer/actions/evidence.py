@@ -1,0 +1,211 @@
+"""The ledger as evidence: anchoring each signed run in the repository, verifying a plan's
+ledger (rows, chain, signatures, anchors), and exporting what an auditor needs to verify it
+offline."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from restorer import __version__, clock
+from restorer.actions.context import backend_for, backend_options
+from restorer.actions.ledger_run import open_ledger, signer_of
+from restorer.errors import RestorerError, UsageError
+from restorer.ledger import RunRecorder
+from restorer.ledger.anchors import read_anchors, write_anchor
+from restorer.ledger.chain import Anchor, Row, Signature
+from restorer.ledger.signing import PublicKey, parse_public
+from restorer.ledger.verify import Verdict, verify
+from restorer.plan.load import LoadedPlan
+from restorer.storage import open_backend
+from restorer.storage.retry import RetryingBackend, RetrySettings
+
+log = logging.getLogger("restorer.ledger")
+EXPORT_SCHEMA = "restorer-ledger-export/1"
+# an anchor is a few kilobytes: a store that cannot take it in half a minute is down, and
+# the run it closes has finished already
+ANCHOR_RETRY = RetrySettings(3, 1.0, 5.0, 30.0)
+
+
+def anchor_run(lp: LoadedPlan, rec: RunRecorder) -> None:
+    """Write the run's signed head into the repository; a store that does not take it
+    never fails the run: a row records why."""
+    closed = rec.closed
+    if closed is None or closed.head is None or closed.signature is None:
+        return
+    anchor = Anchor(lp.name, rec.run_id, closed.time, closed.head, closed.signature)
+    try:
+        backend = RetryingBackend(open_backend(lp.plan.repository.url, lp.base_dir,
+                                               backend_options(lp)), ANCHOR_RETRY)
+        try:
+            write_anchor(backend, anchor)
+        finally:
+            backend.close()
+    except RestorerError as e:
+        log.warning("plan %s: the run's signed head (row %d) could not be anchored in the "
+                    "repository: %s", lp.name, closed.seq, e.message)
+        rec.note("anchor_failed", seq=closed.seq, error=e.message)
+
+
+def trusted_keys(lp: LoadedPlan | None, given: tuple[str, ...] | list[str]) -> list[PublicKey]:
+    """The keys signatures must be by: those given (the key's text, or a file holding it),
+    else the public half of the plan's signing key."""
+    keys = []
+    for g in given:
+        p = Path(g)
+        text = g
+        if not g.startswith("ed25519:") and p.is_file():
+            text = p.read_text()
+        keys.append(parse_public(text))
+    if not keys and lp is not None:
+        signer = signer_of(lp)
+        if signer is not None:
+            keys.append(signer.public)
+    return keys
+
+
+def _read(lp: LoadedPlan) -> tuple[list[Row], str, list[Anchor] | None,
+                                   list[tuple[str, str]], str | None]:
+    """The ledger's rows and where it is; the plan's anchors and unreadable objects under
+    anchors/ (None: not available, and why)."""
+    ledger = open_ledger(lp)
+    try:
+        rows = ledger.rows()
+        where = ledger.where
+    finally:
+        ledger.close()
+    anchors: list[Anchor] | None = None
+    unreadable: list[tuple[str, str]] = []
+    why_not = None
+    try:
+        backend = backend_for(lp)
+        try:
+            if backend.exists("config"):
+                got = read_anchors(backend)
+                anchors = [a for a in got.found if a.plan == lp.name]
+                unreadable = got.unreadable
+            else:
+                why_not = f"{backend.location}: no repository there"
+        finally:
+            backend.close()
+    except RestorerError as e:
+        why_not = e.message
+    return rows, where, anchors, unreadable, why_not
+
+
+def verify_plan(lp: LoadedPlan, given: tuple[str, ...] | list[str] = ()) -> Verdict:
+    """The plan's ledger verified against its anchors and the trusted keys."""
+    trusted = trusted_keys(lp, given)
+    rows, where, anchors, unreadable, why_not = _read(lp)
+    v = verify(rows, where=where, anchors=anchors, unreadable_anchors=unreadable,
+               trusted=trusted, plan=lp.name)
+    if why_not:
+        v.notes.append(f"anchors not checked: {why_not}")
+    return v
+
+
+def ledger_evidence(lp: LoadedPlan, until: str) -> tuple[Verdict, Verdict]:
+    """For a report: the ledger as it stood at `until` (its rows up to then, and their
+    anchors: the same whenever it is asked, unless someone changed them), and the whole
+    ledger as it is now."""
+    trusted = trusted_keys(lp, ())
+    rows, where, anchors, unreadable, why_not = _read(lp)
+    now = verify(rows, where=where, anchors=anchors, unreadable_anchors=unreadable,
+                 trusted=trusted, plan=lp.name)
+    if why_not:
+        now.notes.append(f"anchors not checked: {why_not}")
+    before = [r for r in rows if r.time <= until]
+    last = before[-1].seq if before else 0
+    then = verify([r for r in rows if r.seq <= last], where=where, trusted=trusted,
+                  anchors=None if anchors is None else
+                  [a for a in anchors if a.head.seq <= last])
+    return then, now
+
+
+@dataclass
+class Exported:
+    path: Path
+    rows: int
+    first_seq: int | None
+    last_seq: int | None
+    anchors: int
+    verdict: Verdict
+
+
+def export_plan(lp: LoadedPlan, since: float | None, out: Path) -> Exported:
+    """The rows from the start of the signed segment holding `since` (so every exported row
+    is covered by a signature in the file), the plan's anchors for them, and a header."""
+    rows, where, anchors, _, why_not = _read(lp)
+    if why_not:
+        log.warning("the repository's anchors cannot be read, so the export holds none: %s",
+                    why_not)
+    start = _segment_start(rows, since)
+    picked = [r for r in rows if r.seq >= start]
+    anchors = [a for a in anchors or [] if a.head.seq >= start]
+    verdict = verify(picked, where=where, anchors=anchors, whole=start == 1,
+                     trusted=trusted_keys(lp, ()), plan=lp.name)
+    header = {"type": "header", "schema": EXPORT_SCHEMA, "plan": lp.name, "ledger": where,
+              "exported_at": clock.iso(), "tool_version": __version__,
+              "since": None if since is None else clock.from_timestamp(since),
+              "from_seq": picked[0].seq if picked else None,
+              "to_seq": picked[-1].seq if picked else None,
+              "whole": start == 1}
+    lines = [header] + [r.to_json() for r in picked] + [
+        {"type": "anchor", **a.to_json()} for a in anchors]
+    try:
+        out.write_text("".join(json.dumps(x, sort_keys=True) + "\n" for x in lines))
+    except OSError as e:
+        raise UsageError(f"cannot write {out}: {e.strerror}") from None
+    return Exported(out, len(picked), header["from_seq"], header["to_seq"], len(anchors),
+                    verdict)
+
+
+def _segment_start(rows: list[Row], since: float | None) -> int:
+    if since is None or not rows:
+        return 1
+    cutoff = clock.from_timestamp(since)
+    first = next((r for r in rows if r.time >= cutoff), None)
+    if first is None:
+        return rows[-1].seq + 1
+    for r in rows:
+        if r.seq >= first.seq and r.sig is not None:
+            try:
+                return min(first.seq, Signature.parse(r.sig).start)
+            except ValueError:
+                break
+    return first.seq
+
+
+def verify_export(path: Path, given: tuple[str, ...] | list[str]) -> Verdict:
+    """An export verified on its own: no ledger, no repository, no plan."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as e:
+        raise UsageError(f"cannot read {path}: {e.strerror}") from None
+    rows: list[Row] = []
+    anchors: list[Anchor] = []
+    header = None
+    for n, line in enumerate(lines, 1):
+        try:
+            d = json.loads(line)
+            kind = d.get("type")
+            if kind == "header":
+                header = d
+            elif kind == "row":
+                rows.append(Row.from_json(d))
+            elif kind == "anchor":
+                anchors.append(Anchor.from_json(d))
+            else:
+                raise ValueError(f"unknown line type {kind!r}")
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            raise RestorerError(f"{path}:{n}: not a line of a ledger export ({e})",
+                                hint="the file was damaged or edited; ask for a new export"
+                                ) from None
+    if header is None or header.get("schema") != EXPORT_SCHEMA:
+        raise RestorerError(f"{path}: not a restorer ledger export (no {EXPORT_SCHEMA} "
+                            "header)")
+    rows.sort(key=lambda r: r.seq)
+    return verify(rows, where=str(path), anchors=anchors, trusted=trusted_keys(None, given),
+                  plan=header.get("plan"), whole=bool(header.get("whole")))

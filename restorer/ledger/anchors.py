@@ -1,0 +1,39 @@
+"""Anchors: each signed chain head written once into the plan's repository (`anchors/`),
+under Object Lock where the repository has it, so rewriting the ledger also means deleting
+objects the store may refuse to delete."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from restorer.errors import RestorerError
+from restorer.ledger.chain import Anchor
+from restorer.storage import Backend
+
+PREFIX = "anchors/"
+
+
+def write_anchor(backend: Backend, anchor: Anchor) -> None:
+    """RestorerError when the store does not take it."""
+    if not backend.exists("config"):
+        # never create a repository's folder (a mistyped path would become one)
+        raise RestorerError(f"{backend.location}: no repository here yet (restorer init)")
+    backend.write(anchor.name, anchor.to_bytes())
+
+
+@dataclass
+class Anchors:
+    """The anchors found in a store, and the objects under anchors/ that are not anchors."""
+
+    found: list[Anchor] = field(default_factory=list)
+    unreadable: list[tuple[str, str]] = field(default_factory=list)  # (name, why)
+
+
+def read_anchors(backend: Backend) -> Anchors:
+    out = Anchors()
+    for info in sorted(backend.list(PREFIX), key=lambda i: i.name):
+        try:
+            out.found.append(Anchor.from_bytes(backend.read(info.name)))
+        except ValueError as e:
+            out.unreadable.append((info.name, str(e)))
+    return out

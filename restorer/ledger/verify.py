@@ -1,0 +1,293 @@
+"""One verification of a ledger, run the same way by `ledger verify`, `history
+--verify-chain`, `report --verify` and on an export: row hashes, the chain, every signature
+and every anchor, with the first row that fails named and why.
+
+It proves what it says and no more: without a trusted public key a signature shows only that
+the rows agree with whoever signed them, so the verdict is then "unchecked" or "unsigned",
+never "signed".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from restorer.errors import UsageError
+from restorer.ledger.chain import GENESIS, Anchor, Head, Row, Signature
+from restorer.ledger.signing import PublicKey, parse_public, valid
+
+What = Literal["edited", "deleted", "inserted", "unlinked", "other_key", "bad_signature",
+               "unsigned", "missing_anchor", "anchor_forged", "anchor_unreadable",
+               "truncated"]
+
+
+@dataclass(frozen=True)
+class Finding:
+    seq: int | None  # the row it is about (None: the ledger as a whole)
+    what: What
+    message: str
+
+
+@dataclass
+class Verdict:
+    where: str
+    rows: int = 0
+    first_seq: int | None = None
+    last_seq: int | None = None
+    last_hash: str | None = None
+    signed: int = 0  # signatures checked and good
+    signed_through: int | None = None
+    anchors: int = 0  # anchors that match the rows
+    anchors_checked: bool = False
+    keys: list[str] = field(default_factory=list)  # fingerprints of the keys that signed
+    expected: list[str] = field(default_factory=list)  # fingerprints trusted
+    findings: list[Finding] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def intact(self) -> bool:
+        return not self.findings
+
+    @property
+    def status(self) -> Literal["broken", "signed", "unchecked", "unsigned"]:
+        if self.findings:
+            return "broken"
+        if self.signed and self.expected:
+            return "signed"
+        return "unchecked" if self.signed else "unsigned"
+
+    @property
+    def first(self) -> Finding | None:
+        return self.findings[0] if self.findings else None
+
+    def summary(self) -> str:
+        span = (f"rows {self.first_seq}–{self.last_seq}" if self.rows else "no rows")
+        if self.findings:
+            more = len(self.findings) - 1
+            return (f"BROKEN: {self.findings[0].message}"
+                    + (f" (and {more} more finding{'s' if more > 1 else ''})" if more else ""))
+        if self.status == "signed":
+            tail = (f"; rows {self.signed_through + 1}–{self.last_seq} come after the last "
+                    "signature and are not covered yet"
+                    if self.signed_through and self.last_seq and self.last_seq > self.signed_through
+                    else "")
+            anchored = (f", {self.anchors} anchor{'s' if self.anchors != 1 else ''} match"
+                        if self.anchors_checked else ", anchors not checked")
+            return (f"signed: {span} intact, covered through row {self.signed_through} by "
+                    f"{self.signed} signature{'s' if self.signed != 1 else ''} of "
+                    f"{', '.join(self.expected)}{anchored}{tail}")
+        if self.status == "unchecked":
+            return (f"unchecked: {span} intact and signed by {', '.join(self.keys)}, but no "
+                    "trusted public key was given, so this does not show who wrote them "
+                    "(pass --public-key, or give the plan its ledger.signing_key)")
+        return (f"unsigned: hash chain intact over {span}; without a signing key anyone who "
+                "can write the ledger can rewrite it and recompute the hashes")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"ledger": self.where, "status": self.status, "intact": self.intact,
+                "rows": self.rows, "first_seq": self.first_seq, "last_seq": self.last_seq,
+                "signatures": self.signed, "signed_through": self.signed_through,
+                "anchors": self.anchors, "anchors_checked": self.anchors_checked,
+                "signed_by": self.keys, "trusted_keys": self.expected,
+                "first_problem": None if self.first is None else {
+                    "seq": self.first.seq, "what": self.first.what,
+                    "message": self.first.message},
+                "findings": [{"seq": f.seq, "what": f.what, "message": f.message}
+                             for f in self.findings],
+                "notes": self.notes, "summary": self.summary()}
+
+
+def verify(rows: list[Row], *, where: str, anchors: list[Anchor] | None = None,
+           unreadable_anchors: list[tuple[str, str]] | None = None,
+           trusted: list[PublicKey] | None = None, plan: str | None = None,
+           whole: bool = True) -> Verdict:
+    """`rows` in seq order; `whole`: they start at the ledger's first row (else an export,
+    trusted only from its first row on). `anchors` None: not available (not checked).
+    `plan`: the plan whose signed run ends must each have an anchor."""
+    trusted = trusted or []
+    v = Verdict(where, rows=len(rows), expected=[k.fingerprint for k in trusted])
+    if rows:
+        v.first_seq, v.last_seq, v.last_hash = rows[0].seq, rows[-1].seq, rows[-1].hash
+    found: list[Finding] = []
+    by_seq = {r.seq: r for r in rows}
+    _chain(rows, whole, found)
+    signed_ok: set[int] = set()
+    for r in rows:
+        if r.sig is not None:
+            _signature(r, by_seq, rows, trusted, v, signed_ok, found)
+    if anchors is not None:
+        v.anchors_checked = True
+        _anchors(anchors, by_seq, rows, trusted, v, found)
+        for name, why in unreadable_anchors or []:
+            found.append(Finding(None, "anchor_unreadable",
+                                 f"{name} is not an anchor ({why}): damaged or planted"))
+        if plan is not None:
+            _missing_anchors(rows, anchors, plan, found)
+    if trusted and not signed_ok and not found:
+        found.append(Finding(None, "unsigned", "no row carries a signature by "
+                             f"{', '.join(v.expected)}: the ledger was never signed with it, "
+                             "or its signatures were removed"))
+    # one finding per row, the first by row number leading (None last)
+    seen: set[int | None] = set()
+    for f in sorted(found, key=lambda f: (f.seq is None, f.seq or 0, _RANK[f.what])):
+        if f.seq is None or f.seq not in seen:
+            v.findings.append(f)
+            seen.add(f.seq)
+    return v
+
+
+# which of several findings about one row names the cause
+_RANK: dict[str, int] = {w: i for i, w in enumerate(
+    ("inserted", "deleted", "edited", "unlinked", "truncated", "other_key", "bad_signature",
+     "unsigned", "missing_anchor", "anchor_forged", "anchor_unreadable"))}
+
+
+def _chain(rows: list[Row], whole: bool, found: list[Finding]) -> None:
+    if not rows:
+        return
+    prev = GENESIS if whole else rows[0].prev_hash
+    expected = 1 if whole else rows[0].seq
+    for r in rows:
+        if r.seq > expected:
+            gone = f"row {expected} is" if r.seq == expected + 1 else \
+                f"rows {expected}–{r.seq - 1} are"
+            found.append(Finding(expected, "deleted",
+                                 f"{gone} missing: deleted from the ledger"))
+        elif r.seq < expected:
+            found.append(Finding(r.seq, "inserted", f"row {r.seq} appears twice or out of "
+                                 "order: inserted"))
+        elif r.prev_hash != prev:
+            found.append(Finding(r.seq, "unlinked", f"row {r.seq} does not follow row "
+                                 f"{r.seq - 1}: a row before it was replaced or inserted"))
+        if r.recomputed() != r.hash:
+            found.append(Finding(r.seq, "edited", f"row {r.seq} was changed after it was "
+                                 "written: its hash no longer matches its content"))
+        prev, expected = r.hash, max(expected, r.seq + 1)
+
+
+def _head_of(rows: list[Row], by_seq: dict[int, Row], seq: int, start: int) -> Head | None:
+    """The head as the signer saw it, from the stored rows (None: rows before these)."""
+    if start < rows[0].seq:
+        return None
+    prev = by_seq[start - 1].hash if start - 1 in by_seq else (
+        rows[0].prev_hash if start == rows[0].seq else GENESIS)
+    hashes = tuple(r.hash for r in rows if start <= r.seq <= seq)
+    return Head(seq, by_seq[seq].hash, start, prev, hashes)
+
+
+def _key(text: str) -> PublicKey | None:
+    try:
+        return parse_public(text)
+    except UsageError:
+        return None
+
+
+def _signature(r: Row, by_seq: dict[int, Row], rows: list[Row], trusted: list[PublicKey],
+               v: Verdict, signed_ok: set[int], found: list[Finding]) -> None:
+    try:
+        s = Signature.parse(r.sig or "")
+    except ValueError:
+        found.append(Finding(r.seq, "bad_signature", f"row {r.seq}'s signature cannot be "
+                             "read: damaged or forged"))
+        return
+    key = _key(s.key)
+    head = _head_of(rows, by_seq, r.seq, s.start)
+    if key is None:
+        found.append(Finding(r.seq, "bad_signature", f"row {r.seq} names a signing key that "
+                             "is not an Ed25519 key: forged"))
+        return
+    if head is None:
+        v.notes.append(f"row {r.seq}'s signature covers rows before this export; it is "
+                       "checked in the ledger itself")
+        return
+    if trusted and key not in trusted:
+        found.append(Finding(r.seq, "other_key", f"row {r.seq} is signed by another key "
+                             f"({key.fingerprint}, not {', '.join(v.expected)}): someone "
+                             "re-signed the ledger"))
+        return
+    if not valid(key, head.message(), s.raw):
+        found.append(Finding(r.seq, "bad_signature", f"rows {s.start}–{r.seq} were changed "
+                             f"after row {r.seq} was signed: its signature no longer matches"))
+        return
+    signed_ok.add(r.seq)
+    v.signed += 1
+    v.signed_through = r.seq
+    if key.fingerprint not in v.keys:
+        v.keys.append(key.fingerprint)
+
+
+def _anchors(anchors: list[Anchor], by_seq: dict[int, Row], rows: list[Row],
+             trusted: list[PublicKey], v: Verdict, found: list[Finding]) -> None:
+    last = rows[-1].seq if rows else 0
+    first = rows[0].seq if rows else 1
+    for a in anchors:
+        key = _key(a.signature.key)
+        if key is None or not valid(key, a.head.message(), a.signature.raw):
+            found.append(Finding(a.head.seq, "anchor_forged", f"{a.name} does not match its "
+                                 "own signature: damaged or forged"))
+            continue
+        if trusted and key not in trusted:
+            found.append(Finding(a.head.seq, "other_key", f"{a.name} is signed by another "
+                                 f"key ({key.fingerprint}): planted"))
+            continue
+        if a.head.seq > last:
+            found.append(Finding(last + 1, "truncated", f"rows {last + 1}–{a.head.seq} were "
+                                 f"deleted: the ledger ends at row {last}, but {a.name} "
+                                 f"(the end of run {a.run_id} at {a.time}) names row "
+                                 f"{a.head.seq}"))
+            continue
+        if a.head.seq < first:
+            continue  # before an export's first row
+        f = _compare(a, by_seq)
+        if f is not None:
+            found.append(f)
+            continue
+        v.anchors += 1
+        row = by_seq.get(a.head.seq)
+        if row is not None and row.sig is None:
+            found.append(Finding(a.head.seq, "unsigned", f"row {a.head.seq}'s signature was "
+                                 f"removed: {a.name} holds it"))
+
+
+def _compare(a: Anchor, by_seq: dict[int, Row]) -> Finding | None:
+    """The first row that differs from the anchored hashes, and how."""
+    prev = a.head.prev
+    hashes = a.head.hashes
+    for i, want in enumerate(hashes):
+        s = a.head.start + i
+        r = by_seq.get(s)
+        if r is not None and r.hash == want:
+            prev = want
+            continue
+        if r is None:
+            return Finding(s, "deleted", f"row {s} was deleted: {a.name} holds its hash")
+        nxt = by_seq.get(s + 1)
+        if nxt is not None and nxt.recomputed(prev, s) == want:
+            return Finding(s, "inserted", f"row {s} was inserted: the row anchored as {s} "
+                           f"in {a.name} is now row {s + 1}, and the rows after it were "
+                           "renumbered and re-hashed")
+        if i + 1 < len(hashes) and r.recomputed(want, s + 1) == hashes[i + 1]:
+            return Finding(s, "deleted", f"row {s} was deleted: the row now numbered {s} is "
+                           f"row {s + 1} in {a.name}, and the rows after it were renumbered "
+                           "and re-hashed")
+        return Finding(s, "edited", f"row {s} was rewritten: its hash differs from the one "
+                       f"in {a.name}, and the rows after it were re-hashed to hide it")
+    return None
+
+
+def _missing_anchors(rows: list[Row], anchors: list[Anchor], plan: str,
+                     found: list[Finding]) -> None:
+    have = {a.head.seq for a in anchors}
+    failed: set[int] = set()
+    for r in rows:
+        if r.kind == "anchor_failed":
+            with contextlib.suppress(ValueError, TypeError, AttributeError):
+                failed.add(int(json.loads(r.data).get("seq")))
+    for r in rows:
+        if (r.sig is not None and r.kind == "run_end" and r.seq not in have
+                and r.seq not in failed and r.plan() == plan):
+            found.append(Finding(r.seq, "missing_anchor", f"row {r.seq} (the end of run "
+                                 f"{r.run_id}) has no anchor in the repository: it was "
+                                 "deleted"))

@@ -1,0 +1,337 @@
+"""The signed, anchored ledger as an auditor meets it: the forger's attacks (rewrite rows and
+recompute every hash with restorer's own code, delete, insert, cut the tail, re-sign with
+another key, delete an anchor, strip the signatures) are each found by `ledger verify`,
+`history --verify-chain` and `report --verify`, naming the row; an export verifies offline;
+an unsigned ledger is only ever called unsigned."""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from restorer.ledger.chain import Head, Signature, row_hash
+from restorer.ledger.signing import public_of
+from tests.conftest import run_cli, unique_name, write_plan
+
+COLS = "seq, time, run_id, kind, data, prev_hash, hash, sig"
+
+
+def _plan(root: Path, **extra) -> Path:
+    (root / "src").mkdir(exist_ok=True)
+    (root / "src" / "index.html").write_text("<h1>shop</h1>")
+    return write_plan(
+        root / "plan.yaml", ledger={"url": "sqlite:///ledger.db",
+                                    "signing_key": "${file:ledger.key}"},
+        targets=[{"name": "data", "kind": "files", "paths": ["src"],
+                  "staging": {"path": "staging"},
+                  "checks": [{"files": {"exist": ["index.html"]}}]}], **extra)
+
+
+@pytest.fixture(scope="module")
+def signed(tmp_path_factory) -> tuple[Path, str, str]:
+    """A plan whose ledger holds a backup, a passing restore test, a failing one (the file
+    the check wants is gone from the snapshot) and a last backup; its public key."""
+    root = tmp_path_factory.mktemp("evidence")
+    r = run_cli("ledger", "keygen", "--out", root / "ledger.key", "--json")
+    public = json.loads(r.out)["public_key"]
+    plan = _plan(root)
+    env = {"RESTORER_STATE_DIR": str(root / "state")}
+    assert run_cli("backup", "--init", plan, env=env).rc == 0
+    assert run_cli("verify", plan, env=env).rc == 0
+    (root / "src" / "index.html").unlink()
+    (root / "src" / "other.html").write_text("x")
+    assert run_cli("backup", plan, env=env).rc == 0
+    assert run_cli("verify", plan, env=env).rc == 1
+    assert run_cli("backup", plan, env=env).rc == 0
+    return root, public, str(plan)
+
+
+@pytest.fixture
+def copy(signed, tmp_path: Path) -> tuple[Path, str]:
+    """The signed ledger and repository, copied for one attack."""
+    root, public, _ = signed
+    shutil.copytree(root, tmp_path / "c", symlinks=True)
+    return tmp_path / "c", public
+
+
+def _rows(db: sqlite3.Connection) -> list[list]:
+    return [list(r) for r in db.execute(f"SELECT {COLS} FROM entries ORDER BY seq")]
+
+
+def _forge(root: Path, change) -> None:
+    """What a forger with write access to the ledger does: change the rows, then renumber
+    and recompute every hash with restorer's own row_hash, so the chain looks intact."""
+    db = sqlite3.connect(root / "ledger.db")
+    rows = change(_rows(db))
+    prev = "0" * 64
+    for i, r in enumerate(rows, 1):
+        r[0], r[5] = i, prev
+        r[6] = row_hash(prev, i, r[1], r[2], r[3], r[4])
+        prev = r[6]
+    db.execute("DELETE FROM entries")
+    db.executemany(f"INSERT INTO entries ({COLS}) VALUES (?,?,?,?,?,?,?,?)", rows)
+    db.commit()
+    db.close()
+
+
+def _failed_verify_rows(rows: list[list]) -> list[int]:
+    """Indexes of the failed restore test's check phase and run end."""
+    failed = [i for i, r in enumerate(rows) if r[3] == "phase"
+              and json.loads(r[4]).get("phase") == "check"
+              and json.loads(r[4])["outcome"] == "failed"]
+    run = rows[failed[0]][2]
+    end = next(i for i, r in enumerate(rows) if r[2] == run and r[3] == "run_end")
+    return [failed[0], end]
+
+
+def _passed(rows: list[list]) -> list[list]:
+    """The failed restore test rewritten as passed."""
+    for i in _failed_verify_rows(rows):
+        d = json.loads(rows[i][4])
+        d.update(outcome="ok", error=None)
+        if "exit_code" in d:
+            d["exit_code"] = 0
+        rows[i][4] = json.dumps(d, sort_keys=True, separators=(",", ":"))
+    return rows
+
+
+def _verify(root: Path, *extra: str) -> tuple[int, dict, str]:
+    r = run_cli("ledger", "verify", root / "plan.yaml", *extra, "--json",
+                env={"RESTORER_STATE_DIR": str(root / "state")})
+    return r.rc, json.loads(r.out), r.err
+
+
+def test_untouched_signed_ledger_verifies(copy) -> None:
+    root, public = copy
+    rc, v, _ = _verify(root)
+    assert rc == 0 and v["status"] == "signed", v
+    # five runs, each closed by a signed row and anchored
+    assert v["signatures"] == 5 and v["anchors"] == 5 and v["signed_through"] == v["last_seq"]
+    assert len(list((root / "repo" / "anchors").iterdir())) == 5
+    # the auditor's own copy of the public key gives the same verdict
+    rc, v2, _ = _verify(root, "--public-key", public)
+    assert rc == 0 and v2["status"] == "signed"
+
+
+def test_rewritten_failed_test_is_found_by_every_verification(copy, cli) -> None:
+    root, _ = copy
+    env = {"RESTORER_STATE_DIR": str(root / "state")}
+    now = datetime.now(UTC)
+    report = root / "before.json"
+    assert cli("report", root / "plan.yaml", "--format", "json", "-o", report,
+               "--from", (now - timedelta(days=1)).isoformat(),
+               "--to", (now + timedelta(hours=1)).isoformat(), env=env).rc in (0, 1)
+    db = sqlite3.connect(root / "ledger.db")
+    first = _failed_verify_rows(_rows(db))[0] + 1
+    db.close()
+    _forge(root, _passed)
+    rc, v, err = _verify(root)
+    assert rc == 1 and v["status"] == "broken"
+    assert v["first_problem"]["seq"] == first and v["first_problem"]["what"] == "edited", v
+    assert f"row {first} was rewritten" in err
+    r = cli("history", root / "plan.yaml", "--verify-chain", env=env)
+    assert r.rc == 1 and f"row {first} was rewritten" in r.err
+    r = cli("report", "--verify", report, env=env)
+    assert r.rc == 1 and f"row {first} was rewritten" in r.text
+
+
+def test_deleted_row_is_found(copy) -> None:
+    root, _ = copy
+    victim = 3
+    _forge(root, lambda rows: rows[:victim - 1] + rows[victim:])
+    rc, v, err = _verify(root)
+    assert rc == 1 and v["first_problem"]["seq"] == victim
+    assert v["first_problem"]["what"] == "deleted" and f"row {victim} was deleted" in err
+
+
+def test_inserted_row_is_found(copy) -> None:
+    root, _ = copy
+    at = 4
+
+    def insert(rows: list[list]) -> list[list]:
+        fake = list(rows[at - 1])
+        fake[3], fake[4], fake[7] = "phase", json.dumps(
+            {"plan": "test", "phase": "check", "outcome": "ok"}), None
+        return [*rows[:at - 1], fake, *rows[at - 1:]]
+
+    _forge(root, insert)
+    rc, v, err = _verify(root)
+    assert rc == 1 and v["first_problem"]["seq"] == at
+    assert v["first_problem"]["what"] == "inserted" and f"row {at} was inserted" in err
+
+
+def test_truncated_tail_is_found_up_to_the_last_anchor(copy) -> None:
+    root, _ = copy
+    db = sqlite3.connect(root / "ledger.db")
+    last = db.execute("SELECT max(seq) FROM entries").fetchone()[0]
+    # the last run (the final backup) cut off entirely
+    start = db.execute("SELECT min(seq) FROM entries WHERE run_id = (SELECT run_id FROM "
+                       "entries WHERE seq = ?)", (last,)).fetchone()[0]
+    db.execute("DELETE FROM entries WHERE seq >= ?", (start,))
+    db.commit()
+    db.close()
+    rc, v, err = _verify(root)
+    assert rc == 1 and v["first_problem"]["what"] == "truncated"
+    assert v["first_problem"]["seq"] == start and f"rows {start}–{last} were deleted" in err
+
+
+def test_row_re_signed_with_another_key_is_found(copy) -> None:
+    root, _ = copy
+    mine = Ed25519PrivateKey.generate()
+    pub = public_of(mine)
+    db = sqlite3.connect(root / "ledger.db")
+    first = _failed_verify_rows(_rows(db))[0] + 1
+    db.close()
+    _forge(root, _passed)
+    # the forger signs every closing row again with a key of their own, as restorer would
+    db = sqlite3.connect(root / "ledger.db")
+    rows = _rows(db)
+    start = 1
+    for r in rows:
+        if r[7] is None:
+            continue
+        seq = r[0]
+        hashes = tuple(x[6] for x in rows if start <= x[0] <= seq)
+        prev = rows[start - 2][6] if start > 1 else "0" * 64
+        head = Head(seq, r[6], start, prev, hashes)
+        sig = Signature(pub.text, base64.b64encode(mine.sign(head.message())).decode(), start)
+        db.execute("UPDATE entries SET sig = ? WHERE seq = ?", (sig.text(), seq))
+        start = seq + 1
+    db.commit()
+    db.close()
+    rc, v, err = _verify(root)
+    assert rc == 1
+    whats = {f["what"] for f in v["findings"]}
+    # the first re-signed closing row is named, and the anchors still name the rewritten row
+    assert v["first_problem"]["what"] == "other_key" and "signed by another key" in err
+    assert pub.fingerprint in v["first_problem"]["message"]
+    assert {"seq": first, "what": "edited"} in [
+        {"seq": f["seq"], "what": f["what"]} for f in v["findings"]]
+    assert "other_key" in whats
+
+
+def test_deleted_anchor_is_found(copy) -> None:
+    root, _ = copy
+    anchors = sorted((root / "repo" / "anchors").iterdir())
+    gone = anchors[2]
+    seq = int(gone.name.split("-")[0])
+    gone.unlink()
+    rc, v, err = _verify(root)
+    assert rc == 1 and v["first_problem"] == {
+        "seq": seq, "what": "missing_anchor", "message": v["first_problem"]["message"]}
+    assert f"row {seq}" in err and "has no anchor in the repository" in err
+
+
+def test_stripped_signatures_are_found_by_the_anchors(copy) -> None:
+    root, _ = copy
+    db = sqlite3.connect(root / "ledger.db")
+    db.execute("UPDATE entries SET sig = NULL")
+    db.commit()
+    db.close()
+    rc, v, err = _verify(root)
+    assert rc == 1 and v["first_problem"]["what"] == "unsigned"
+    assert "signature was removed" in err
+
+
+def test_export_verifies_offline_and_an_edited_export_does_not(copy, tmp_path: Path,
+                                                               cli) -> None:
+    root, public = copy
+    out = tmp_path / "evidence.jsonl"
+    r = cli("ledger", "export", root / "plan.yaml", "--since", "90d", "-o", out, "--json",
+            env={"RESTORER_STATE_DIR": str(root / "state")})
+    assert r.rc == 0, r.text
+    info = json.loads(r.out)
+    assert info["anchors"] == 5 and info["rows"] >= 10
+    # the auditor's machine: a fresh folder, no ledger, no repository, no plan
+    shutil.rmtree(root)
+    away = tmp_path / "auditor"
+    away.mkdir()
+    shutil.move(out, away / "evidence.jsonl")
+    env = {"RESTORER_STATE_DIR": str(away / "state")}
+    r = cli("ledger", "verify", "evidence.jsonl", "--public-key", public, cwd=away, env=env)
+    assert r.rc == 0 and "signed: rows 1–" in r.out, r.text
+    assert not (away / "state").exists()  # nothing was made on the auditor's machine
+    # the export says nothing proven without the key
+    r = cli("ledger", "verify", "evidence.jsonl", cwd=away, env=env)
+    assert r.rc == 0 and r.out.startswith("ledger evidence.jsonl: unchecked")
+    lines = (away / "evidence.jsonl").read_text().splitlines()
+    i = next(n for n, line in enumerate(lines) if '"outcome\\":\\"failed' in line)
+    lines[i] = lines[i].replace('\\"outcome\\":\\"failed', '\\"outcome\\":\\"ok')
+    (away / "evidence.jsonl").write_text("\n".join(lines) + "\n")
+    r = cli("ledger", "verify", "evidence.jsonl", "--public-key", public, cwd=away, env=env)
+    assert r.rc == 1 and f"row {i} was changed after it was written" in r.err, r.text
+
+
+def test_unsigned_ledger_is_called_unsigned(tmp_path: Path, cli) -> None:
+    (tmp_path / "src").mkdir()
+    plan = write_plan(tmp_path / "plan.yaml", ledger="sqlite:///ledger.db")
+    assert cli("backup", "--init", plan).rc == 0
+    assert not (tmp_path / "repo" / "anchors").exists()
+    for args in (("ledger", "verify", plan), ("history", plan, "--verify-chain")):
+        r = cli(*args)
+        assert r.rc == 0 and ": unsigned: hash chain intact" in r.out, r.text
+        assert "tamper" not in r.out.lower() and ": signed:" not in r.out
+
+
+def test_unreadable_key_records_the_run_unsigned(tmp_path: Path, cli) -> None:
+    plan = _plan(tmp_path)
+    r = cli("backup", "--init", plan)
+    assert r.rc == 0, r.text  # a key problem never fails the backup
+    assert "ledger.signing_key" in r.err and "recorded unsigned" in r.err
+    end = json.loads(cli("history", plan, "--json").out)[0]
+    assert end["outcome"] == "ok"
+    db = sqlite3.connect(tmp_path / "ledger.db")
+    data = json.loads(db.execute("SELECT data FROM entries WHERE kind = 'run_end'").fetchone()[0])
+    assert "ledger.signing_key" in data["unsigned"]
+
+
+def test_repository_that_cannot_take_the_anchor_never_fails_the_run(tmp_path: Path,
+                                                                     cli) -> None:
+    assert cli("ledger", "keygen", "--out", tmp_path / "ledger.key").rc == 0
+    plan = _plan(tmp_path)
+    # no repository yet: the backup fails for that, and the anchor is not written either
+    r = cli("backup", plan)
+    assert r.rc == 1
+    assert not (tmp_path / "repo").exists()  # the anchor never made the folder
+    assert "could not be anchored" in r.err
+    db = sqlite3.connect(tmp_path / "ledger.db")
+    note = db.execute("SELECT data FROM entries WHERE kind = 'anchor_failed'").fetchone()
+    assert note and "no repository here yet" in json.loads(note[0])["error"]
+    # the run whose anchor failed is not reported as a missing anchor
+    assert cli("init", plan).rc == 0
+    r = cli("ledger", "verify", plan)
+    assert r.rc == 0 and "signed:" in r.out, r.text
+
+
+def test_anchor_on_object_locked_s3_is_retained_and_cannot_be_deleted(tmp_path: Path, cli,
+                                                                       moto_server) -> None:
+    from botocore.exceptions import ClientError
+
+    bucket = moto_server.make_bucket(unique_name("anchor"), object_lock=True)
+    assert cli("ledger", "keygen", "--out", tmp_path / "ledger.key").rc == 0
+    plan = _plan(tmp_path, repository={
+        "url": f"s3://{bucket}/r", "endpoint_url": moto_server.url, "region": "us-east-1",
+        "object_lock_days": 30})
+    assert cli("backup", "--init", plan).rc == 0
+    assert cli("backup", plan).rc == 0
+    c = moto_server.client()
+    keys = [o["Key"] for o in c.list_objects_v2(Bucket=bucket, Prefix="r/anchors/")["Contents"]]
+    assert len(keys) == 2  # one per run
+    for key in keys:
+        # (moto 5.2 does not serve GetObjectRetention; HeadObject carries the same fields)
+        head = c.head_object(Bucket=bucket, Key=key)
+        assert head["ObjectLockMode"] == "GOVERNANCE"
+        assert head["ObjectLockRetainUntilDate"] > datetime.now(UTC) + timedelta(days=29)
+        version = head["VersionId"]
+        with pytest.raises(ClientError) as e:
+            c.delete_object(Bucket=bucket, Key=key, VersionId=version)
+        assert e.value.response["Error"]["Code"] == "AccessDenied"
+    r = cli("ledger", "verify", plan)
+    assert r.rc == 0 and "2 anchors match" in r.out, r.text
