@@ -6,6 +6,7 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from restorer import __version__, clock
 from restorer.actions.context import (
@@ -15,7 +16,7 @@ from restorer.actions.context import (
     target_context,
 )
 from restorer.actions.hooks import hooks_around, remote_runner
-from restorer.errors import RepositoryError, SourceError
+from restorer.errors import RepositoryError, RestorerError, SourceError
 from restorer.ledger import RunRecorder
 from restorer.outcome import Outcome
 from restorer.plan import models
@@ -150,7 +151,22 @@ def _recorded(run: RunRecorder | None, lp: LoadedPlan, ctx: TargetContext, repo:
             snapshot=r.snapshot, kind=kind_of(t).name,
             data_added=r.summary.get("data_added"), retries=r.summary.get("retries"),
             error=r.error, warnings=len(r.warnings))
+        if r.snapshot:
+            ph.detail["stored"] = _stored(repo, r.snapshot)
     return r
+
+
+def _stored(repo: Repository, snapshot: str) -> dict[str, Any]:
+    """How the snapshot just written is kept, read back from the store: the evidence the
+    report's immutability and encryption controls rest on (never fails the backup)."""
+    out: dict[str, Any] = {"encrypted": bool(repo.config.get("encrypted"))}
+    try:
+        p = repo.backend.protection(f"snapshots/{snapshot}")
+    except RestorerError as e:
+        return {**out, "error": e.message}
+    if p is not None:
+        out.update(lock_mode=p.lock_mode, retain_until=p.retain_until, sse=p.encryption)
+    return out
 
 
 def backup_one(lp: LoadedPlan, ctx: TargetContext, repo: Repository, t: models.TargetBase,

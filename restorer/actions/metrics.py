@@ -29,6 +29,11 @@ HELP = {
     "restorer_last_verify_success": ("gauge", "1 if the target's last verify passed"),
     "restorer_rpo_seconds": ("gauge", "Age of the newest verified snapshot (measured RPO)"),
     "restorer_rpo_objective_seconds": ("gauge", "The plan's RPO objective"),
+    "restorer_restore_test_age_seconds": ("gauge", "Time since the last passing restore test"),
+    "restorer_restore_test_objective_seconds": (
+        "gauge", "objectives.verify_every: the longest a target may go without one"),
+    "restorer_restore_test_overdue": (
+        "gauge", "1 when the target is past objectives.verify_every (or never tested)"),
     "restorer_rto_seconds": ("gauge", "Last measured restore time into staging (RTO)"),
     "restorer_rto_objective_seconds": ("gauge", "The plan's RTO objective"),
     "restorer_plan_up": ("gauge", "1 if the plan could be read and its repository opened"),
@@ -89,6 +94,11 @@ def plan_metrics(lp: LoadedPlan) -> list[tuple[str, dict[str, str], float]]:
             out.append(("restorer_rto_seconds", lab, st.last_restore_s))
         if st.rto_s is not None:
             out.append(("restorer_rto_objective_seconds", lab, st.rto_s))
+        if st.last_test_age_s is not None:
+            out.append(("restorer_restore_test_age_seconds", lab, st.last_test_age_s))
+        if st.verify_every_s is not None:
+            out.append(("restorer_restore_test_objective_seconds", lab, st.verify_every_s))
+            out.append(("restorer_restore_test_overdue", lab, float(st.verify_breached)))
     return out
 
 

@@ -1,10 +1,12 @@
-"""report: the evidence auditors ask for, computed from the ledger alone.
+"""report: the evidence auditors ask for, computed from the plans and the ledger.
 
-Only ledger rows are read (never the repository, which prune changes), so the same plans,
-period and ledger always give the same data: `report --verify` recomputes it and compares
-digests, and checks the ledger's hash chain, so an edited report or an edited ledger row is
-found. The data is the JSON format itself (schema `restorer-report/1`, documented in the
-README); HTML, JUnit and Markdown are renderings of it.
+Ledger rows are the data (never the repository's snapshots, which prune changes), so the same
+plans, period and ledger always give the same report: `report --verify` builds it again and
+compares, and verifies the ledger (chain, signatures, anchors), so an edited report or an
+edited ledger row is found. Per target it holds the restore tests, RTO and RPO, and the
+controls (controls.py) with their verdicts. The data is the JSON format itself (schema
+`restorer-report/2`, documented in the README); HTML, JUnit and Markdown are renderings of
+it.
 """
 
 from __future__ import annotations
@@ -18,13 +20,15 @@ from pathlib import Path
 from typing import Any
 
 from restorer import __version__, clock
+from restorer.actions.controls import Inputs, target_controls
+from restorer.actions.controls import summary as controls_summary
 from restorer.actions.ledger_run import Run, runs
 from restorer.errors import RestorerError, UsageError
 from restorer.plan.load import LoadedPlan
 from restorer.sources.postgres import safe_dsn
 from restorer.targets import load_checked
 
-SCHEMA = "restorer-report/1"
+SCHEMA = "restorer-report/2"
 
 
 @dataclass
@@ -173,12 +177,17 @@ def plan_report(lp: LoadedPlan, period: Period) -> dict[str, Any]:
                  if name == t.name]
         mine = [x for x in every if _t(x["time"]) in period]
         passed = sum(x["passed"] for x in mine)
+        born = _born(history, t.name)
+        start = max(period.start, born) if born else period.start
+        controls = target_controls(Inputs(lp, t, history, min(start, period.end), period.end,
+                                          sorted(every, key=lambda x: x["time"]), obj))
         targets.append({
             "name": t.name, "kind": t.kind, "covered": passed > 0,
             "restore_tests": {"total": len(mine), "passed": passed,
                               "failed": len(mine) - passed},
             "tests": mine, "rto": _rto(mine, obj.rto),
-            "rpo": _rpo(every, obj.rpo, period, _born(history, t.name)),
+            "rpo": _rpo(every, obj.rpo, period, born),
+            "controls": [c.to_json() for c in controls],
         })
     rollbacks = [{
         "run_id": r.run_id, "time": _iso(_t(r.started)), "command": r.command,
@@ -204,6 +213,7 @@ def plan_report(lp: LoadedPlan, period: Period) -> dict[str, Any]:
             "time_to_recover_s": round((_t(nxt.started) - _t(r.started)).total_seconds(), 3)
             if nxt else None})
     return {"name": lp.name, "file": str(lp.path), "digest": lp.digest,
+            "controls": controls_summary(targets),
             "targets": targets, "rollbacks": rollbacks, "failures": failures}
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from restorer import __version__, clock
@@ -83,8 +84,8 @@ class Statuses(list["TargetStatus"]):
     @property
     def outcome(self) -> Outcome:
         """failed when any objective is breached."""
-        return Outcome.FAILED if any(r.rpo_breached or r.rto_breached for r in self) \
-            else Outcome.OK
+        return Outcome.FAILED if any(r.rpo_breached or r.rto_breached or r.verify_breached
+                                     for r in self) else Outcome.OK
 
 
 def run_verify(lp: LoadedPlan, target_names: tuple[str, ...] = (), *,
@@ -229,6 +230,11 @@ class TargetStatus:
     rpo_breached: bool
     rto_breached: bool
     snapshots: int = 0
+    # the dead-man switch on restore testing: the last passing test, and objectives.verify_every
+    last_test_time: str | None = None
+    last_test_age_s: float | None = None
+    verify_every_s: float | None = None
+    verify_breached: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -253,6 +259,9 @@ def plan_status(lp: LoadedPlan) -> Statuses:
                           key=lambda r: r.get("time", ""))
             last_restore = good[-1].get("restore_s") if good else None
         age = now - verified.datetime.timestamp() if verified else None
+        tested = max((str(r.get("time")) for s in mine for r in records.get(s.id, ())
+                      if r.get("passed") and r.get("time")), default=None)
+        tested_age = now - _when(tested) if tested else None
         out.append(TargetStatus(
             lp.name, t.name, t.kind, latest.id if latest else None,
             latest.time if latest else None,
@@ -261,5 +270,12 @@ def plan_status(lp: LoadedPlan) -> Statuses:
             last_restore, obj.rpo, obj.rto,
             obj.rpo is not None and (age is None or age > obj.rpo),
             obj.rto is not None and last_restore is not None and last_restore > obj.rto,
-            len(mine)))
+            len(mine), tested, tested_age, obj.verify_every,
+            obj.verify_every is not None and (tested_age is None
+                                              or tested_age > obj.verify_every)))
     return Statuses(out)
+
+
+def _when(iso: str) -> float:
+    t = datetime.fromisoformat(iso.replace("Z", "+00:00"))
+    return (t if t.tzinfo else t.replace(tzinfo=UTC)).timestamp()

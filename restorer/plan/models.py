@@ -23,7 +23,7 @@ from pydantic import (
 )
 
 from restorer.plan.durations import Duration
-from restorer.plan.problems import LOOPBACK, Problem
+from restorer.plan.problems import LOOPBACK, Problem, server_of
 from restorer.plan.secrets import Secret, SecretRef
 
 if TYPE_CHECKING:
@@ -396,6 +396,35 @@ class TargetHooks(Strict):
 # --- targets ------------------------------------------------------------------------------
 
 
+Verdict = Literal["pass", "fail", "n/a"]
+
+
+def _local_separation(staging: Staging | None) -> tuple[Verdict, str]:
+    """Kinds whose data and restore tests are both on the restorer host."""
+    if staging is None:
+        return "fail", "no staging is declared, so no restore test runs"
+    if staging.host is not None and staging.host.host not in LOOPBACK:
+        return "pass", f"restore tests run on {staging.host.host}, the source on this machine"
+    return "fail", ("restore tests run on the machine that holds the source"
+                    + (f" (into {staging.path})" if staging.path else ""))
+
+
+def _server_separation(dsn: str, staging: Staging | None,
+                       via: SSHOptions | None) -> tuple[Verdict, str]:
+    if staging is None or not staging.dsn:
+        return "fail", "no staging database is declared, so no restore test runs"
+    src, dst = server_of(dsn), server_of(str(staging.dsn))
+    if src is None or dst is None:
+        return "n/a", "the servers cannot be told from the DSNs"
+    if via is not None and via.host not in LOOPBACK:
+        return "pass", (f"the source is on {via.host} (through SSH); restore tests run on "
+                        f"{dst[0]}:{dst[1]}")
+    if src == dst:
+        return "fail", (f"restore tests run on the source's own server ({src[0]}:{src[1]}), "
+                        "in another database")
+    return "pass", f"restore tests run on {dst[0]}:{dst[1]}, the source on {src[0]}:{src[1]}"
+
+
 class TargetBase(Strict):
     name: Name = Field(description="unique within the plan")
     staging: Staging | None = None
@@ -428,6 +457,11 @@ class TargetBase(Strict):
         """What is wrong with this target that only its kind can tell."""
         return []
 
+    def separation(self) -> tuple[Verdict, str]:
+        """Whether its restore tests run on a system other than the one its data lives on
+        (DORA asks for restores onto separate systems), and why."""
+        return "n/a", "this kind does not say where its restore tests run"
+
     def environment_problems(self, i: int, lp: LoadedPlan, shown: str) -> list[Problem]:
         """What only this machine can show (a source path missing, unreadable)."""
         return []
@@ -456,6 +490,9 @@ class FilesTarget(TargetBase):
         if host.host not in LOOPBACK:
             return []
         return [str(lp.resolve_path(p).resolve()) for p in self.paths]
+
+    def separation(self) -> tuple[Verdict, str]:
+        return _local_separation(self.staging)
 
     def plan_problems(self, i: int, lp: LoadedPlan, shown: str) -> list[Problem]:
         if not self.staging or not self.staging.path:
@@ -501,6 +538,18 @@ class SSHFilesTarget(TargetBase):
             host.host in LOOPBACK and self.host.host in LOOPBACK)
         return [posixpath.normpath(p) for p in self.paths] if same else []
 
+    def separation(self) -> tuple[Verdict, str]:
+        where = self.staging.host if self.staging and self.staging.host else None
+        if self.staging is None:
+            return "fail", "no staging is declared, so no restore test runs"
+        if where is not None and ((where.host, where.port) == (self.host.host, self.host.port)
+                                  or {where.host, self.host.host} <= LOOPBACK):
+            return "fail", f"restore tests run on {where.host}, the source's own host"
+        if where is None and self.host.host in LOOPBACK:
+            return "fail", "the source is on this machine, and restore tests run here too"
+        return "pass", (f"restore tests run on {where.host if where else 'the restorer host'}, "
+                        f"the source is on {self.host.host}")
+
 
 class PostgresTarget(TargetBase):
     kind: Literal["postgres"]
@@ -515,6 +564,9 @@ class PostgresTarget(TargetBase):
 
     def production_dsn(self) -> str | None:
         return self.dsn
+
+    def separation(self) -> tuple[Verdict, str]:
+        return _server_separation(self.dsn, self.staging, self.via_ssh)
 
     @field_validator("dsn")
     @classmethod
@@ -533,6 +585,9 @@ class MySQLTarget(TargetBase):
 
     def production_dsn(self) -> str | None:
         return self.dsn
+
+    def separation(self) -> tuple[Verdict, str]:
+        return _server_separation(self.dsn, self.staging, self.via_ssh)
 
     @field_validator("dsn")
     @classmethod
@@ -556,6 +611,9 @@ class SQLiteTarget(TargetBase):
         key = f"targets[{i}].staging.path"
         return [Problem(shown, key, f"staging path {st} is the target's database file",
                         lp.lines.get(key), "point staging at a scratch directory")]
+
+    def separation(self) -> tuple[Verdict, str]:
+        return _local_separation(self.staging)
 
     def environment_problems(self, i: int, lp: LoadedPlan, shown: str) -> list[Problem]:
         rp = lp.resolve_path(self.path)
@@ -588,6 +646,16 @@ class EBSTarget(TargetBase):
     staging_keys: ClassVar[tuple[str, ...]] = ("availability_zone", "instance_id", "device",
                                                "host", "keep")
 
+    def separation(self) -> tuple[Verdict, str]:
+        if self.staging is None:
+            return "fail", "no staging is declared, so no restore test runs"
+        if self.staging.instance_id and self.staging.instance_id == self.instance_id:
+            return "fail", (f"restore tests attach the new volume to {self.instance_id}, the "
+                            "source's own instance")
+        return "pass", ("restore tests create a new volume from the snapshot"
+                        + (f", attached to {self.staging.instance_id}"
+                           if self.staging.instance_id else ""))
+
 
 class RDSTarget(TargetBase):
     kind: Literal["rds"]
@@ -599,6 +667,11 @@ class RDSTarget(TargetBase):
 
     staging_keys: ClassVar[tuple[str, ...]] = ("instance_class", "subnet_group", "dsn",
                                                "password", "keep")
+
+    def separation(self) -> tuple[Verdict, str]:
+        if self.staging is None:
+            return "fail", "no staging is declared, so no restore test runs"
+        return "pass", (f"restore tests restore a new DB instance, not {self.db_instance}")
 
 
 Target = Annotated[

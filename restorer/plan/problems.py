@@ -47,6 +47,12 @@ def _database_identity(dsn: str) -> tuple[str, int | None, str] | None:
     return host, port, unquote(u.path.strip("/"))
 
 
+def server_of(dsn: str) -> tuple[str, int | None] | None:
+    """(host, port) of the server a DSN reaches (loopback spellings made equal)."""
+    i = _database_identity(dsn)
+    return None if i is None else (i[0], i[1])
+
+
 def same_database(a: str, b: str) -> bool:
     ia, ib = _database_identity(a), _database_identity(b)
     return ia is not None and ia == ib

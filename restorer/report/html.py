@@ -24,6 +24,8 @@ th { background: #eef2f5; } tr, .target { break-inside: avoid; }
 .good { color: #1e8449; font-weight: bold; } .muted { color: #6c7a89; }
 .evidence { font-family: "DejaVu Sans Mono", monospace; font-size: 8.5pt; word-break: break-all; }
 .ts { white-space: nowrap; }
+.controls td.verdict { white-space: nowrap; width: 12mm; } .na { color: #6c7a89; }
+.controls ul { margin: 0.5mm 0 0 4mm; padding: 0; }
 """
 
 
@@ -85,10 +87,44 @@ def _target(plan: dict[str, Any], t: dict[str, Any], period: dict[str, str]) -> 
     return "\n".join(out)
 
 
+_VERDICT = {"pass": '<span class="good">pass</span>', "fail": '<span class="bad">FAIL</span>',
+            "n/a": '<span class="na">n/a</span>'}
+
+
+def _controls(p: dict[str, Any]) -> str:
+    """Every target's controls in one table, the failing ones first."""
+    rows = sorted(((t["name"], c) for t in p["targets"] for c in t.get("controls", [])),
+                  key=lambda x: ({"fail": 0, "n/a": 1, "pass": 2}[x[1]["verdict"]], x[0]))
+    if not rows:
+        return ""
+    out = [f'<section class="controls" id="controls-{escape(p["name"])}"><h3>Controls</h3>',
+           "<table><tr><th>target</th><th>control</th><th>verdict</th><th>evidence</th></tr>"]
+    for target, c in rows:
+        found = "".join(f"<li>{escape(f)}</li>" for f in c["findings"])
+        more = c["findings_total"] - len(c["findings"])
+        if more > 0:
+            found += f"<li>… and {more} more</li>"
+        runs = ", ".join(escape(r[:8]) for r in c["evidence"][:8])
+        if c["evidence_total"] > 8:
+            runs += f" and {c['evidence_total'] - 8} more"
+        out.append(f"<tr><td>{escape(target)}</td><td>{escape(c['name'])}</td>"
+                   f'<td class="verdict">{_VERDICT[c["verdict"]]}</td>'
+                   f"<td>{escape(c['detail'])}" + (f"<ul>{found}</ul>" if found else "")
+                   + (f'<br><span class="muted evidence">runs {runs}</span>' if runs else "")
+                   + "</td></tr>")
+    out.append("</table></section>")
+    return "\n".join(out)
+
+
 def _plan(p: dict[str, Any], period: dict[str, str]) -> str:
     out = [f'<section class="plan" id="plan-{escape(p["name"])}">',
            f"<h2>Plan {escape(p['name'])}</h2>",
            f'<p class="muted">{escape(p["file"])} — plan digest {escape(p["digest"][:16])}</p>']
+    c = p.get("controls")
+    if c:
+        out.append(f'<p class="summary">Controls: {c["passed"]} of {c["total"]} pass, '
+                   f'{c["failed"]} fail, {c["not_applicable"]} not applicable.</p>')
+    out.append(_controls(p))
     out += [_target(p, t, period) for t in sorted(p["targets"], key=lambda t: t["covered"])]
     out.append("<h3>Rollbacks</h3>")
     if p["rollbacks"]:
@@ -144,6 +180,14 @@ def render_html(data: dict[str, Any], params: str) -> str:
            f"<p>Period {escape(period['from'])} to {escape(period['to'])}; generated "
            f"{escape(data['generated_at'])} by restorer {escape(data['tool_version'])}. "
            f"{covered} of {total} target(s) had a passing restore test in the period.</p>"]
+    out.append('<section id="summary"><h2>Controls by plan</h2><table><tr><th>plan</th>'
+               "<th>controls passing</th><th>failing</th></tr>")
+    for p in data["plans"]:
+        c = p.get("controls") or {"passed": 0, "total": 0, "failing": []}
+        failing = "<br>".join(escape(f) for f in c["failing"]) or "none"
+        out.append(f"<tr><td>{escape(p['name'])}</td><td>{c['passed']} of {c['total']}</td>"
+                   f'<td class="{"bad" if c["failing"] else "good"}">{failing}</td></tr>')
+    out.append("</table></section>")
     out.append('<section class="findings" id="findings"><h2>Findings</h2>')
     if findings:
         out.append("<ul>" + "".join(

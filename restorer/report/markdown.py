@@ -20,7 +20,12 @@ def render_markdown(data: dict[str, Any], params: str) -> str:
     out = [f"<!-- restorer-report-params: {params} -->", "",
            f"# Restore-test report {per['from'][:10]} to {per['to'][:10]}", "",
            f"Generated {data['generated_at']} by restorer {data['tool_version']}.", "",
-           "## Findings", ""]
+           "## Controls by plan", "", "| plan | passing | failing |", "|---|---|---|"]
+    for p in data["plans"]:
+        c = p.get("controls") or {"passed": 0, "total": 0, "failing": []}
+        out.append(f"| {_cell(p['name'])} | {c['passed']} of {c['total']} | "
+                   f"{_cell('; '.join(c['failing']) or 'none')} |")
+    out += ["", "## Findings", ""]
     out += [f"- **{f['plan']} / {f['target']}**: {f['finding']}" for f in data["findings"]] \
         or ["None: every target had a passing restore test in the period."]
     for p in data["plans"]:
@@ -34,6 +39,14 @@ def render_markdown(data: dict[str, Any], params: str) -> str:
                        f"{rt['failed']} | {_d(r['objective_s'])} | {_d(r['worst_s'])} | "
                        f"{_d(r['median_s'])} | {_d(r['latest_s'])} | {_d(rp['objective_s'])} | "
                        f"{len(rp['breaches'])} |")
+        controls = sorted(((t["name"], c) for t in p["targets"] for c in t.get("controls", [])),
+                          key=lambda x: ({"fail": 0, "n/a": 1, "pass": 2}[x[1]["verdict"]],
+                                         x[0]))
+        if controls:
+            out += ["", "| target | control | verdict | evidence |", "|---|---|---|---|"]
+            out += [f"| {_cell(name)} | {c['name']} | {c['verdict'].upper()} | "
+                    f"{_cell('; '.join([c['detail'], *c['findings'][:5]]))} |"
+                    for name, c in controls]
         tests = [(t["name"], x) for t in p["targets"] for x in t["tests"]]
         if tests:
             out += ["", "| time | target | snapshot | restore | result | checks | by |",

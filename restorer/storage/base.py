@@ -14,6 +14,15 @@ class ObjectInfo:
     size: int
 
 
+@dataclass(frozen=True)
+class Protection:
+    """How the store itself protects one object, as read back from it."""
+
+    lock_mode: str | None = None  # S3 Object Lock: GOVERNANCE or COMPLIANCE
+    retain_until: str | None = None  # ISO time the object may not be deleted before
+    encryption: str | None = None  # server-side: AES256, aws:kms
+
+
 class Backend(ABC):
     """A flat store of write-once objects addressed by '/'-separated names."""
 
@@ -58,6 +67,10 @@ class Backend(ABC):
         except NotFoundError:
             return False
         return True
+
+    def protection(self, name: str) -> Protection | None:
+        """The store's own protection of `name` (None: this store has no such settings)."""
+        return None
 
     def is_permanent(self, exc: BaseException) -> bool:
         """Whether retrying the operation that raised `exc` cannot help."""

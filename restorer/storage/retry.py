@@ -21,7 +21,7 @@ from tenacity import (
 )
 
 from restorer.errors import AlreadyExistsError, NotFoundError, StorageError
-from restorer.storage.base import Backend, ObjectInfo
+from restorer.storage.base import Backend, ObjectInfo, Protection
 
 log = logging.getLogger("restorer.storage")
 T = TypeVar("T")
@@ -111,6 +111,9 @@ class RetryingBackend(Backend):
 
     def stat(self, name: str) -> int:
         return self._call("stat", name, self.inner.stat, name)
+
+    def protection(self, name: str) -> Protection | None:
+        return self._call("read the protection of", name, self.inner.protection, name)
 
     def is_permanent(self, exc: BaseException) -> bool:
         return self.inner.is_permanent(exc)

@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from restorer.errors import AlreadyExistsError, NotFoundError, StorageError
-from restorer.storage.base import Backend, ObjectInfo
+from restorer.storage.base import Backend, ObjectInfo, Protection
 
 log = logging.getLogger("restorer.storage.s3")
 
@@ -151,6 +151,21 @@ class S3Backend(Backend):
         except Exception as e:
             self._raise("stat", name, e)
             raise
+
+    def protection(self, name: str) -> Protection | None:
+        """Object Lock and encryption as the stored object has them (HeadObject returns
+        the fields GetObjectRetention does, under the same permission)."""
+        key = self._key(name)
+        try:
+            head = self.request("read the protection of", name, lambda: self._named(
+                "stat", name, lambda: self.client.head_object(Bucket=self.bucket, Key=key)))
+        except Exception as e:
+            self._raise("stat", name, e)
+            raise
+        until = head.get("ObjectLockRetainUntilDate")
+        return Protection(head.get("ObjectLockMode"),
+                          until.astimezone(UTC).isoformat(timespec="seconds") if until else None,
+                          head.get("ServerSideEncryption"))
 
     def _put_args(self) -> dict[str, Any]:
         kw: dict[str, Any] = {}

@@ -113,7 +113,7 @@ def test_json_figures_match_the_timeline(scenario, tmp_path: Path) -> None:
     _root, plan, _plan2, *_rest, env = scenario
     _, text = _report(scenario, "json", tmp_path / "r.json")
     data = json.loads(text)
-    assert data["schema"] == "restorer-report/1"
+    assert data["schema"] == "restorer-report/2"
     assert data["period"] == {"from": "2026-06-01T00:00:00+00:00",
                               "to": _iso(END)}
     shop = next(p for p in data["plans"] if p["name"] == "shop")

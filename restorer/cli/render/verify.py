@@ -56,8 +56,11 @@ def show_status(rows_all: list[TargetStatus], as_json: bool) -> None:
             " BREACH" if r.rpo_breached else "")
         rto = ("-" if r.last_restore_s is None else fd(r.last_restore_s)) + (
             f" / {fd(r.rto_s)}" if r.rto_s else "") + (" BREACH" if r.rto_breached else "")
+        tested = ago(r.last_test_age_s) + (
+            f" / {fd(r.verify_every_s)}" if r.verify_every_s else "") + (
+            " BREACH" if r.verify_breached else "")
         rows.append([r.plan, r.target, r.kind,
                      f"{(r.latest_snapshot or '-')[:8]} {ago(r.latest_age_s)}",
-                     f"{(r.verified_snapshot or '-')[:8]}", rpo, rto])
+                     f"{(r.verified_snapshot or '-')[:8]}", rpo, rto, tested])
     table(["PLAN", "TARGET", "KIND", "LATEST BACKUP", "VERIFIED", "VERIFIED AGE / RPO",
-           "RESTORE / RTO"], rows)
+           "RESTORE / RTO", "LAST TEST / EVERY"], rows)
