@@ -97,16 +97,11 @@ def _backup_frequency(i: Inputs) -> Control:
                        f"{MAX_SLOTS} slots in the period; {len(backups)} backup(s) observed",
                        ids)
     times = sorted(t for t, _, _ in backups)
-    missed = []
     # a slot is kept when a backup ran between it and the next slot; the last slot is owed
     # only once the next one has come
-    for a, b in zip(slots, [*slots[1:], nxt], strict=True):
-        if b > i.end:
-            break
-        if not any(a <= t < b for t in times):
-            missed.append(_iso(a))
-    kept = sum(1 for a, b in zip(slots, [*slots[1:], nxt], strict=True) if b <= i.end) - \
-        len(missed)
+    owed = [(a, b) for a, b in zip(slots, [*slots[1:], nxt]) if b <= i.end]  # noqa: B905
+    missed = [_iso(a) for a, b in owed if not any(a <= t < b for t in times)]
+    kept = len(owed) - len(missed)
     detail = (f"schedule '{cron}' ({i.lp.plan.schedule.timezone or 'UTC'}): {kept} slot(s) "
               f"kept, {len(missed)} missed; {len(backups)} backup(s) in the period")
     return Control("backup_frequency", name, "fail" if missed else "pass", detail, ids,

@@ -106,17 +106,18 @@ def verify_plan(lp: LoadedPlan, given: tuple[str, ...] | list[str] = ()) -> Verd
     return v
 
 
-def ledger_evidence(lp: LoadedPlan, until: str) -> tuple[Verdict, Verdict]:
-    """For a report: the ledger as it stood at `until` (its rows up to then, and their
-    anchors: the same whenever it is asked, unless someone changed them), and the whole
-    ledger as it is now."""
+def ledger_evidence(lp: LoadedPlan, until: str,
+                    through: int | None = None) -> tuple[Verdict, Verdict]:
+    """For a report: the ledger as it stood at `until` (its rows up to then and up to row
+    `through`, and their anchors: the same whenever it is asked, unless someone changed
+    them), and the whole ledger as it is now."""
     trusted = trusted_keys(lp, ())
     rows, where, anchors, unreadable, why_not = _read(lp)
     now = verify(rows, where=where, anchors=anchors, unreadable_anchors=unreadable,
                  trusted=trusted, plan=lp.name)
     if why_not:
         now.notes.append(f"anchors not checked: {why_not}")
-    before = [r for r in rows if r.time <= until]
+    before = [r for r in rows if r.time <= until and (through is None or r.seq <= through)]
     last = before[-1].seq if before else 0
     then = verify([r for r in rows if r.seq <= last], where=where, trusted=trusted,
                   anchors=None if anchors is None else

@@ -97,7 +97,8 @@ def recorded_run(lp: LoadedPlan, command: str) -> Iterator[RunRecorder]:
 
 # what runs unattended, and so must be heard about (a restore or a dry run has a person
 # watching)
-NOTIFY_COMMANDS = ("backup", "verify", "prune", "check", "rollback", "rollback --undo")
+NOTIFY_COMMANDS = ("backup", "verify", "prune", "check", "report", "rollback",
+                   "rollback --undo", "watch")
 
 
 def _previous_outcome(lp: LoadedPlan, command: str) -> str | None:
@@ -129,13 +130,27 @@ class Run:
         return self.__dict__.copy()
 
 
-def runs(lp: LoadedPlan, since: float | None = None) -> list[Run]:
-    """The plan's runs, newest first."""
+def last_seq(lp: LoadedPlan) -> int:
+    """The number of the ledger's last row (0 when empty)."""
+    ledger = open_ledger(lp)
+    try:
+        return ledger.last_seq()
+    finally:
+        ledger.close()
+
+
+def runs(lp: LoadedPlan, since: float | None = None, through: int | None = None) -> list[Run]:
+    """The plan's runs, newest first (`through`: from the rows up to that one only)."""
     ledger = open_ledger(lp)
     try:
         by_id: dict[str, Run] = {}
-        for _seq, t, run_id, kind, d in ledger.entries(since):
+        ended_later: set[str] = set()  # runs still going at row `through`
+        for seq, t, run_id, kind, d in ledger.entries(since):
             if d.get("plan") != lp.name:
+                continue
+            if through is not None and seq > through:
+                if kind == "run_end":
+                    ended_later.add(run_id)
                 continue
             if kind == "run_start":
                 by_id[run_id] = Run(run_id, t, d["plan"], d.get("command", ""),
@@ -151,7 +166,8 @@ def runs(lp: LoadedPlan, since: float | None = None) -> list[Run]:
         ledger.close()
     out = list(by_id.values())
     for r in out:
-        if r.outcome == "running" and not (r.host == socket.gethostname() and pid_alive(r.pid)):
+        if r.outcome == "running" and r.run_id not in ended_later and not (
+                r.host == socket.gethostname() and pid_alive(r.pid)):
             r.outcome = "interrupted"
     out.sort(key=lambda r: r.started, reverse=True)
     return out

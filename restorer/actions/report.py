@@ -22,7 +22,7 @@ from typing import Any
 from restorer import __version__, clock
 from restorer.actions.controls import Inputs, target_controls
 from restorer.actions.controls import summary as controls_summary
-from restorer.actions.ledger_run import Run, runs
+from restorer.actions.ledger_run import Run, last_seq, runs
 from restorer.errors import RestorerError, UsageError
 from restorer.plan.load import LoadedPlan
 from restorer.sources.postgres import safe_dsn
@@ -54,7 +54,7 @@ def _mask(text: str | None) -> str | None:
     return safe_dsn(text) if text else text
 
 
-def _tests(run: Run, plan_digest: str) -> dict[str, dict[str, Any]]:
+def restore_tests(run: Run, plan_digest: str) -> dict[str, dict[str, Any]]:
     """One verify run's restore test per target."""
     out: dict[str, dict[str, Any]] = {}
     for ph in run.phases:
@@ -166,14 +166,14 @@ def _born(history: list[Run], target: str) -> datetime | None:
     return _t(history[0].started) if history else None
 
 
-def plan_report(lp: LoadedPlan, period: Period) -> dict[str, Any]:
-    history = sorted(runs(lp), key=lambda r: r.started)  # oldest first
+def plan_report(lp: LoadedPlan, period: Period, through: int | None = None) -> dict[str, Any]:
+    history = sorted(runs(lp, through=through), key=lambda r: r.started)  # oldest first
     in_period = [r for r in history if _t(r.started) in period]
     verify_runs = [r for r in history if r.command == "verify" and _t(r.started) <= period.end]
     targets = []
     for t in lp.plan.targets:
         obj = t.objectives or lp.plan.objectives
-        every = [x for r in verify_runs for name, x in _tests(r, lp.digest).items()
+        every = [x for r in verify_runs for name, x in restore_tests(r, lp.digest).items()
                  if name == t.name]
         mine = [x for x in every if _t(x["time"]) in period]
         passed = sum(x["passed"] for x in mine)
@@ -223,7 +223,8 @@ def _digest(data: dict[str, Any]) -> str:
                                      default=str).encode()).hexdigest()
 
 
-def _evidence(plans: list[LoadedPlan], period: Period) -> dict[str, Any]:
+def _evidence(plans: list[LoadedPlan], period: Period,
+              through: dict[str, int]) -> dict[str, Any]:
     """The ledger as it stood at the period's end, verified (rows, chain, signatures,
     anchors), with its last row in the period named by its hash; and the first thing wrong
     with the ledger as it is now, if anything is."""
@@ -231,7 +232,8 @@ def _evidence(plans: list[LoadedPlan], period: Period) -> dict[str, Any]:
 
     out = []
     for lp in plans:
-        then, now = ledger_evidence(lp, period.end.isoformat(timespec="microseconds"))
+        then, now = ledger_evidence(lp, period.end.isoformat(timespec="microseconds"),
+                                    through.get(lp.name))
         first = then.first or now.first
         out.append({"plan": lp.name, "ledger": then.where, "rows": then.rows,
                     "chain_intact": first is None, "status": then.status,
@@ -244,28 +246,32 @@ def _evidence(plans: list[LoadedPlan], period: Period) -> dict[str, Any]:
 
 
 def build(plan_paths: list[str], period: Period, generated_at: str | None = None,
-          untested: str = "fail") -> dict[str, Any]:
+          untested: str = "fail", through: dict[str, int] | None = None) -> dict[str, Any]:
     """`untested`: how JUnit shows a target with no restore test in the period ("fail", so
-    CI goes red, or "skip")."""
+    CI goes red, or "skip"). `through`: per plan, the last ledger row the report reads
+    (default: the ledger's last row now); it is kept in the report, so rebuilding it later
+    reads the same rows even when runs since share the period (a frozen RESTORER_NOW)."""
     # whole seconds, as the report shows them: rebuilding it from its own text gives the same
     period = Period(period.start.replace(microsecond=0), period.end.replace(microsecond=0))
     if period.end <= period.start:
         raise UsageError("the report period ends before it starts")
     plans = [load_checked(p) for p in plan_paths]
+    if through is None:
+        through = {lp.name: last_seq(lp) for lp in plans}
     data: dict[str, Any] = {
         "schema": SCHEMA, "tool_version": __version__,
         "generated_at": generated_at or _iso(clock.now()),
         "period": {"from": _iso(period.start), "to": _iso(period.end)},
         "plan_files": [str(Path(p).resolve()) for p in plan_paths],
-        "plans": [plan_report(lp, period) for lp in plans],
-        "options": {"untested": untested},
+        "plans": [plan_report(lp, period, through.get(lp.name)) for lp in plans],
+        "options": {"untested": untested, "through": through},
     }
     data["findings"] = [
         {"plan": p["name"], "target": t["name"],
          "finding": "no passing restore test in the period" if t["restore_tests"]["total"]
          else "never restore-tested in the period"}
         for p in data["plans"] for t in p["targets"] if not t["covered"]]
-    data["evidence"] = {**_evidence(plans, period), "data_digest": _digest(data)}
+    data["evidence"] = {**_evidence(plans, period, through), "data_digest": _digest(data)}
     return data
 
 
@@ -281,8 +287,10 @@ def verify_file(text: str) -> list[str]:
     try:
         period = Period(_t(params["period"]["from"]), _t(params["period"]["to"]))
         # a report made before the option existed skipped untested targets
-        untested = (params.get("options") or {}).get("untested", "skip")
-        again = build(params["plan_files"], period, params["generated_at"], untested)
+        options = params.get("options") or {}
+        untested = options.get("untested", "skip")
+        again = build(params["plan_files"], period, params["generated_at"], untested,
+                      options.get("through"))
     except (KeyError, ValueError, TypeError) as e:
         return [f"the report's parameters cannot be read ({e})"]
     except RestorerError as e:
@@ -303,3 +311,45 @@ def verify_file(text: str) -> list[str]:
                         f"and period (the file or the ledger was edited); first at line {n + 1}: "
                         f"the file has {shown[0]!r}, the ledger gives {shown[1]!r}")
     return problems
+
+
+# report.formats as the plan spells them, and the file extension of each
+_FORMATS = {"html": ("html", "html"), "json": ("json", "json"), "junit": ("junit", "xml"),
+            "markdown": ("md", "md")}
+
+
+def write_scheduled(lp: LoadedPlan) -> list[str]:
+    """The report `schedule.report` asks for: the plan's last `report.period`, in each of
+    `report.formats`, written once into `report.dir` or the repository's reports/ (under
+    Object Lock when the repository has it). Where each went."""
+    from restorer.actions.context import backend_for
+    from restorer.report import render
+
+    cfg = lp.plan.report
+    end = clock.now()
+    start = datetime.fromtimestamp(end.timestamp() - cfg.period, UTC)
+    data = build([str(lp.path)], Period(start, end))
+    stamp = end.astimezone(UTC).strftime("%Y-%m-%dT%H%M%SZ")
+    out = []
+    for f in cfg.formats:
+        fmt, ext = _FORMATS[f]
+        name = f"{lp.name}-{stamp}.{ext}"
+        text = render(data, fmt).encode()
+        if cfg.dir is not None:
+            folder = lp.resolve_path(cfg.dir)
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+                with (folder / name).open("xb") as fh:  # never over an earlier report
+                    fh.write(text)
+            except OSError as e:
+                raise RestorerError(f"cannot write the report {folder / name}: "
+                                    f"{e.strerror}") from None
+            out.append(str(folder / name))
+        else:
+            backend = backend_for(lp)
+            try:
+                backend.write(f"reports/{name}", text)
+            finally:
+                backend.close()
+            out.append(f"{backend.location}/reports/{name}")
+    return out

@@ -1,4 +1,4 @@
-"""run: a plan's jobs (backup, prune, verify, check) in that order, each only when due.
+"""run: a plan's jobs (backup, prune, verify, check, report) in that order, each only when due.
 
 A job is due when a slot of its cron expression (`schedule:`, in `schedule.timezone`) has
 come since its last successful run, as the ledger records it; a job that never succeeded is
@@ -25,11 +25,12 @@ from restorer.actions.ledger_run import recorded_run, runs
 from restorer.errors import LockError, PartialError, RestorerError, UsageError
 from restorer.ledger import RunRecorder
 from restorer.outcome import Outcome
+from restorer.plan.durations import format_duration as fd
 from restorer.plan.load import LoadedPlan
 from restorer.targets import load_checked
 
 log = logging.getLogger("restorer.run")
-JOBS = ("backup", "prune", "verify", "check")
+JOBS = ("backup", "prune", "verify", "check", "report")
 
 
 @dataclass
@@ -135,8 +136,19 @@ def _job_check(lp: LoadedPlan, run: RunRecorder) -> dict[str, Any]:
     return {"snapshots": res.snapshots}
 
 
+def _job_report(lp: LoadedPlan, run: RunRecorder) -> dict[str, Any]:
+    from restorer.actions.report import write_scheduled
+
+    with run.phase("report") as ph:
+        written = write_scheduled(lp)
+        ph.files = len(written)
+        ph.detail["written"] = written
+    return {"written": written}
+
+
 RUNNERS: dict[str, Callable[[LoadedPlan, RunRecorder], dict[str, Any]]] = {
-    "backup": _job_backup, "prune": _job_prune, "verify": _job_verify, "check": _job_check}
+    "backup": _job_backup, "prune": _job_prune, "verify": _job_verify, "check": _job_check,
+    "report": _job_report}
 
 
 def run_plan(lp: LoadedPlan, *, only_due: bool,
@@ -162,7 +174,77 @@ def run_plan(lp: LoadedPlan, *, only_due: bool,
         out.append(res)
         if on_result:
             on_result(lp, res)
+    watched = watch_restore_tests(lp)
+    if watched is not None:
+        out.append(watched)
+        if on_result:
+            on_result(lp, watched)
     return out
+
+
+def overdue_tests(lp: LoadedPlan, history: list[Any], now: datetime
+                  ) -> list[tuple[str, str | None, str]]:
+    """(target, its last passing restore test or None, when the next one was due) of each
+    target past objectives.verify_every. Nothing is owed before the target's first backup."""
+    from restorer.actions.report import restore_tests
+
+    out = []
+    for t in lp.plan.targets:
+        every = (t.objectives or lp.plan.objectives).verify_every
+        if every is None:
+            continue
+        passes = sorted(x["time"] for r in history if r.command == "verify"
+                        for name, x in restore_tests(r, lp.digest).items()
+                        if name == t.name and x["passed"])
+        born = min((r.started for r in history for ph in r.phases
+                    if ph.get("phase") == "backup" and ph.get("target") == t.name),
+                   default=None)
+        last = passes[-1] if passes else None
+        since = last or born
+        if since is None:
+            continue
+        due_at = datetime.fromisoformat(since).timestamp() + every
+        if due_at < now.timestamp():
+            out.append((t.name, last, datetime.fromtimestamp(due_at, now.tzinfo).isoformat(
+                timespec="seconds")))
+    return out
+
+
+def watch_restore_tests(lp: LoadedPlan) -> JobResult | None:
+    """The dead-man switch on restore testing: a target past objectives.verify_every is an
+    objective breach, sent once per lapse (until a restore test passes again) to the plan's
+    notify destinations and recorded as a `watch` run."""
+    if not lp.plan.notify or not any((t.objectives or lp.plan.objectives).verify_every
+                                     for t in lp.plan.targets):
+        return None
+    try:
+        history = runs(lp)
+    except RestorerError as e:
+        log.error("plan %s: restore tests cannot be watched: %s", lp.name, e.message)
+        return None
+    told = {(ph.get("target"), ph.get("last_pass")) for r in history if r.command == "watch"
+            and r.outcome not in ("failed", "interrupted") for ph in r.phases
+            if ph.get("phase") == "watch"}
+    now = clock.now()
+    fresh = [o for o in overdue_tests(lp, history, now) if (o[0], o[1]) not in told]
+    if not fresh:
+        return None
+    res = JobResult(lp.name, "watch", "overdue", now.isoformat(),
+                    reason=", ".join(target for target, _, _ in fresh))
+    with recorded_run(lp, "watch") as run:
+        res.run_id = run.run_id
+        for target, last, due_at in fresh:
+            every = (lp.plan.target(target).objectives or lp.plan.objectives).verify_every
+            msg = (f"no passing restore test of {target} since "
+                   f"{last or 'its first backup'}; one was due by {due_at} "
+                   f"(objectives.verify_every {fd(every)})")
+            log.error("plan %s: %s", lp.name, msg,
+                      extra={"plan": lp.name, "event": "restore_test_overdue"})
+            run.events.append(("objective_breach", target, msg))
+            run.record_phase("watch", 0.0, target=target, last_pass=last, due=due_at)
+        run.outcome = Outcome.CHECKS_FAILING
+    res.error = "; ".join(e[2] for e in run.events)
+    return res
 
 
 def _run_job(lp: LoadedPlan, job: str, reason: str) -> JobResult:

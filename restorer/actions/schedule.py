@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from restorer.actions.run_due import JOBS
 from restorer.envfile import read_env_file
 from restorer.errors import RestorerError, UsageError
 from restorer.ledger import default_path
@@ -88,8 +89,7 @@ def _summary(plans: list[LoadedPlan]) -> list[str]:
     lines = []
     for lp in plans:
         s = lp.plan.schedule
-        jobs = ", ".join(f"{j} '{getattr(s, j)}'" for j in ("backup", "prune", "verify",
-                                                             "check") if getattr(s, j))
+        jobs = ", ".join(f"{j} '{getattr(s, j)}'" for j in JOBS if getattr(s, j))
         lines.append(f"# {lp.path}: {jobs or 'no schedule'} ({s.timezone or 'UTC'})")
     return lines
 

@@ -144,6 +144,11 @@ class Ledger(ABC):
                               "ORDER BY seq", (from_seq,))
         return [Row(*r) for r in rows]
 
+    def last_seq(self) -> int:
+        with self._guard("read"):
+            r = self._rows(f"SELECT seq FROM {self.table} ORDER BY seq DESC LIMIT 1")
+        return r[0][0] if r else 0
+
     def last_hash(self) -> str:
         with self._guard("read"):
             r = self._rows(f"SELECT hash FROM {self.table} ORDER BY seq DESC LIMIT 1")
