@@ -116,7 +116,7 @@ def verify(rows: list[Row], *, where: str, anchors: list[Anchor] | None = None,
     signed_ok: set[int] = set()
     for r in rows:
         if r.sig is not None:
-            _signature(r, by_seq, rows, trusted, v, signed_ok, found)
+            _signature(r, by_seq, rows, trusted, plan, v, signed_ok, found)
     if anchors is not None:
         v.anchors_checked = True
         _anchors(anchors, by_seq, rows, trusted, v, found)
@@ -185,7 +185,8 @@ def _key(text: str) -> PublicKey | None:
 
 
 def _signature(r: Row, by_seq: dict[int, Row], rows: list[Row], trusted: list[PublicKey],
-               v: Verdict, signed_ok: set[int], found: list[Finding]) -> None:
+               plan: str | None, v: Verdict, signed_ok: set[int],
+               found: list[Finding]) -> None:
     try:
         s = Signature.parse(r.sig or "")
     except ValueError:
@@ -201,6 +202,13 @@ def _signature(r: Row, by_seq: dict[int, Row], rows: list[Row], trusted: list[Pu
     if head is None:
         v.notes.append(f"row {r.seq}'s signature covers rows before this export; it is "
                        "checked in the ledger itself")
+        return
+    if trusted and key not in trusted and plan is not None and r.plan() != plan:
+        # a fleet's shared ledger: another plan's runs, signed with that plan's key, prove
+        # nothing here and hide nothing (a change under them breaks this plan's signatures)
+        if not any(n.startswith("rows of other plans") for n in v.notes):
+            v.notes.append("rows of other plans signed by their own keys are not checked "
+                           "against this plan's key")
         return
     if trusted and key not in trusted:
         found.append(Finding(r.seq, "other_key", f"row {r.seq} is signed by another key "
@@ -255,6 +263,11 @@ def _compare(a: Anchor, by_seq: dict[int, Row]) -> Finding | None:
     """The first row that differs from the anchored hashes, and how."""
     prev = a.head.prev
     hashes = a.head.hashes
+    before = by_seq.get(a.head.start - 1)
+    if before is not None and before.hash != prev:
+        return Finding(before.seq, "edited", f"row {before.seq} or one before it was "
+                       f"rewritten: its hash differs from the one {a.name} holds for it, and "
+                       "the rows after it were re-hashed to hide it")
     for i, want in enumerate(hashes):
         s = a.head.start + i
         r = by_seq.get(s)

@@ -91,3 +91,55 @@ def test_clear_text_password_in_ledger_url_is_refused(tmp_path: Path, cli) -> No
     r = cli("validate", plan)
     assert r.rc == 2 and "'ledger'" in r.err and "clear text" in r.err
     assert "${env:LEDGER_PASSWORD}" in r.err
+
+
+def test_signed_fleet_ledger_finds_a_rewritten_row(tmp_path: Path, cli, pg_server,
+                                                   ledger_db) -> None:
+    """Two machines, each with its own signing key, in one PostgreSQL ledger: each verifies
+    its own runs; a row rewritten with every later hash recomputed is named by both."""
+    from restorer.ledger.chain import row_hash
+
+    url, db = ledger_db
+    env = {"LEDGER_PW": PASSWORD}
+    plans = []
+    for name in ("web1", "web2"):
+        assert cli("ledger", "keygen", "--out", tmp_path / f"{name}.key").rc == 0
+        plans.append(_machine(tmp_path, name, {"url": url,
+                                                "signing_key": f"${{file:../{name}.key}}"}))
+    for p in plans:
+        assert cli("backup", "--init", p, env=env).rc == 0
+    for p in plans:
+        assert cli("backup", p, env=env).rc == 0
+    for p in plans:
+        r = cli("ledger", "verify", p, "--json", env=env)
+        assert r.rc == 0, r.text
+        v = json.loads(r.out)
+        assert v["status"] == "signed" and v["anchors"] == 2, v
+        assert PASSWORD not in r.text and "***" in v["ledger"]
+    dsn = f"{pg_server}/{db}"
+    seq = int(_psql(dsn, "SELECT min(seq) FROM restorer_ledger WHERE kind = 'phase' AND "
+                         "data LIKE '%\"plan\":\"web1\"%'"))
+    import psycopg
+
+    # the forger's rewrite: one row changed, every hash after it recomputed
+    with psycopg.connect(dsn, autocommit=True) as con:
+        rows = con.execute("SELECT seq, time, run_id, kind, data, prev_hash FROM "
+                           "restorer_ledger WHERE seq >= %s ORDER BY seq", (seq,)).fetchall()
+        prev = rows[0][5]
+        for s, t, run_id, kind, data, _ in rows:
+            if s == seq:
+                data = data.replace('"outcome":"ok"', '"outcome":"failed"')
+            h = row_hash(prev, s, t, run_id, kind, data)
+            con.execute("UPDATE restorer_ledger SET data = %s, prev_hash = %s, hash = %s "
+                        "WHERE seq = %s", (data, prev, h, s))
+            prev = h
+    # the machine whose row it was names it; the other machine's anchors cover only the rows
+    # since its predecessor's signature, so it names the latest row it can show changed
+    r = cli("ledger", "verify", plans[0], env=env)
+    assert r.rc == 1 and f"row {seq} was rewritten" in r.err, r.text
+    r = cli("history", plans[0], "--verify-chain", env=env)
+    assert r.rc == 1 and f"row {seq} was rewritten" in r.err
+    r = cli("ledger", "verify", plans[1], "--json", env=env)
+    first = json.loads(r.out)["first_problem"]
+    assert r.rc == 1 and first["what"] == "edited" and seq <= first["seq"] <= seq + 3, first
+    assert "or one before it was rewritten" in first["message"]
