@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from restorer import __version__, clock
@@ -35,7 +36,8 @@ def anchor_run(lp: LoadedPlan, rec: RunRecorder) -> None:
     closed = rec.closed
     if closed is None or closed.head is None or closed.signature is None:
         return
-    anchor = Anchor(lp.name, rec.run_id, closed.time, closed.head, closed.signature)
+    anchor = Anchor(lp.name, rec.run_id, closed.time, closed.head, closed.signature,
+                    closed.ledger_id)
     try:
         backend = RetryingBackend(open_backend(lp.plan.repository.url, lp.base_dir,
                                                backend_options(lp)), ANCHOR_RETRY)
@@ -43,39 +45,53 @@ def anchor_run(lp: LoadedPlan, rec: RunRecorder) -> None:
             write_anchor(backend, anchor)
         finally:
             backend.close()
-    except RestorerError as e:
+    except Exception as e:  # whatever the store does, the run it closes is done
+        why = e.message if isinstance(e, RestorerError) else f"{type(e).__name__}: {e}"
         log.warning("plan %s: the run's signed head (row %d) could not be anchored in the "
-                    "repository: %s", lp.name, closed.seq, e.message)
-        rec.note("anchor_failed", seq=closed.seq, error=e.message)
+                    "repository: %s", lp.name, closed.seq, why)
+        rec.note("anchor_failed", seq=closed.seq, error=why)
 
 
 def trusted_keys(lp: LoadedPlan | None, given: tuple[str, ...] | list[str]) -> list[PublicKey]:
     """The keys signatures must be by: those given (the key's text, or a file holding it),
-    else the public half of the plan's signing key."""
+    else the plan's `ledger.public_keys` and the public half of its signing key."""
     keys = []
     for g in given:
-        p = Path(g)
         text = g
-        if not g.startswith("ed25519:") and p.is_file():
-            text = p.read_text()
+        if not g.startswith("ed25519:"):
+            try:
+                text = Path(g).read_text()
+            except OSError as e:
+                raise UsageError(f"--public-key {g}: not a key, and the file cannot be read "
+                                 f"({e.strerror})") from None
         keys.append(parse_public(text))
-    if not keys and lp is not None:
-        signer = signer_of(lp)
-        if signer is not None:
+    if keys or lp is None:
+        return keys
+    keys = [parse_public(k) for k in lp.plan.ledger_public_keys]
+    if lp.plan.signing_key is not None:
+        try:
+            signer = signer_of(lp)
+        except RestorerError:
+            if not keys:
+                raise
+            signer = None  # the public keys given in the plan are enough to verify
+        if signer is not None and signer.public not in keys:
             keys.append(signer.public)
     return keys
 
 
-def _read(lp: LoadedPlan) -> tuple[list[Row], str, list[Anchor] | None,
-                                   list[tuple[str, str]], str | None]:
-    """The ledger's rows and where it is; the plan's anchors and unreadable objects under
-    anchors/ (None: not available, and why)."""
-    ledger = open_ledger(lp)
-    try:
-        rows = ledger.rows()
-        where = ledger.where
-    finally:
-        ledger.close()
+@dataclass
+class _Read:
+    rows: list[Row]
+    where: str
+    anchors: list[Anchor] | None  # None: not available (why_not says why)
+    unreadable: list[tuple[str, str]]
+    why_not: str | None
+
+
+def _read(lp: LoadedPlan) -> _Read:
+    """The plan's anchors (read first: every anchor listed was written before the rows are
+    read, so a run ending meanwhile is no false alarm), then the ledger's rows."""
     anchors: list[Anchor] | None = None
     unreadable: list[tuple[str, str]] = []
     why_not = None
@@ -84,45 +100,52 @@ def _read(lp: LoadedPlan) -> tuple[list[Row], str, list[Anchor] | None,
         try:
             if backend.exists("config"):
                 got = read_anchors(backend)
-                anchors = [a for a in got.found if a.plan == lp.name]
-                unreadable = got.unreadable
+                anchors, unreadable = got.found, got.unreadable
             else:
                 why_not = f"{backend.location}: no repository there"
         finally:
             backend.close()
     except RestorerError as e:
         why_not = e.message
-    return rows, where, anchors, unreadable, why_not
+    ledger = open_ledger(lp)
+    try:
+        rows = ledger.rows()
+        where = ledger.where
+    finally:
+        ledger.close()
+    return _Read(rows, where, anchors, unreadable, why_not)
+
+
+def _verified(lp: LoadedPlan, got: _Read, trusted: list[PublicKey],
+              rows: list[Row] | None = None) -> Verdict:
+    use = got.rows if rows is None else rows
+    last = use[-1].seq if use else 0
+    v = verify(use, where=got.where, trusted=trusted,
+               plan=lp.name, unreadable_anchors=got.unreadable,
+               anchors=None if got.anchors is None else
+               [a for a in got.anchors if rows is None or a.head.seq <= last])
+    if got.why_not:
+        v.notes.append(f"anchors not checked: {got.why_not}")
+    return v
 
 
 def verify_plan(lp: LoadedPlan, given: tuple[str, ...] | list[str] = ()) -> Verdict:
     """The plan's ledger verified against its anchors and the trusted keys."""
-    trusted = trusted_keys(lp, given)
-    rows, where, anchors, unreadable, why_not = _read(lp)
-    v = verify(rows, where=where, anchors=anchors, unreadable_anchors=unreadable,
-               trusted=trusted, plan=lp.name)
-    if why_not:
-        v.notes.append(f"anchors not checked: {why_not}")
-    return v
+    return _verified(lp, _read(lp), trusted_keys(lp, given))
 
 
-def ledger_evidence(lp: LoadedPlan, until: str,
+def ledger_evidence(lp: LoadedPlan, until: datetime,
                     through: int | None = None) -> tuple[Verdict, Verdict]:
     """For a report: the ledger as it stood at `until` (its rows up to then and up to row
     `through`, and their anchors: the same whenever it is asked, unless someone changed
     them), and the whole ledger as it is now."""
     trusted = trusted_keys(lp, ())
-    rows, where, anchors, unreadable, why_not = _read(lp)
-    now = verify(rows, where=where, anchors=anchors, unreadable_anchors=unreadable,
-                 trusted=trusted, plan=lp.name)
-    if why_not:
-        now.notes.append(f"anchors not checked: {why_not}")
-    before = [r for r in rows if r.time <= until and (through is None or r.seq <= through)]
+    got = _read(lp)
+    cut = until.astimezone(UTC).isoformat(timespec="microseconds")
+    before = [r for r in got.rows if r.time <= cut and (through is None or r.seq <= through)]
     last = before[-1].seq if before else 0
-    then = verify([r for r in rows if r.seq <= last], where=where, trusted=trusted,
-                  anchors=None if anchors is None else
-                  [a for a in anchors if a.head.seq <= last])
-    return then, now
+    return (_verified(lp, got, trusted, [r for r in got.rows if r.seq <= last]),
+            _verified(lp, got, trusted))
 
 
 @dataclass
@@ -138,29 +161,33 @@ class Exported:
 def export_plan(lp: LoadedPlan, since: float | None, out: Path) -> Exported:
     """The rows from the start of the signed segment holding `since` (so every exported row
     is covered by a signature in the file), the plan's anchors for them, and a header."""
-    rows, where, anchors, _, why_not = _read(lp)
-    if why_not:
+    got = _read(lp)
+    rows, where = got.rows, got.where
+    if got.why_not:
         log.warning("the repository's anchors cannot be read, so the export holds none: %s",
-                    why_not)
+                    got.why_not)
     start = _segment_start(rows, since)
     picked = [r for r in rows if r.seq >= start]
-    anchors = [a for a in anchors or [] if a.head.seq >= start]
+    anchors = None if got.anchors is None else [a for a in got.anchors if a.head.seq >= start]
     verdict = verify(picked, where=where, anchors=anchors, whole=start == 1,
                      trusted=trusted_keys(lp, ()), plan=lp.name)
+    if got.why_not:
+        verdict.notes.append(f"anchors not checked: {got.why_not}")
     header = {"type": "header", "schema": EXPORT_SCHEMA, "plan": lp.name, "ledger": where,
               "exported_at": clock.iso(), "tool_version": __version__,
               "since": None if since is None else clock.from_timestamp(since),
               "from_seq": picked[0].seq if picked else None,
               "to_seq": picked[-1].seq if picked else None,
-              "whole": start == 1}
+              "whole": start == 1, "anchors_included": anchors is not None,
+              "anchors_missing_because": got.why_not}
     lines = [header] + [r.to_json() for r in picked] + [
-        {"type": "anchor", **a.to_json()} for a in anchors]
+        {"type": "anchor", **a.to_json()} for a in anchors or []]
     try:
         out.write_text("".join(json.dumps(x, sort_keys=True) + "\n" for x in lines))
     except OSError as e:
         raise UsageError(f"cannot write {out}: {e.strerror}") from None
-    return Exported(out, len(picked), header["from_seq"], header["to_seq"], len(anchors),
-                    verdict)
+    return Exported(out, len(picked), header["from_seq"], header["to_seq"],
+                    len(anchors or []), verdict)
 
 
 def _segment_start(rows: list[Row], since: float | None) -> int:
@@ -200,7 +227,7 @@ def verify_export(path: Path, given: tuple[str, ...] | list[str]) -> Verdict:
                 anchors.append(Anchor.from_json(d))
             else:
                 raise ValueError(f"unknown line type {kind!r}")
-        except (ValueError, KeyError, TypeError, AttributeError) as e:
+        except (ValueError, KeyError, TypeError, AttributeError, ArithmeticError) as e:
             raise RestorerError(f"{path}:{n}: not a line of a ledger export ({e})",
                                 hint="the file was damaged or edited; ask for a new export"
                                 ) from None
@@ -208,5 +235,11 @@ def verify_export(path: Path, given: tuple[str, ...] | list[str]) -> Verdict:
         raise RestorerError(f"{path}: not a restorer ledger export (no {EXPORT_SCHEMA} "
                             "header)")
     rows.sort(key=lambda r: r.seq)
-    return verify(rows, where=str(path), anchors=anchors, trusted=trusted_keys(None, given),
-                  plan=header.get("plan"), whole=bool(header.get("whole")))
+    included = header.get("anchors_included", True)
+    v = verify(rows, where=str(path), anchors=anchors if included else None,
+               trusted=trusted_keys(None, given), plan=header.get("plan"),
+               whole=bool(header.get("whole")))
+    if not included:
+        v.notes.append("anchors not checked: the export holds none ("
+                       f"{header.get('anchors_missing_because') or 'not read'})")
+    return v

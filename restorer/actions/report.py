@@ -232,8 +232,7 @@ def _evidence(plans: list[LoadedPlan], period: Period,
 
     out = []
     for lp in plans:
-        then, now = ledger_evidence(lp, period.end.isoformat(timespec="microseconds"),
-                                    through.get(lp.name))
+        then, now = ledger_evidence(lp, period.end, through.get(lp.name))
         first = then.first or now.first
         out.append({"plan": lp.name, "ledger": then.where, "rows": then.rows,
                     "chain_intact": first is None, "status": then.status,

@@ -271,8 +271,9 @@ def plan_status(lp: LoadedPlan) -> Statuses:
             obj.rpo is not None and (age is None or age > obj.rpo),
             obj.rto is not None and last_restore is not None and last_restore > obj.rto,
             len(mine), tested, tested_age, obj.verify_every,
-            obj.verify_every is not None and (tested_age is None
-                                              or tested_age > obj.verify_every)))
+            # nothing is owed before the target's first backup
+            obj.verify_every is not None and bool(mine) and (
+                tested_age or now - mine[0].datetime.timestamp()) > obj.verify_every))
     return Statuses(out)
 
 

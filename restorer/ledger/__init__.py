@@ -57,6 +57,7 @@ class Appended:
     time: str
     head: Head | None = None
     signature: Signature | None = None
+    ledger_id: str | None = None  # the hash of the ledger's first row, naming the ledger
 
 
 def mask_url(url: str) -> str:
@@ -116,16 +117,18 @@ class Ledger(ABC):
             last = execute(f"SELECT seq, hash FROM {self.table} ORDER BY seq DESC LIMIT 1")
             seq, prev = (last[0][0] + 1, last[0][1]) if last else (1, GENESIS)
             h = row_hash(prev, seq, t, run_id, kind, payload)
-            head = signature = None
+            head = signature = ledger_id = None
             if signer is not None:
                 head = self._head(execute, seq, h)
+                first = execute(f"SELECT hash FROM {self.table} WHERE seq = 1")
+                ledger_id = first[0][0] if first else h
                 signature = Signature(signer.public.text,
                                       base64.b64encode(signer.sign(head.message())).decode(),
                                       head.start)
             execute(f"INSERT INTO {self.table} ({COLUMNS}, sig) VALUES (?,?,?,?,?,?,?,?)",
                     (seq, t, run_id, kind, payload, prev, h,
                      signature.text() if signature else None))
-        return Appended(seq, h, t, head, signature)
+        return Appended(seq, h, t, head, signature, ledger_id)
 
     def _head(self, execute: Callable[..., list[tuple]], seq: int, h: str) -> Head:
         signed = execute(f"SELECT seq FROM {self.table} WHERE sig IS NOT NULL "

@@ -63,8 +63,8 @@ class Row:
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Row:
         seq = d["seq"]
-        if not isinstance(seq, int) or isinstance(seq, bool):
-            raise ValueError("seq is not a number")
+        if not isinstance(seq, int) or isinstance(seq, bool) or not 0 < seq < 2**63:
+            raise ValueError("seq is not a row number")
         for k in ("time", "run_id", "kind", "data", "prev_hash", "hash"):
             if not isinstance(d[k], str):
                 raise ValueError(f"{k} is not text")
@@ -120,7 +120,7 @@ class Signature:
             d = json.loads(text)
             s = cls(str(d["key"]), str(d["sig"]), int(d["from"]))
             s.raw  # noqa: B018 - decodes, or raises
-        except (ValueError, KeyError, TypeError, binascii.Error):
+        except (ValueError, KeyError, TypeError, binascii.Error, ArithmeticError):
             raise ValueError("the signature field cannot be read") from None
         return s
 
@@ -134,6 +134,8 @@ class Anchor:
     time: str
     head: Head
     signature: Signature
+    # the hash of the first row of the ledger it was written from (for messages: not signed)
+    ledger: str | None = None
 
     @property
     def name(self) -> str:
@@ -144,7 +146,7 @@ class Anchor:
                 "time": self.time, "seq": self.head.seq, "hash": self.head.hash,
                 "from": self.head.start, "prev": self.head.prev,
                 "hashes": list(self.head.hashes), "key": self.signature.key,
-                "sig": self.signature.sig}
+                "sig": self.signature.sig, "ledger": self.ledger}
 
     def to_bytes(self) -> bytes:
         return json.dumps(self.to_json(), sort_keys=True, indent=0).encode()
@@ -167,9 +169,11 @@ class Anchor:
                 raise ValueError("hashes does not end with the head's hash")
             sig = Signature(str(d["key"]), str(d["sig"]), start)
             sig.raw  # noqa: B018 - decodes, or raises
+            ledger = d.get("ledger")
             return cls(str(d["plan"]), str(d["run_id"]), str(d["time"]),
-                       Head(seq, str(d["hash"]), start, str(d["prev"]), tuple(hashes)), sig)
-        except (KeyError, TypeError, binascii.Error) as e:
+                       Head(seq, str(d["hash"]), start, str(d["prev"]), tuple(hashes)), sig,
+                       ledger if isinstance(ledger, str) else None)
+        except (KeyError, TypeError, binascii.Error, ArithmeticError) as e:
             raise ValueError(f"a field is missing or wrong ({e})") from None
 
     @classmethod

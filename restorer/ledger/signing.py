@@ -79,9 +79,10 @@ def parse_public(text: str) -> PublicKey:
         if len(raw) != 32:
             raise ValueError("wrong length")
     except (ValueError, binascii.Error):
-        raise UsageError(f"{text[:60]!r} is not an Ed25519 public key",
+        # never echoed: it may be any file the caller pointed at (a password, a private key)
+        raise UsageError("the public key given is not an Ed25519 public key",
                          hint="give the key `restorer ledger keygen` printed: ed25519:BASE64, "
-                         "or a file holding it") from None
+                         "or a file holding only that") from None
     return PublicKey(raw)
 
 

@@ -12,8 +12,10 @@ from __future__ import annotations
 import contextlib
 import json
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Literal
 
+from restorer import clock
 from restorer.errors import UsageError
 from restorer.ledger.chain import GENESIS, Anchor, Head, Row, Signature
 from restorer.ledger.signing import PublicKey, parse_public, valid
@@ -21,6 +23,10 @@ from restorer.ledger.signing import PublicKey, parse_public, valid
 What = Literal["edited", "deleted", "inserted", "unlinked", "other_key", "bad_signature",
                "unsigned", "missing_anchor", "anchor_forged", "anchor_unreadable",
                "truncated"]
+
+
+# how long after a run's end its anchor may still be on its way
+PENDING_S = 600
 
 
 @dataclass(frozen=True)
@@ -51,11 +57,11 @@ class Verdict:
         return not self.findings
 
     @property
-    def status(self) -> Literal["broken", "signed", "unchecked", "unsigned"]:
+    def status(self) -> Literal["broken", "signed", "unanchored", "unchecked", "unsigned"]:
         if self.findings:
             return "broken"
         if self.signed and self.expected:
-            return "signed"
+            return "signed" if self.anchors_checked else "unanchored"
         return "unchecked" if self.signed else "unsigned"
 
     @property
@@ -68,13 +74,14 @@ class Verdict:
             more = len(self.findings) - 1
             return (f"BROKEN: {self.findings[0].message}"
                     + (f" (and {more} more finding{'s' if more > 1 else ''})" if more else ""))
-        if self.status == "signed":
+        if self.status in ("signed", "unanchored"):
             tail = (f"; rows {self.signed_through + 1}–{self.last_seq} come after the last "
                     "signature and are not covered yet"
                     if self.signed_through and self.last_seq and self.last_seq > self.signed_through
                     else "")
             anchored = (f", {self.anchors} anchor{'s' if self.anchors != 1 else ''} match"
-                        if self.anchors_checked else ", anchors not checked")
+                        if self.anchors_checked else ", but its anchors were not checked (so "
+                        "rows cut off after a signature would not show)")
             return (f"signed: {span} intact, covered through row {self.signed_through} by "
                     f"{self.signed} signature{'s' if self.signed != 1 else ''} of "
                     f"{', '.join(self.expected)}{anchored}{tail}")
@@ -82,8 +89,8 @@ class Verdict:
             return (f"unchecked: {span} intact and signed by {', '.join(self.keys)}, but no "
                     "trusted public key was given, so this does not show who wrote them "
                     "(pass --public-key, or give the plan its ledger.signing_key)")
-        return (f"unsigned: hash chain intact over {span}; without a signing key anyone who "
-                "can write the ledger can rewrite it and recompute the hashes")
+        return (f"unsigned: hash chain intact over {span}; without signatures by a trusted "
+                "key anyone who can write the ledger can rewrite it and recompute the hashes")
 
     def to_json(self) -> dict[str, Any]:
         return {"ledger": self.where, "status": self.status, "intact": self.intact,
@@ -117,18 +124,19 @@ def verify(rows: list[Row], *, where: str, anchors: list[Anchor] | None = None,
     for r in rows:
         if r.sig is not None:
             _signature(r, by_seq, rows, trusted, plan, v, signed_ok, found)
+    if plan is not None and trusted:
+        _unsigned_ends(rows, plan, signed_ok, found)
     if anchors is not None:
         v.anchors_checked = True
+        # this plan's anchors, and any signed by a trusted key whatever plan they name
+        anchors = [a for a in anchors if a.plan == plan or plan is None
+                   or (_key(a.signature.key) in trusted)]
         _anchors(anchors, by_seq, rows, trusted, v, found)
         for name, why in unreadable_anchors or []:
             found.append(Finding(None, "anchor_unreadable",
                                  f"{name} is not an anchor ({why}): damaged or planted"))
         if plan is not None:
-            _missing_anchors(rows, anchors, plan, found)
-    if trusted and not signed_ok and not found:
-        found.append(Finding(None, "unsigned", "no row carries a signature by "
-                             f"{', '.join(v.expected)}: the ledger was never signed with it, "
-                             "or its signatures were removed"))
+            _missing_anchors(rows, anchors, plan, found, v)
     # one finding per row, the first by row number leading (None last)
     seen: set[int | None] = set()
     for f in sorted(found, key=lambda f: (f.seq is None, f.seq or 0, _RANK[f.what])):
@@ -194,6 +202,10 @@ def _signature(r: Row, by_seq: dict[int, Row], rows: list[Row], trusted: list[Pu
                              "read: damaged or forged"))
         return
     key = _key(s.key)
+    if s.start < 1 or s.start > r.seq:
+        found.append(Finding(r.seq, "bad_signature", f"row {r.seq}'s signature claims to "
+                             f"cover rows from {s.start}, which cannot be: forged"))
+        return
     head = _head_of(rows, by_seq, r.seq, s.start)
     if key is None:
         found.append(Finding(r.seq, "bad_signature", f"row {r.seq} names a signing key that "
@@ -204,11 +216,15 @@ def _signature(r: Row, by_seq: dict[int, Row], rows: list[Row], trusted: list[Pu
                        "checked in the ledger itself")
         return
     if trusted and key not in trusted and plan is not None and r.plan() != plan:
-        # a fleet's shared ledger: another plan's runs, signed with that plan's key, prove
-        # nothing here and hide nothing (a change under them breaks this plan's signatures)
-        if not any(n.startswith("rows of other plans") for n in v.notes):
-            v.notes.append("rows of other plans signed by their own keys are not checked "
-                           "against this plan's key")
+        # a fleet's shared ledger: another plan's runs, signed with that plan's key; they
+        # must still match their own key (a row changed under them shows here too)
+        if not valid(key, head.message(), s.raw):
+            found.append(Finding(r.seq, "bad_signature", f"rows {s.start}–{r.seq} were "
+                                 f"changed after row {r.seq} (of another plan) was signed: "
+                                 "its signature no longer matches"))
+        elif not any(n.startswith("rows of other plans") for n in v.notes):
+            v.notes.append("rows of other plans signed by their own keys are checked against "
+                           "those keys, not trusted as this plan's")
         return
     if trusted and key not in trusted:
         found.append(Finding(r.seq, "other_key", f"row {r.seq} is signed by another key "
@@ -244,7 +260,7 @@ def _anchors(anchors: list[Anchor], by_seq: dict[int, Row], rows: list[Row],
             found.append(Finding(last + 1, "truncated", f"rows {last + 1}–{a.head.seq} were "
                                  f"deleted: the ledger ends at row {last}, but {a.name} "
                                  f"(the end of run {a.run_id} at {a.time}) names row "
-                                 f"{a.head.seq}"))
+                                 f"{a.head.seq}" + _other_ledger(a, by_seq)))
             continue
         if a.head.seq < first:
             continue  # before an export's first row
@@ -286,21 +302,70 @@ def _compare(a: Anchor, by_seq: dict[int, Row]) -> Finding | None:
                            f"row {s + 1} in {a.name}, and the rows after it were renumbered "
                            "and re-hashed")
         return Finding(s, "edited", f"row {s} was rewritten: its hash differs from the one "
-                       f"in {a.name}, and the rows after it were re-hashed to hide it")
+                       f"in {a.name}, and the rows after it were re-hashed to hide it"
+                       + _other_ledger(a, by_seq))
     return None
 
 
+def _unsigned_ends(rows: list[Row], plan: str, signed_ok: set[int],
+                   found: list[Finding]) -> None:
+    """Once the plan signs (its first trusted signature), each of its runs ends signed or
+    says why not: an end row with neither had its signature removed."""
+    first = min((s for s in signed_ok if _plan_of(rows, s) == plan), default=None)
+    if first is None:
+        return
+    for r in rows:
+        if r.seq > first and r.kind == "run_end" and r.sig is None and r.plan() == plan:
+            try:
+                why = json.loads(r.data).get("unsigned")
+            except (ValueError, AttributeError):
+                why = None
+            if not why:
+                found.append(Finding(r.seq, "unsigned", f"row {r.seq} (the end of run "
+                                     f"{r.run_id}) carries no signature and says of no reason: "
+                                     "its signature was removed"))
+
+
+def _plan_of(rows: list[Row], seq: int) -> str | None:
+    return next((r.plan() for r in rows if r.seq == seq), None)
+
+
+def _other_ledger(a: Anchor, by_seq: dict[int, Row]) -> str:
+    """A hint when the anchor names a ledger that began differently from this one."""
+    first = by_seq.get(1)
+    if a.ledger and first is not None and first.hash != a.ledger:
+        return (f" (or {a.name} was written from another ledger of this plan: its first row "
+                f"hashes to {a.ledger[:12]}, this ledger's to {first.hash[:12]})")
+    return ""
+
+
 def _missing_anchors(rows: list[Row], anchors: list[Anchor], plan: str,
-                     found: list[Finding]) -> None:
+                     found: list[Finding], v: Verdict) -> None:
     have = {a.head.seq for a in anchors}
     failed: set[int] = set()
     for r in rows:
         if r.kind == "anchor_failed":
-            with contextlib.suppress(ValueError, TypeError, AttributeError):
+            with contextlib.suppress(ValueError, TypeError, AttributeError, ArithmeticError):
                 failed.add(int(json.loads(r.data).get("seq")))
-    for r in rows:
-        if (r.sig is not None and r.kind == "run_end" and r.seq not in have
-                and r.seq not in failed and r.plan() == plan):
-            found.append(Finding(r.seq, "missing_anchor", f"row {r.seq} (the end of run "
-                                 f"{r.run_id}) has no anchor in the repository: it was "
-                                 "deleted"))
+    ends = [r for r in rows if r.sig is not None and r.kind == "run_end"
+            and r.seq not in have and r.seq not in failed and r.plan() == plan]
+    last_signed = max((r.seq for r in rows if r.sig is not None and r.kind == "run_end"
+                       and r.plan() == plan), default=None)
+    for r in ends:
+        if r.seq == last_signed and _recent(r.time):
+            # the run that just ended may be writing it now
+            v.notes.append(f"row {r.seq} (the end of run {r.run_id}, a moment ago) has no "
+                           "anchor yet")
+            continue
+        found.append(Finding(r.seq, "missing_anchor", f"row {r.seq} (the end of run "
+                             f"{r.run_id}) has no anchor in the repository: it was deleted "
+                             "(or the run was killed between signing and anchoring)"))
+
+
+def _recent(iso: str) -> bool:
+    try:
+        t = datetime.fromisoformat(iso)
+    except ValueError:
+        return False
+    t = t if t.tzinfo else t.replace(tzinfo=UTC)
+    return abs((clock.now() - t).total_seconds()) < PENDING_S

@@ -743,9 +743,23 @@ class LedgerConfig(Strict):
     url: Secret | str | None = Field(
         None, description="sqlite:///path or postgresql://USER@HOST/DB (default: the per-user "
         "state file)")
-    signing_key: Secret = Field(
-        description="the Ed25519 private key from `restorer ledger keygen`, as a reference: "
-        "${file:/etc/restorer/ledger.key}", examples=["${file:/etc/restorer/ledger.key}"])
+    signing_key: Secret | None = Field(
+        None, description="the Ed25519 private key from `restorer ledger keygen`, as a "
+        "reference: ${file:/etc/restorer/ledger.key}; every run of the plan is signed with it",
+        examples=["${file:/etc/restorer/ledger.key}"])
+    public_keys: list[str] = Field(
+        default_factory=list, description="public keys (ed25519:BASE64) whose signatures "
+        "verification also trusts: the keys before a rotation, or, in a copy of the plan "
+        "without signing_key, the key an auditor verifies with")
+
+    @field_validator("public_keys")
+    @classmethod
+    def _public(cls, v: list[str]) -> list[str]:
+        for k in v:
+            if not re.fullmatch(r"ed25519:[A-Za-z0-9+/]{43}=", k.strip()):
+                raise ValueError(f"'{k[:20]}...' is not an Ed25519 public key; give the "
+                                 "ed25519:BASE64 text `restorer ledger keygen` printed")
+        return [k.strip() for k in v]
 
     @field_validator("url")
     @classmethod
@@ -805,6 +819,10 @@ class Plan(Strict):
     @property
     def signing_key(self) -> str | None:
         return self.ledger.signing_key if isinstance(self.ledger, LedgerConfig) else None
+
+    @property
+    def ledger_public_keys(self) -> list[str]:
+        return self.ledger.public_keys if isinstance(self.ledger, LedgerConfig) else []
 
     def target(self, name: str) -> Any:
         for t in self.targets:

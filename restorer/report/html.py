@@ -159,7 +159,9 @@ def _plan(p: dict[str, Any], period: dict[str, str]) -> str:
 
 
 # what the ledger's state lets the report claim, and no more
-_EVIDENCE_STATE = {"signed": "signed and anchored", "unchecked": "signed, key not checked",
+_EVIDENCE_STATE = {"signed": "signed and anchored",
+                   "unanchored": "signed (anchors not checked)",
+                   "unchecked": "signed, key not checked",
                    "unsigned": "unsigned (hash chain intact)", "broken": "LEDGER BROKEN"}
 
 

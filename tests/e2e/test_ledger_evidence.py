@@ -10,7 +10,7 @@ import base64
 import json
 import shutil
 import sqlite3
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -335,3 +335,98 @@ def test_anchor_on_object_locked_s3_is_retained_and_cannot_be_deleted(tmp_path: 
         assert e.value.response["Error"]["Code"] == "AccessDenied"
     r = cli("ledger", "verify", plan)
     assert r.rc == 0 and "2 anchors match" in r.out, r.text
+
+
+def test_report_with_an_offset_period_verifies(copy, cli) -> None:
+    root, _ = copy
+    env = {"RESTORER_STATE_DIR": str(root / "state")}
+    now = datetime.now(UTC).astimezone(timezone(timedelta(hours=2)))
+    out = root / "r.json"
+    r = cli("report", root / "plan.yaml", "--format", "json", "-o", out,
+            "--from", (now - timedelta(days=1)).isoformat(),
+            "--to", (now + timedelta(hours=1)).isoformat(), env=env)
+    assert r.rc == 0, r.text
+    led = json.loads(out.read_text())["evidence"]["ledgers"][0]
+    assert led["status"] == "signed" and led["chain_intact"], led
+    r = cli("report", "--verify", out, env=env)
+    assert r.rc == 0, r.text
+
+
+def test_export_without_the_repository_is_not_called_broken(copy, tmp_path: Path,
+                                                            cli) -> None:
+    root, public = copy
+    shutil.move(root / "repo", root / "repo.away")  # the repository is out of reach
+    out = tmp_path / "e.jsonl"
+    r = cli("ledger", "export", root / "plan.yaml", "-o", out,
+            env={"RESTORER_STATE_DIR": str(root / "state")})
+    assert r.rc == 0, r.text
+    r = cli("ledger", "verify", out, "--public-key", public, "--json")
+    v = json.loads(r.out)
+    assert r.rc == 0 and v["status"] == "unanchored", v
+    assert "anchors not checked" in " ".join(v["notes"])
+
+
+def test_key_rotation_and_a_key_not_yet_used(copy, cli) -> None:
+    root, old = copy
+    env = {"RESTORER_STATE_DIR": str(root / "state")}
+    # a new key: the old one stays trusted for the rows it signed
+    (root / "ledger.key").rename(root / "old.key")
+    assert cli("ledger", "keygen", "--out", root / "ledger.key").rc == 0
+    plan = root / "plan.yaml"
+    text = plan.read_text()
+    r = cli("ledger", "verify", plan, env=env)
+    assert r.rc == 1 and "signed by another key" in r.err  # the old rows, until it is listed
+    plan.write_text(text.replace("signing_key: ${file:ledger.key}",
+                                      f"signing_key: ${{file:ledger.key}}\n  public_keys: "
+                                      f"['{old}']"))
+    assert cli("backup", plan, env=env).rc == 0
+    r = cli("ledger", "verify", plan, "--json", env=env)
+    assert r.rc == 0 and json.loads(r.out)["status"] == "signed", r.text
+    assert len(json.loads(r.out)["signed_by"]) == 2
+    # a plan that has just been given a key, before its first signed run: unsigned, not broken
+    fresh = root / "fresh"
+    fresh.mkdir()
+    (fresh / "src").mkdir()
+    p = write_plan(fresh / "plan.yaml", ledger="sqlite:///ledger.db")
+    assert cli("backup", "--init", p, env=env).rc == 0
+    assert cli("ledger", "keygen", "--out", fresh / "ledger.key").rc == 0
+    p = _plan(fresh)
+    r = cli("ledger", "verify", p, env=env)
+    assert r.rc == 0 and ": unsigned: hash chain intact over rows 1–" in r.out, r.text
+
+
+def test_forged_signature_start_and_a_key_file_that_is_not_a_key(copy, tmp_path: Path,
+                                                                 cli) -> None:
+    root, _ = copy
+    db = sqlite3.connect(root / "ledger.db")
+    seq, sig = db.execute("SELECT seq, sig FROM entries WHERE sig IS NOT NULL "
+                          "ORDER BY seq DESC LIMIT 1").fetchone()
+    d = json.loads(sig)
+    d["from"] = 0  # "my signature covers nothing I can be held to"
+    db.execute("UPDATE entries SET sig = ? WHERE seq = ?", (json.dumps(d), seq))
+    db.commit()
+    db.close()
+    rc, v, err = _verify(root)
+    assert rc == 1 and v["first_problem"]["seq"] == seq, v
+    assert v["first_problem"]["what"] == "bad_signature" and "forged" in err
+    secret = tmp_path / "repo.pass"
+    secret.write_text("hunter2-not-a-key\n")
+    r = cli("ledger", "verify", root / "plan.yaml", "--public-key", secret,
+            env={"RESTORER_STATE_DIR": str(root / "state")})
+    assert r.rc == 2 and "not an Ed25519 public key" in r.err and "hunter2" not in r.text
+
+
+def test_an_export_with_absurd_numbers_is_a_clear_error(copy, tmp_path: Path, cli) -> None:
+    root, public = copy
+    out = tmp_path / "e.jsonl"
+    assert cli("ledger", "export", root / "plan.yaml", "-o", out,
+               env={"RESTORER_STATE_DIR": str(root / "state")}).rc == 0
+    lines = out.read_text().splitlines()
+    i = next(n for n, line in enumerate(lines) if '"type": "anchor"' in line)
+    d = json.loads(lines[i])
+    d["from"] = 1e999
+    lines[i] = json.dumps(d)
+    out.write_text("\n".join(lines) + "\n")
+    r = cli("ledger", "verify", out, "--public-key", public)
+    assert r.rc == 1 and "not a line of a ledger export" in r.err
+    assert "Traceback" not in r.text

@@ -116,6 +116,17 @@ def test_signed_fleet_ledger_finds_a_rewritten_row(tmp_path: Path, cli, pg_serve
         v = json.loads(r.out)
         assert v["status"] == "signed" and v["anchors"] == 2, v
         assert PASSWORD not in r.text and "***" in v["ledger"]
+    # each machine's report calls the shared ledger signed, the other's rows included
+    from datetime import UTC, datetime, timedelta
+
+    now = datetime.now(UTC)
+    out = tmp_path / "r.json"
+    r = cli("report", plans[0], "--format", "json", "-o", out, "--from",
+            (now - timedelta(days=1)).isoformat(), "--to", (now + timedelta(hours=1)).isoformat(),
+            env=env)
+    assert r.rc == 0, r.text
+    led = json.loads(out.read_text())["evidence"]["ledgers"][0]
+    assert led["status"] == "signed" and led["chain_intact"], led
     dsn = f"{pg_server}/{db}"
     seq = int(_psql(dsn, "SELECT min(seq) FROM restorer_ledger WHERE kind = 'phase' AND "
                          "data LIKE '%\"plan\":\"web1\"%'"))

@@ -202,3 +202,15 @@ def test_object_locked_s3_repository_passes_immutability(tmp_path: Path, moto_se
             "back locked (GOVERNANCE, the latest retained until "
             f"{until.astimezone(UTC).isoformat(timespec='seconds')})") == im["detail"]
     assert c["encryption"]["verdict"] == "pass"  # SSE, observed on the objects
+
+
+def test_nothing_is_owed_before_the_first_backup(tmp_path: Path) -> None:
+    (tmp_path / "src").mkdir()
+    plan = write_plan(tmp_path / "plan.yaml", ledger="sqlite:///ledger.db",
+                      objectives={"verify_every": "1d"})
+    assert run_cli("init", plan).rc == 0
+    r = run_cli("status", plan, "--json", env={"RESTORER_NOW": _at(400)})
+    assert r.rc == 0 and not json.loads(r.out)[0]["verify_breached"], r.text
+    assert run_cli("backup", plan, env={"RESTORER_NOW": _at(400)}).rc == 0
+    r = run_cli("status", plan, "--json", env={"RESTORER_NOW": _at(402)})
+    assert r.rc == 1 and json.loads(r.out)[0]["verify_breached"], r.text
