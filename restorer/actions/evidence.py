@@ -87,6 +87,7 @@ class _Read:
     anchors: list[Anchor] | None  # None: not available (why_not says why)
     unreadable: list[tuple[str, str]]
     why_not: str | None
+    hidden: list[str]
 
 
 def _read(lp: LoadedPlan) -> _Read:
@@ -94,13 +95,14 @@ def _read(lp: LoadedPlan) -> _Read:
     read, so a run ending meanwhile is no false alarm), then the ledger's rows."""
     anchors: list[Anchor] | None = None
     unreadable: list[tuple[str, str]] = []
+    hidden: list[str] = []
     why_not = None
     try:
         backend = backend_for(lp)
         try:
             if backend.exists("config"):
                 got = read_anchors(backend)
-                anchors, unreadable = got.found, got.unreadable
+                anchors, unreadable, hidden = got.found, got.unreadable, got.hidden
             else:
                 why_not = f"{backend.location}: no repository there"
         finally:
@@ -113,7 +115,7 @@ def _read(lp: LoadedPlan) -> _Read:
         where = ledger.where
     finally:
         ledger.close()
-    return _Read(rows, where, anchors, unreadable, why_not)
+    return _Read(rows, where, anchors, unreadable, why_not, hidden)
 
 
 def _verified(lp: LoadedPlan, got: _Read, trusted: list[PublicKey],
@@ -126,6 +128,9 @@ def _verified(lp: LoadedPlan, got: _Read, trusted: list[PublicKey],
                [a for a in got.anchors if rows is None or a.head.seq <= last])
     if got.why_not:
         v.notes.append(f"anchors not checked: {got.why_not}")
+    for name in got.hidden:
+        v.notes.append(f"{name} was deleted or overwritten in the store, which kept it "
+                       "(Object Lock): someone tried to remove evidence")
     return v
 
 

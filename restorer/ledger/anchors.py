@@ -27,13 +27,24 @@ class Anchors:
 
     found: list[Anchor] = field(default_factory=list)
     unreadable: list[tuple[str, str]] = field(default_factory=list)  # (name, why)
+    # anchors someone deleted or overwrote, which the store kept (Object Lock)
+    hidden: list[str] = field(default_factory=list)
 
 
 def read_anchors(backend: Backend) -> Anchors:
+    """Every anchor the store holds, also those a delete only hid."""
     out = Anchors()
-    for info in sorted(backend.list(PREFIX), key=lambda i: i.name):
+    seen: set[bytes] = set()
+    for name, hidden, raw in sorted(backend.every_version(PREFIX)):
+        if raw in seen:
+            continue
+        seen.add(raw)
         try:
-            out.found.append(Anchor.from_bytes(backend.read(info.name)))
+            out.found.append(Anchor.from_bytes(raw))
         except ValueError as e:
-            out.unreadable.append((info.name, str(e)))
+            if not hidden:
+                out.unreadable.append((name, str(e)))
+            continue
+        if hidden:
+            out.hidden.append(name)
     return out

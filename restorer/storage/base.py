@@ -68,6 +68,12 @@ class Backend(ABC):
             return False
         return True
 
+    def every_version(self, prefix: str) -> list[tuple[str, bool, bytes]]:
+        """(name, hidden, bytes) of every version the store still holds under `prefix`:
+        on a versioned store also those a delete hid or a write replaced (`hidden`), which
+        Object Lock keeps; elsewhere the objects there are."""
+        return [(o.name, False, self.read(o.name)) for o in self.list(prefix)]
+
     def protection(self, name: str) -> Protection | None:
         """The store's own protection of `name` (None: this store has no such settings)."""
         return None

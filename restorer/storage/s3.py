@@ -126,6 +126,34 @@ class S3Backend(Backend):
             self._raise("list", prefix, e)
         return out
 
+    def every_version(self, prefix: str) -> list[tuple[str, bool, bytes]]:
+        """Every version under `prefix`, those behind a delete marker or a newer version
+        included (a plain DELETE on a versioned, Object-Locked bucket only hides them)."""
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        versions: list[dict[str, Any]] = []
+        hidden: set[str] = set()  # keys whose latest entry is a delete marker
+        try:
+            pages = self.client.get_paginator("list_object_versions").paginate(
+                Bucket=self.bucket, Prefix=self._key(prefix))
+            for page in pages:
+                versions += page.get("Versions", ())
+                hidden |= {m["Key"] for m in page.get("DeleteMarkers", ()) if m.get("IsLatest")}
+            out: list[tuple[str, bool, bytes]] = []
+            for ver in versions:
+                resp = self.client.get_object(Bucket=self.bucket, Key=ver["Key"],
+                                              VersionId=ver["VersionId"])
+                body = resp["Body"]
+                try:
+                    data = body.read()
+                finally:
+                    body.close()
+                out.append((ver["Key"][strip:],
+                            ver["Key"] in hidden or not ver.get("IsLatest", False), data))
+        except Exception as e:
+            self._raise("list every version of", prefix, e)
+            raise  # unreachable
+        return out
+
     def read(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
         kw: dict[str, Any] = {"Bucket": self.bucket, "Key": self._key(name)}
         if offset or length is not None:

@@ -335,6 +335,13 @@ def test_anchor_on_object_locked_s3_is_retained_and_cannot_be_deleted(tmp_path: 
         assert e.value.response["Error"]["Code"] == "AccessDenied"
     r = cli("ledger", "verify", plan)
     assert r.rc == 0 and "2 anchors match" in r.out, r.text
+    # a plain DELETE only hides a version on a versioned bucket: the anchor still counts,
+    # and the attempt is said
+    c.delete_object(Bucket=bucket, Key=keys[0])
+    assert not c.list_objects_v2(Bucket=bucket, Prefix=keys[0]).get("Contents")
+    r = cli("ledger", "verify", plan)
+    assert r.rc == 0 and "2 anchors match" in r.out, r.text
+    assert f"{keys[0][2:]} was deleted or overwritten in the store, which kept it" in r.out
 
 
 def test_report_with_an_offset_period_verifies(copy, cli) -> None:

@@ -149,3 +149,13 @@ def test_listing_error_raises_never_reads_as_empty(kind: str, request, tmp_path:
                 ssh.stop()
     finally:
         os.chmod(store / "snapshots", 0o700)
+
+
+def test_every_version_holds_what_was_written(backend: Backend) -> None:
+    # what the ledger's anchors are read with: every object under the prefix, its bytes
+    backend.write("anchors/000000000004-aa", b"first")
+    backend.write("anchors/000000000008-bb", b"second")
+    backend.write("other/x", b"not listed")
+    got = sorted(backend.every_version("anchors/"))
+    assert got == [("anchors/000000000004-aa", False, b"first"),
+                   ("anchors/000000000008-bb", False, b"second")]
