@@ -32,6 +32,7 @@ LONGEST_FIRST = (
     "tests/faults/test_damaged_repository.py", "tests/e2e/test_cloud.py",
     "tests/faults/test_network.py", "tests/e2e/test_rollback.py", "tests/e2e/test_report.py",
     "tests/e2e/test_data_loss.py", "tests/faults/test_resources.py", "tests/e2e/test_prune.py",
+    "tests/e2e/test_report_controls.py", "tests/e2e/test_ledger_evidence.py",
 )
 
 

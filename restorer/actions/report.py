@@ -269,7 +269,11 @@ def build(plan_paths: list[str], period: Period, generated_at: str | None = None
         {"plan": p["name"], "target": t["name"],
          "finding": "no passing restore test in the period" if t["restore_tests"]["total"]
          else "never restore-tested in the period"}
-        for p in data["plans"] for t in p["targets"] if not t["covered"]]
+        for p in data["plans"] for t in p["targets"] if not t["covered"]] + [
+        # past objectives.verify_every: the dead-man switch on restore testing
+        {"plan": p["name"], "target": t["name"], "finding": f"restore test {f}"}
+        for p in data["plans"] for t in p["targets"] for c in t["controls"]
+        if c["id"] == "restore_tested" for f in c["findings"] if f.startswith("overdue")]
     data["evidence"] = {**_evidence(plans, period, through), "data_digest": _digest(data)}
     return data
 

@@ -92,6 +92,9 @@ def test_restore_tested_fails_from_day_47_and_status_and_metrics_show_it(timelin
     tests = next(p for p in after["plans"] if p["name"] == "shop")["targets"][0]["tests"]
     assert sorted(c["evidence"]) == sorted(t["run_id"] for t in tests) and len(tests) == 11
     assert "web: restore tested" in after["plans"][0]["controls"]["failing"]
+    assert {"plan": "shop", "target": "web", "finding": f"restore test overdue from "
+            f"{_at(47, 4)} to the end of the period"} in after["findings"]
+    assert before["findings"] == []
     # the dead-man switch outside the report: status fails, the metric says overdue
     ok = run_cli("status", plan, "--json", env={**env, "RESTORER_NOW": _at(46)})
     late = run_cli("status", plan, "--json", env={**env, "RESTORER_NOW": _at(48)})
