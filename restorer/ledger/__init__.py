@@ -32,6 +32,7 @@ from typing import Any
 from restorer import __version__, clock
 from restorer.errors import RestorerError, UsageError
 from restorer.ledger.chain import GENESIS, MAX_SEGMENT, Head, Row, Signature, row_hash
+from restorer.ledger.heads import remember, remembered
 from restorer.ledger.signing import Signer
 from restorer.statedir import state_dir
 
@@ -111,11 +112,16 @@ class Ledger(ABC):
                signer: Signer | None = None) -> Appended:
         """Add a row; with `signer`, signed: the signature covers this row's hash and the
         hashes of the rows since the previous signed row (at most MAX_SEGMENT)."""
-        payload = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
         with self._guard("append a row"), self._writing() as execute:
             t = clock.iso()
             last = execute(f"SELECT seq, hash FROM {self.table} ORDER BY seq DESC LIMIT 1")
             seq, prev = (last[0][0] + 1, last[0][1]) if last else (1, GENESIS)
+            if signer is not None:
+                changed = self._changed_since_signed(execute, signer)
+                if changed:
+                    log.error("ledger %s: %s", self.where, changed)
+                    data = {**data, "signed_over": changed}
+            payload = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
             h = row_hash(prev, seq, t, run_id, kind, payload)
             head = signature = ledger_id = None
             if signer is not None:
@@ -128,7 +134,23 @@ class Ledger(ABC):
             execute(f"INSERT INTO {self.table} ({COLUMNS}, sig) VALUES (?,?,?,?,?,?,?,?)",
                     (seq, t, run_id, kind, payload, prev, h,
                      signature.text() if signature else None))
+        if signer is not None:
+            remember(self.where, signer.public.fingerprint, seq, h)
         return Appended(seq, h, t, head, signature, ledger_id)
+
+    def _changed_since_signed(self, execute: Callable[..., list[tuple]],
+                              signer: Signer) -> str | None:
+        """What changed in the row this machine last signed with this key, if anything."""
+        mine = remembered(self.where, signer.public.fingerprint)
+        if mine is None:
+            return None
+        seq, h = mine
+        now = execute(f"SELECT hash FROM {self.table} WHERE seq = ?", (seq,))
+        if now and now[0][0] == h:
+            return None
+        return (f"row {seq}, which this machine signed last (hash {h[:16]}), "
+                + (f"now hashes to {now[0][0][:16]}" if now else "is gone")
+                + ": the ledger was rewritten or replaced since; this run signs over it")
 
     def _head(self, execute: Callable[..., list[tuple]], seq: int, h: str) -> Head:
         signed = execute(f"SELECT seq FROM {self.table} WHERE sig IS NOT NULL "

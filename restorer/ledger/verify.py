@@ -236,6 +236,13 @@ def _signature(r: Row, by_seq: dict[int, Row], rows: list[Row], trusted: list[Pu
                              f"after row {r.seq} was signed: its signature no longer matches"))
         return
     signed_ok.add(r.seq)
+    try:
+        over = json.loads(r.data).get("signed_over")
+    except (ValueError, AttributeError):
+        over = None
+    if over:
+        found.append(Finding(r.seq, "edited", f"when row {r.seq} was signed, the signer "
+                             f"found {over}"))
     v.signed += 1
     v.signed_through = r.seq
     if key.fingerprint not in v.keys:
