@@ -162,7 +162,8 @@ def _problems_from_validation(
     for err in exc.errors(include_url=False):
         loc = tuple(err["loc"])
         # keep only the branch of a union that matches the declared kind
-        loc = tuple(p for p in loc if not (isinstance(p, str) and ("function-" in p)))
+        loc = tuple(p for p in loc if not (isinstance(p, str) and (
+            "function-" in p or p.startswith("ledger-"))))
         key = _loc_to_key(loc)
         msg = err["msg"]
         hint = None

@@ -769,6 +769,17 @@ class LedgerConfig(Strict):
         return v
 
 
+def _ledger_form(v: Any) -> str:
+    return "ledger-config" if isinstance(v, dict | LedgerConfig) else "ledger-url"
+
+
+# a URL or {url, signing_key, public_keys}: told apart by shape, so a mistake in one form is
+# not also reported as a mistake in the other
+LedgerSpec = Annotated[
+    Annotated[LedgerConfig, Tag("ledger-config")] | Annotated[Secret | str, Tag("ledger-url")],
+    Discriminator(_ledger_form)]
+
+
 class ReportConfig(Strict):
     """Reports written by `run --due` on `schedule.report`."""
 
@@ -793,7 +804,7 @@ class Plan(Strict):
     objectives: Objectives = Field(default_factory=Objectives)
     schedule: Schedule = Field(default_factory=Schedule)
     retention: Retention = Field(default_factory=Retention)
-    ledger: Secret | str | LedgerConfig | None = Field(
+    ledger: LedgerSpec | None = Field(
         None, description="where runs are recorded: a URL (sqlite:///path or "
         "postgresql://USER@HOST/DB, a password only as a reference, "
         "postgresql://USER:${env:X}@HOST/DB), or {url, signing_key} to sign every run "
