@@ -61,9 +61,10 @@ def trusted_keys(lp: LoadedPlan | None, given: tuple[str, ...] | list[str]) -> l
         if not g.startswith("ed25519:"):
             try:
                 text = Path(g).read_text()
-            except OSError as e:
+            except (OSError, UnicodeDecodeError) as e:
+                why = e.strerror if isinstance(e, OSError) else "not text"
                 raise UsageError(f"--public-key {g}: not a key, and the file cannot be read "
-                                 f"({e.strerror})") from None
+                                 f"({why})") from None
         keys.append(parse_public(text))
     if keys or lp is None:
         return keys
@@ -122,8 +123,11 @@ def _verified(lp: LoadedPlan, got: _Read, trusted: list[PublicKey],
               rows: list[Row] | None = None) -> Verdict:
     use = got.rows if rows is None else rows
     last = use[-1].seq if use else 0
-    v = verify(use, where=got.where, trusted=trusted,
-               plan=lp.name, unreadable_anchors=got.unreadable,
+    # the prefix a report reads may end between a run's end and its anchor_failed note:
+    # missing anchors are the whole ledger's question
+    v = verify(use, where=got.where, trusted=trusted, missing_anchors=rows is None,
+               plan=lp.name, plan_signs=lp.plan.signing_key is not None,
+               unreadable_anchors=got.unreadable,
                anchors=None if got.anchors is None else
                [a for a in got.anchors if rows is None or a.head.seq <= last])
     if got.why_not:
@@ -175,7 +179,8 @@ def export_plan(lp: LoadedPlan, since: float | None, out: Path) -> Exported:
     picked = [r for r in rows if r.seq >= start]
     anchors = None if got.anchors is None else [a for a in got.anchors if a.head.seq >= start]
     verdict = verify(picked, where=where, anchors=anchors, whole=start == 1,
-                     trusted=trusted_keys(lp, ()), plan=lp.name)
+                     trusted=trusted_keys(lp, ()), plan=lp.name,
+                     plan_signs=lp.plan.signing_key is not None)
     if got.why_not:
         verdict.notes.append(f"anchors not checked: {got.why_not}")
     header = {"type": "header", "schema": EXPORT_SCHEMA, "plan": lp.name, "ledger": where,
@@ -184,6 +189,7 @@ def export_plan(lp: LoadedPlan, since: float | None, out: Path) -> Exported:
               "from_seq": picked[0].seq if picked else None,
               "to_seq": picked[-1].seq if picked else None,
               "whole": start == 1, "anchors_included": anchors is not None,
+              "plan_signs": lp.plan.signing_key is not None,
               "anchors_missing_because": got.why_not}
     lines = [header] + [r.to_json() for r in picked] + [
         {"type": "anchor", **a.to_json()} for a in anchors or []]
@@ -232,7 +238,8 @@ def verify_export(path: Path, given: tuple[str, ...] | list[str]) -> Verdict:
                 anchors.append(Anchor.from_json(d))
             else:
                 raise ValueError(f"unknown line type {kind!r}")
-        except (ValueError, KeyError, TypeError, AttributeError, ArithmeticError) as e:
+        except (ValueError, KeyError, TypeError, AttributeError, ArithmeticError,
+                RecursionError) as e:
             raise RestorerError(f"{path}:{n}: not a line of a ledger export ({e})",
                                 hint="the file was damaged or edited; ask for a new export"
                                 ) from None
@@ -243,7 +250,7 @@ def verify_export(path: Path, given: tuple[str, ...] | list[str]) -> Verdict:
     included = header.get("anchors_included", True)
     v = verify(rows, where=str(path), anchors=anchors if included else None,
                trusted=trusted_keys(None, given), plan=header.get("plan"),
-               whole=bool(header.get("whole")))
+               whole=bool(header.get("whole")), plan_signs=bool(header.get("plan_signs")))
     if not included:
         v.notes.append("anchors not checked: the export holds none ("
                        f"{header.get('anchors_missing_because') or 'not read'})")

@@ -273,7 +273,8 @@ def plan_status(lp: LoadedPlan) -> Statuses:
             len(mine), tested, tested_age, obj.verify_every,
             # nothing is owed before the target's first backup
             obj.verify_every is not None and bool(mine) and (
-                tested_age or now - mine[0].datetime.timestamp()) > obj.verify_every))
+                tested_age if tested_age is not None
+                else now - mine[0].datetime.timestamp()) > obj.verify_every))
     return Statuses(out)
 
 

@@ -167,7 +167,7 @@ class Ledger(ABC):
         with self._guard("read"):
             rows = self._rows(f"SELECT {COLUMNS}, sig FROM {self.table} WHERE seq >= ? "
                               "ORDER BY seq", (from_seq,))
-        return [Row(*r) for r in rows]
+        return [_row(r) for r in rows]
 
     def last_seq(self) -> int:
         with self._guard("read"):
@@ -192,6 +192,16 @@ class Ledger(ABC):
     @abstractmethod
     def close(self) -> None:
         """Close the connection."""
+
+
+def _row(r: tuple) -> Row:
+    """A row as stored; a value of the wrong type (SQLite keeps what it is given) is kept as
+    text, so its hash fails to match and verification names the row instead of crashing."""
+    seq, *rest = r
+    texts = [x if isinstance(x, str) or (x is None and i == 6) else
+             (x.decode("utf-8", "replace") if isinstance(x, bytes) else repr(x))
+             for i, x in enumerate(rest)]
+    return Row(int(seq), *texts)
 
 
 class SQLiteLedger(Ledger):

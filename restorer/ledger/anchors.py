@@ -35,7 +35,11 @@ def read_anchors(backend: Backend) -> Anchors:
     """Every anchor the store holds, also those a delete only hid."""
     out = Anchors()
     seen: set[bytes] = set()
-    for name, hidden, raw in sorted(backend.every_version(PREFIX)):
+    for name, hidden, raw in sorted(backend.every_version(PREFIX),
+                                    key=lambda v: (v[0], v[1])):
+        if raw is None:
+            out.unreadable.append((name, "too large to be an anchor"))
+            continue
         if raw in seen:
             continue
         seen.add(raw)

@@ -51,7 +51,7 @@ class Row:
     def plan(self) -> str | None:
         try:
             d = json.loads(self.data)
-        except ValueError:
+        except (ValueError, TypeError, RecursionError):
             return None
         return d.get("plan") if isinstance(d, dict) else None
 
@@ -120,7 +120,8 @@ class Signature:
             d = json.loads(text)
             s = cls(str(d["key"]), str(d["sig"]), int(d["from"]))
             s.raw  # noqa: B018 - decodes, or raises
-        except (ValueError, KeyError, TypeError, binascii.Error, ArithmeticError):
+        except (ValueError, KeyError, TypeError, binascii.Error, ArithmeticError,
+                RecursionError):
             raise ValueError("the signature field cannot be read") from None
         return s
 
@@ -180,6 +181,6 @@ class Anchor:
     def from_bytes(cls, raw: bytes) -> Anchor:
         try:
             d = json.loads(raw)
-        except ValueError:
-            raise ValueError("not JSON") from None
+        except (ValueError, RecursionError):
+            raise ValueError("not JSON (or nested beyond reason)") from None
         return cls.from_json(d)

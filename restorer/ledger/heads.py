@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import os
+import socket
 from pathlib import Path
 
 from restorer.statedir import state_dir
@@ -25,7 +26,8 @@ def _file() -> Path:
 
 
 def _key(where: str, fingerprint: str) -> str:
-    return f"{fingerprint} {where}"
+    # the host too: a state folder shared over NFS by hosts with a local ledger each
+    return f"{fingerprint} {socket.gethostname()} {where}"
 
 
 def _load() -> dict[str, list]:

@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
@@ -78,7 +78,7 @@ def parse_public(text: str) -> PublicKey:
             raise ValueError("unknown form")
         if len(raw) != 32:
             raise ValueError("wrong length")
-    except (ValueError, binascii.Error):
+    except (ValueError, TypeError, binascii.Error, UnsupportedAlgorithm):
         # never echoed: it may be any file the caller pointed at (a password, a private key)
         raise UsageError("the public key given is not an Ed25519 public key",
                          hint="give the key `restorer ledger keygen` printed: ed25519:BASE64, "

@@ -9,6 +9,7 @@ never "signed".
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import json
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from typing import Any, Literal
 
 from restorer import clock
 from restorer.errors import UsageError
-from restorer.ledger.chain import GENESIS, Anchor, Head, Row, Signature
+from restorer.ledger.chain import GENESIS, MAX_SEGMENT, Anchor, Head, Row, Signature
 from restorer.ledger.signing import PublicKey, parse_public, valid
 
 What = Literal["edited", "deleted", "inserted", "unlinked", "other_key", "bad_signature",
@@ -109,33 +110,40 @@ class Verdict:
 def verify(rows: list[Row], *, where: str, anchors: list[Anchor] | None = None,
            unreadable_anchors: list[tuple[str, str]] | None = None,
            trusted: list[PublicKey] | None = None, plan: str | None = None,
-           whole: bool = True) -> Verdict:
+           whole: bool = True, plan_signs: bool = False,
+           missing_anchors: bool = True) -> Verdict:
     """`rows` in seq order; `whole`: they start at the ledger's first row (else an export,
     trusted only from its first row on). `anchors` None: not available (not checked).
-    `plan`: the plan whose signed run ends must each have an anchor."""
+    `plan`: the plan whose signed run ends must each have an anchor (`missing_anchors`),
+    and, when it signs now (`plan_signs`), must end signed or say why not."""
     trusted = trusted or []
     v = Verdict(where, rows=len(rows), expected=[k.fingerprint for k in trusted])
     if rows:
         v.first_seq, v.last_seq, v.last_hash = rows[0].seq, rows[-1].seq, rows[-1].hash
     found: list[Finding] = []
     by_seq = {r.seq: r for r in rows}
+    seqs = [r.seq for r in rows]
     _chain(rows, whole, found)
     signed_ok: set[int] = set()
     for r in rows:
         if r.sig is not None:
-            _signature(r, by_seq, rows, trusted, plan, v, signed_ok, found)
-    if plan is not None and trusted:
-        _unsigned_ends(rows, plan, signed_ok, found)
+            _signature(r, by_seq, rows, seqs, trusted, plan, v, signed_ok, found)
+    _stripped(by_seq, signed_ok, found)
+    if plan is not None and trusted and plan_signs:
+        _unsigned_tail(rows, plan, signed_ok, by_seq, found)
     if anchors is not None:
         v.anchors_checked = True
         # this plan's anchors, and any signed by a trusted key whatever plan they name
-        anchors = [a for a in anchors if a.plan == plan or plan is None
-                   or (_key(a.signature.key) in trusted)]
+        unique: dict[tuple[int, str, str], Anchor] = {}
+        for a in anchors:
+            if a.plan == plan or plan is None or _key(a.signature.key) in trusted:
+                unique.setdefault((a.head.seq, a.head.hash, a.signature.sig), a)
+        anchors = list(unique.values())
         _anchors(anchors, by_seq, rows, trusted, v, found)
         for name, why in unreadable_anchors or []:
             found.append(Finding(None, "anchor_unreadable",
                                  f"{name} is not an anchor ({why}): damaged or planted"))
-        if plan is not None:
+        if plan is not None and missing_anchors:
             _missing_anchors(rows, anchors, plan, found, v)
     # one finding per row, the first by row number leading (None last)
     seen: set[int | None] = set()
@@ -175,25 +183,43 @@ def _chain(rows: list[Row], whole: bool, found: list[Finding]) -> None:
         prev, expected = r.hash, max(expected, r.seq + 1)
 
 
-def _head_of(rows: list[Row], by_seq: dict[int, Row], seq: int, start: int) -> Head | None:
+def _head_of(rows: list[Row], by_seq: dict[int, Row], seqs: list[int], seq: int,
+             start: int) -> Head | None:
     """The head as the signer saw it, from the stored rows (None: rows before these)."""
     if start < rows[0].seq:
         return None
     prev = by_seq[start - 1].hash if start - 1 in by_seq else (
         rows[0].prev_hash if start == rows[0].seq else GENESIS)
-    hashes = tuple(r.hash for r in rows if start <= r.seq <= seq)
+    lo, hi = bisect.bisect_left(seqs, start), bisect.bisect_right(seqs, seq)
+    hashes = tuple(r.hash for r in rows[lo:hi])
     return Head(seq, by_seq[seq].hash, start, prev, hashes)
 
 
 def _key(text: str) -> PublicKey | None:
+    """A key named in ledger data: only the ed25519:BASE64 form (no PEM to parse)."""
+    if not isinstance(text, str) or not text.startswith("ed25519:"):
+        return None
     try:
         return parse_public(text)
     except UsageError:
         return None
 
 
-def _signature(r: Row, by_seq: dict[int, Row], rows: list[Row], trusted: list[PublicKey],
-               plan: str | None, v: Verdict, signed_ok: set[int],
+def _json(text: str) -> Any:
+    """The JSON value of a row's data, or None when it is not JSON (or absurdly nested)."""
+    try:
+        return json.loads(text)
+    except (ValueError, TypeError, RecursionError):
+        return None
+
+
+def _field(r: Row, key: str) -> Any:
+    d = _json(r.data)
+    return d.get(key) if isinstance(d, dict) else None
+
+
+def _signature(r: Row, by_seq: dict[int, Row], rows: list[Row], seqs: list[int],
+               trusted: list[PublicKey], plan: str | None, v: Verdict, signed_ok: set[int],
                found: list[Finding]) -> None:
     try:
         s = Signature.parse(r.sig or "")
@@ -206,7 +232,7 @@ def _signature(r: Row, by_seq: dict[int, Row], rows: list[Row], trusted: list[Pu
         found.append(Finding(r.seq, "bad_signature", f"row {r.seq}'s signature claims to "
                              f"cover rows from {s.start}, which cannot be: forged"))
         return
-    head = _head_of(rows, by_seq, r.seq, s.start)
+    head = _head_of(rows, by_seq, seqs, r.seq, s.start)
     if key is None:
         found.append(Finding(r.seq, "bad_signature", f"row {r.seq} names a signing key that "
                              "is not an Ed25519 key: forged"))
@@ -236,10 +262,7 @@ def _signature(r: Row, by_seq: dict[int, Row], rows: list[Row], trusted: list[Pu
                              f"after row {r.seq} was signed: its signature no longer matches"))
         return
     signed_ok.add(r.seq)
-    try:
-        over = json.loads(r.data).get("signed_over")
-    except (ValueError, AttributeError):
-        over = None
+    over = _field(r, "signed_over")
     if over:
         found.append(Finding(r.seq, "edited", f"when row {r.seq} was signed, the signer "
                              f"found {over}"))
@@ -314,27 +337,40 @@ def _compare(a: Anchor, by_seq: dict[int, Row]) -> Finding | None:
     return None
 
 
-def _unsigned_ends(rows: list[Row], plan: str, signed_ok: set[int],
+def _stripped(by_seq: dict[int, Row], signed_ok: set[int], found: list[Finding]) -> None:
+    """A good signature whose segment starts at S says row S-1 was signed when it was made
+    (a segment starts after the previous signed row, unless it hit MAX_SEGMENT): a row S-1
+    without a signature now had it removed."""
+    for seq in signed_ok:
+        start = starts_of(by_seq[seq])
+        before = by_seq.get(start - 1) if start else None
+        if before is not None and before.sig is None and seq - start + 1 < MAX_SEGMENT:
+            found.append(Finding(before.seq, "unsigned", f"row {before.seq} carried a "
+                                 f"signature when row {seq} was signed, and has none now: it "
+                                 "was removed"))
+
+
+def starts_of(r: Row) -> int | None:
+    try:
+        return Signature.parse(r.sig or "").start
+    except ValueError:
+        return None
+
+
+def _unsigned_tail(rows: list[Row], plan: str, signed_ok: set[int], by_seq: dict[int, Row],
                    found: list[Finding]) -> None:
-    """Once the plan signs (its first trusted signature), each of its runs ends signed or
-    says why not: an end row with neither had its signature removed."""
-    first = min((s for s in signed_ok if _plan_of(rows, s) == plan), default=None)
-    if first is None:
+    """After the plan's last good signature, a run of the plan that ends with neither a
+    signature nor a reason (a plan that signs always gives one) had its signature removed."""
+    mine = [s for s in signed_ok if by_seq[s].plan() == plan]
+    if not mine:
         return
+    last = max(mine)
     for r in rows:
-        if r.seq > first and r.kind == "run_end" and r.sig is None and r.plan() == plan:
-            try:
-                why = json.loads(r.data).get("unsigned")
-            except (ValueError, AttributeError):
-                why = None
-            if not why:
-                found.append(Finding(r.seq, "unsigned", f"row {r.seq} (the end of run "
-                                     f"{r.run_id}) carries no signature and says of no reason: "
-                                     "its signature was removed"))
-
-
-def _plan_of(rows: list[Row], seq: int) -> str | None:
-    return next((r.plan() for r in rows if r.seq == seq), None)
+        if r.seq > last and r.kind == "run_end" and r.sig is None and r.plan() == plan \
+                and not _field(r, "unsigned"):
+            found.append(Finding(r.seq, "unsigned", f"row {r.seq} (the end of run "
+                                 f"{r.run_id}) carries no signature and says of no reason: "
+                                 "its signature was removed"))
 
 
 def _other_ledger(a: Anchor, by_seq: dict[int, Row]) -> str:
@@ -353,7 +389,7 @@ def _missing_anchors(rows: list[Row], anchors: list[Anchor], plan: str,
     for r in rows:
         if r.kind == "anchor_failed":
             with contextlib.suppress(ValueError, TypeError, AttributeError, ArithmeticError):
-                failed.add(int(json.loads(r.data).get("seq")))
+                failed.add(int(_field(r, "seq")))
     ends = [r for r in rows if r.sig is not None and r.kind == "run_end"
             and r.seq not in have and r.seq not in failed and r.plan() == plan]
     last_signed = max((r.seq for r in rows if r.sig is not None and r.kind == "run_end"

@@ -163,7 +163,7 @@ def _problems_from_validation(
         loc = tuple(err["loc"])
         # keep only the branch of a union that matches the declared kind
         loc = tuple(p for p in loc if not (isinstance(p, str) and (
-            "function-" in p or p.startswith("ledger-"))))
+            "function-" in p or p in ("ledger-url", "ledger-config"))))
         key = _loc_to_key(loc)
         msg = err["msg"]
         hint = None

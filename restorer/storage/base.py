@@ -68,11 +68,14 @@ class Backend(ABC):
             return False
         return True
 
-    def every_version(self, prefix: str) -> list[tuple[str, bool, bytes]]:
+    def every_version(self, prefix: str,
+                      max_size: int = 1 << 20) -> list[tuple[str, bool, bytes | None]]:
         """(name, hidden, bytes) of every version the store still holds under `prefix`:
         on a versioned store also those a delete hid or a write replaced (`hidden`), which
-        Object Lock keeps; elsewhere the objects there are."""
-        return [(o.name, False, self.read(o.name)) for o in self.list(prefix)]
+        Object Lock keeps; elsewhere the objects there are. An object above `max_size` is
+        not read (bytes None): a planted giant must not exhaust memory."""
+        return [(o.name, False, self.read(o.name) if o.size <= max_size else None)
+                for o in self.list(prefix)]
 
     def protection(self, name: str) -> Protection | None:
         """The store's own protection of `name` (None: this store has no such settings)."""

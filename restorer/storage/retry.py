@@ -112,8 +112,10 @@ class RetryingBackend(Backend):
     def stat(self, name: str) -> int:
         return self._call("stat", name, self.inner.stat, name)
 
-    def every_version(self, prefix: str) -> list[tuple[str, bool, bytes]]:
-        return self._call("list every version of", prefix, self.inner.every_version, prefix)
+    def every_version(self, prefix: str,
+                      max_size: int = 1 << 20) -> list[tuple[str, bool, bytes | None]]:
+        return self._call("list every version of", prefix, self.inner.every_version, prefix,
+                          max_size)
 
     def protection(self, name: str) -> Protection | None:
         return self._call("read the protection of", name, self.inner.protection, name)

@@ -126,9 +126,11 @@ class S3Backend(Backend):
             self._raise("list", prefix, e)
         return out
 
-    def every_version(self, prefix: str) -> list[tuple[str, bool, bytes]]:
+    def every_version(self, prefix: str,
+                      max_size: int = 1 << 20) -> list[tuple[str, bool, bytes | None]]:
         """Every version under `prefix`, those behind a delete marker or a newer version
-        included (a plain DELETE on a versioned, Object-Locked bucket only hides them)."""
+        included (a plain DELETE on a versioned, Object-Locked bucket only hides them). A
+        store or a policy without ListObjectVersions gets the current objects instead."""
         strip = len(self.prefix) + 1 if self.prefix else 0
         versions: list[dict[str, Any]] = []
         hidden: set[str] = set()  # keys whose latest entry is a delete marker
@@ -138,20 +140,32 @@ class S3Backend(Backend):
             for page in pages:
                 versions += page.get("Versions", ())
                 hidden |= {m["Key"] for m in page.get("DeleteMarkers", ()) if m.get("IsLatest")}
-            out: list[tuple[str, bool, bytes]] = []
-            for ver in versions:
+        except Exception as e:
+            if _code(e) not in ("AccessDenied", "NotImplemented", "MethodNotAllowed",
+                                "XNotImplemented"):
+                self._raise("list every version of", prefix, e)
+            log.warning("%s: cannot list object versions (%s); reading the current objects "
+                        "only", self.location, _code(e))
+            return super().every_version(prefix, max_size)
+        out: list[tuple[str, bool, bytes | None]] = []
+        for ver in versions:
+            name = ver["Key"][strip:]
+            gone = ver["Key"] in hidden or not ver.get("IsLatest", True)
+            if int(ver.get("Size", 0)) > max_size:
+                out.append((name, gone, None))
+                continue
+            try:
                 resp = self.client.get_object(Bucket=self.bucket, Key=ver["Key"],
                                               VersionId=ver["VersionId"])
                 body = resp["Body"]
                 try:
-                    data = body.read()
+                    out.append((name, gone, body.read()))
                 finally:
                     body.close()
-                out.append((ver["Key"][strip:],
-                            ver["Key"] in hidden or not ver.get("IsLatest", False), data))
-        except Exception as e:
-            self._raise("list every version of", prefix, e)
-            raise  # unreachable
+            except Exception as e:
+                if _code(e) in ("NoSuchVersion", "NoSuchKey"):
+                    continue  # removed since it was listed (its retention had ended)
+                self._raise("read", name, e)
         return out
 
     def read(self, name: str, offset: int = 0, length: int | None = None) -> bytes:

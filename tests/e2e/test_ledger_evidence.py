@@ -481,3 +481,44 @@ def test_next_run_does_not_sign_over_a_rewritten_tail_unseen(tmp_path: Path, cli
     r = cli("ledger", "verify", plan)
     assert r.rc == 1, r.text
     assert f"the signer found row {last}, which this machine signed last" in r.err
+
+
+def test_signing_turned_off_and_on_again_is_no_finding(tmp_path: Path, cli) -> None:
+    assert cli("ledger", "keygen", "--out", tmp_path / "ledger.key").rc == 0
+    signed = _plan(tmp_path)
+    text = signed.read_text()
+    assert cli("backup", "--init", signed).rc == 0
+    # the key taken out of the plan for a while: those runs are plainly unsigned
+    write_plan(tmp_path / "plan.yaml", ledger="sqlite:///ledger.db")
+    assert cli("backup", signed).rc == 0
+    signed.write_text(text)
+    assert cli("backup", signed).rc == 0
+    r = cli("ledger", "verify", signed, "--json")
+    assert r.rc == 0 and json.loads(r.out)["status"] == "signed", r.text
+
+
+def test_planted_objects_under_anchors_are_findings_not_crashes(copy) -> None:
+    root, _ = copy
+    folder = root / "repo" / "anchors"
+    good = json.loads(sorted(folder.iterdir())[0].read_text())
+    pem = "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEA\n-----END PUBLIC KEY-----"
+    pem_key = dict(good, key=pem)
+    (folder / "000000000099-planted").write_text(json.dumps(pem_key))
+    (folder / "000000000098-nested").write_text("[" * 100_000 + "]" * 100_000)
+    (folder / "000000000097-huge").write_bytes(b"x" * (2 << 20))
+    rc, v, err = _verify(root)
+    assert rc == 1 and "Traceback" not in err
+    messages = " ".join(f["message"] for f in v["findings"])
+    assert "000000000098-nested is not an anchor" in messages
+    assert "000000000097-huge is not an anchor (too large" in messages
+    assert "does not match its own signature" in messages  # the PEM-keyed one
+
+
+def test_a_value_of_the_wrong_type_in_the_ledger_is_named(copy) -> None:
+    root, _ = copy
+    db = sqlite3.connect(root / "ledger.db")
+    db.execute("UPDATE entries SET data = CAST(data AS BLOB) WHERE seq = 2")
+    db.commit()
+    db.close()
+    rc, v, err = _verify(root)
+    assert rc == 1 and v["first_problem"]["seq"] == 2 and "Traceback" not in err
