@@ -134,10 +134,11 @@ def verify(rows: list[Row], *, where: str, anchors: list[Anchor] | None = None,
     if anchors is not None:
         v.anchors_checked = True
         # this plan's anchors, and any signed by a trusted key whatever plan they name
-        unique: dict[tuple[int, str, str], Anchor] = {}
+        unique: dict[tuple[int, str, str, str], Anchor] = {}
         for a in anchors:
             if a.plan == plan or plan is None or _key(a.signature.key) in trusted:
-                unique.setdefault((a.head.seq, a.head.hash, a.signature.sig), a)
+                sig = a.signature
+                unique.setdefault((a.head.seq, a.head.hash, sig.sig, sig.key), a)
         anchors = list(unique.values())
         _anchors(anchors, by_seq, rows, trusted, v, found)
         for name, why in unreadable_anchors or []:

@@ -517,7 +517,13 @@ def test_planted_objects_under_anchors_are_findings_not_crashes(copy) -> None:
 def test_a_value_of_the_wrong_type_in_the_ledger_is_named(copy) -> None:
     root, _ = copy
     db = sqlite3.connect(root / "ledger.db")
+    # the same text stored as a BLOB is the same row
     db.execute("UPDATE entries SET data = CAST(data AS BLOB) WHERE seq = 2")
+    db.commit()
+    rc, v, err = _verify(root)
+    assert rc == 0, err
+    # bytes that are not the row's text are an edit, named, never a crash
+    db.execute("UPDATE entries SET data = X'7b7dff', time = 3 WHERE seq = 2")
     db.commit()
     db.close()
     rc, v, err = _verify(root)
