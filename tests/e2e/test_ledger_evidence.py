@@ -528,3 +528,44 @@ def test_a_value_of_the_wrong_type_in_the_ledger_is_named(copy) -> None:
     db.close()
     rc, v, err = _verify(root)
     assert rc == 1 and v["first_problem"]["seq"] == 2 and "Traceback" not in err
+
+
+def test_signed_runs_under_cron_and_after_a_kill(tmp_path: Path) -> None:
+    """A signing plan as cron runs it (env -i HOME PATH=/usr/bin:/bin: no RESTORER_STATE_DIR,
+    the state folder under HOME), with a backup killed half-way in between: every finished
+    run is signed and anchored, the killed one is covered by the next signature."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    assert run_cli("ledger", "keygen", "--out", tmp_path / "ledger.key").rc == 0
+    plan = _plan(tmp_path, hooks={"before": ["sleep 30"]})
+    home = tmp_path / "home"
+    home.mkdir()
+    cron = {"HOME": str(home), "PATH": "/usr/bin:/bin", "LOGNAME": "root", "SHELL": "/bin/sh"}
+    py = [sys.executable, "-m", "restorer"]
+    root = str(Path(__file__).resolve().parents[2])
+
+    def under_cron(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([*py, *args], env={**cron, "PYTHONPATH": root},
+                              capture_output=True, text=True, cwd=home, timeout=120)
+
+    assert under_cron("init", str(plan)).returncode == 0
+    p = subprocess.Popen([*py, "backup", str(plan)], env={**cron, "PYTHONPATH": root},
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=home)
+    time.sleep(3)
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+    plain = _plan(tmp_path)  # the same plan without the slow hook
+    assert under_cron("backup", str(plain)).returncode == 0
+    r = under_cron("ledger", "verify", str(plain), "--json")
+    assert r.returncode == 0, r.stderr
+    v = json.loads(r.stdout)
+    assert v["status"] == "signed" and v["signatures"] == 2 and v["anchors"] == 2, v
+    assert v["signed_through"] == v["last_seq"]
+    assert (home / ".local" / "state" / "restorer" / "ledger-heads.json").exists()
+    runs = json.loads(under_cron("history", str(plain), "--json").stdout)
+    assert [(r["command"], r["outcome"]) for r in runs] == [
+        ("backup", "ok"), ("backup", "interrupted"), ("init", "ok")]
