@@ -3,23 +3,19 @@
 Safety: every name comes from a checked tree (plain names only); every file-system call is made
 relative to an open directory descriptor with O_NOFOLLOW, so nothing is ever written through a
 symlink, whether it came from the snapshot or was already in the destination. Files are written
-under a temporary name and renamed into place only when all their blobs verified; runs of
-zeros are left as holes, so sparse files restore sparse.
+under a temporary name and renamed into place only when all their blobs verified (see
+file_writes); runs of zeros are left as holes, so sparse files restore sparse.
 """
 
 from __future__ import annotations
 
-import base64
 import errno
 import fnmatch
 import logging
 import os
-import secrets
 import stat
 import threading
-from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,43 +23,22 @@ from restorer.errors import RestoreError
 from restorer.repo.repository import Repository
 from restorer.repo.snapshot import Snapshot
 from restorer.repo.tree import BLOCKDEV, CHARDEV, DIR, FIFO, FILE, SOCKET, SYMLINK, Node
+from restorer.sources.file_writes import BatchResult, Chunk, FileSink, WriterPool
 
 log = logging.getLogger("restorer.restore")
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
-_TMP = ".restorer-tmp-"
-_WRITERS = 8
-_POOLED_FILE_MAX = 4 << 20  # files up to this size are written by the pool
-_POOLED_BYTES_MAX = 64 << 20  # bound on file data waiting for a writer
-_HOLE = 64 << 10  # aligned windows of zeros this size are left unwritten: holes
-_ZEROS = bytes(_HOLE)
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0)
+_POOLED_FILE_MAX = 4 << 20  # files up to this size go to the writer processes
+_POOL_MIN_FILES = 64  # fewer small files than this are written here: no process to start
+_BATCH_FILES = 128  # one batch: files of one directory, up to this many ...
+_BATCH_BYTES = 2 << 20  # ... or this much data
 
 
-def _pwrite_all(fd: int, view: memoryview, offset: int) -> None:
-    while view:
-        n = os.pwrite(fd, view, offset)
-        view, offset = view[n:], offset + n
-
-
-def _write_sparse(fd: int, data: bytes, offset: int) -> None:
-    """Write `data` at `offset` of a new file, except its aligned all-zero windows, which
-    stay holes (they read as zeros and take no space): a sparse disk image restores sparse.
-    Comparing bytes slices is a memcmp, a fraction of the cost of writing the zeros."""
-    if not isinstance(data, bytes):
-        data = bytes(data)
-    view = memoryview(data)
-    run_start: int | None = None  # start of the data not written yet
-    i, n = 0, len(data)
-    while i < n:
-        j = min(n, (offset + i) // _HOLE * _HOLE + _HOLE - offset)  # end of i's window
-        if data[i:j] == (_ZEROS if j - i == _HOLE else _ZEROS[:j - i]):
-            if run_start is not None:
-                _pwrite_all(fd, view[run_start:i], offset + run_start)
-                run_start = None
-        elif run_start is None:
-            run_start = i
-        i = j
-    if run_start is not None:
-        _pwrite_all(fd, view[run_start:], offset + run_start)
+def _writer_processes() -> int:
+    """Two per core up to four: one writes while the other waits for its next batch."""
+    n = os.environ.get("RESTORER_RESTORE_WRITERS")
+    if n and n.isdigit():
+        return max(1, min(int(n), 16))
+    return max(2, min(4, 2 * (os.cpu_count() or 1)))
 
 
 @dataclass
@@ -129,9 +104,9 @@ class FilesWriter:
         self.restore_owner = os.geteuid() == 0 if restore_owner is None else restore_owner
         self.on_progress = on_progress
         self.stats = RestoreStats()
-        self._fds: OrderedDict[tuple[str, ...], int] = OrderedDict()
         self._stats_lock = threading.Lock()
         self._root_fd = -1
+        self._sink: FileSink | None = None
 
     # --- planning -----------------------------------------------------------------------
 
@@ -177,7 +152,15 @@ class FilesWriter:
 
     def conflicts(self, items: list[_Item]) -> list[str]:
         """Paths in the destination that this restore would replace."""
-        out = []
+        out: list[str] = []
+        try:
+            with os.scandir(self.dest) as it:
+                if next(it, None) is None:
+                    return out  # an empty folder: nothing to replace, no need to look
+        except FileNotFoundError:
+            return out  # missing: nothing to replace
+        except NotADirectoryError:
+            pass
         for it in items:
             p = self.dest.joinpath(*it.rel)
             try:
@@ -208,21 +191,20 @@ class FilesWriter:
                 )
         try:
             self.dest.mkdir(parents=True, exist_ok=True)
-            self._root_fd = os.open(self.dest, _DIR_FLAGS & ~os.O_NOFOLLOW)
+            self._root_fd = os.open(self.dest, _DIR_FLAGS)
         except (FileExistsError, NotADirectoryError):
             raise RestoreError(f"--to {self.dest} exists and is not a directory",
                                hint="give a directory (it is created if missing)") from None
         except PermissionError as e:
             raise RestoreError(f"--to {self.dest}: {e.strerror}",
                                hint="restore as a user that may write there") from None
+        self._sink = FileSink(self._root_fd, str(self.dest), self.restore_owner, _note)
         try:
             self._write_all(items)
         except OSError as e:
             raise self._write_error(e) from None
         finally:
-            for fd in self._fds.values():
-                os.close(fd)
-            self._fds.clear()
+            self._sink.close()
             os.close(self._root_fd)
         return self.stats
 
@@ -268,98 +250,100 @@ class FilesWriter:
             if it.node["type"] == FILE and i not in links
             for c in it.node.get("content", ())
         )
+        small = sum(1 for i, it in enumerate(items) if it.node["type"] == FILE
+                    and i not in links and it.node.get("size", 0) <= _POOLED_FILE_MAX)
+        pool = None
+        if small >= _POOL_MIN_FILES:
+            pool = WriterPool(self._root_fd, str(self.dest), self.restore_owner,
+                              _writer_processes(), self._answered)
         dirs: list[_Item] = []
         deferred_links: list[tuple[str, tuple[str, ...], _Item]] = []
-        # Creating a file costs a few hundred microseconds of waiting on the file system, so
-        # small files are written by a pool of threads; their data is already verified.
-        pool = ThreadPoolExecutor(_WRITERS, thread_name_prefix="write")
-        inflight: deque[tuple[Future[None], int]] = deque()
-        inflight_bytes = 0
+        batch: list[tuple[tuple[str, ...], Node, list[Chunk]]] = []
+        batch_bytes = 0
+        sink = self._sink
+        assert sink is not None
         try:
             for i, it in enumerate(items):
                 t = it.node["type"]
-                parent = self._dir_fd(it.rel[:-1])
-                name = it.rel[-1]
+                if batch and (it.rel[:-1] != batch[0][0][:-1] or len(batch) >= _BATCH_FILES
+                              or batch_bytes >= _BATCH_BYTES):
+                    assert pool is not None
+                    pool.submit(batch, batch_bytes)
+                    batch, batch_bytes = [], 0
                 if t == DIR:
-                    self._make_dir(parent, it)
+                    self._make_dir(sink.dir_fd(it.rel[:-1]), it)
                     dirs.append(it)
                 elif t == FILE:
                     if i in links:
-                        deferred_links.append((name, links[i], it))
+                        deferred_links.append((it.rel[-1], links[i], it))
                         continue
                     content = it.node.get("content", ())
-                    if it.node.get("size", 0) <= _POOLED_FILE_MAX:
-                        chunks = [next(blobs)[1] for _ in content]
-                        fd = os.dup(parent)
-                        size = it.node.get("size", 0)
-                        inflight.append(
-                            (pool.submit(self._write_file_job, fd, name, it, chunks), size))
-                        inflight_bytes += size
-                        while inflight and (inflight[0][0].done() or len(inflight) > 256
-                                            or inflight_bytes > _POOLED_BYTES_MAX):
-                            fut, done_size = inflight.popleft()
-                            fut.result()
-                            inflight_bytes -= done_size
+                    size = it.node.get("size", 0)
+                    if pool is not None and size <= _POOLED_FILE_MAX:
+                        # read and verified here; written there
+                        chunks: list[Chunk] = [next(blobs)[1] for _ in content]
+                        batch.append((it.rel, _file_meta(it.node), chunks))
+                        batch_bytes += size
                     else:
-                        self._write_file(parent, name, it, (next(blobs)[1] for _ in content))
+                        self._write_here(it, (next(blobs)[1] for _ in content))
                 elif t == SYMLINK:
+                    parent, name = sink.dir_fd(it.rel[:-1]), it.rel[-1]
                     self._replace_nondir(parent, name, it)
                     os.symlink(it.node["target"], name, dir_fd=parent)
                     self._apply_meta(parent, name, it.node, is_link=True)
                     self.stats.links += 1
                 elif t in (FIFO, CHARDEV, BLOCKDEV):
-                    self._special(parent, name, it)
+                    self._special(sink.dir_fd(it.rel[:-1]), it.rel[-1], it)
                 elif t == SOCKET:
                     self.stats.skipped.append((it.path, "sockets are recreated by their programs"))
-            while inflight:
-                inflight.popleft()[0].result()
+            if batch:
+                assert pool is not None
+                pool.submit(batch, batch_bytes)
+            if pool is not None:
+                pool.finish()
+                pool = None
         finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+            if pool is not None:
+                pool.abort()
         # hard links once every file they point to exists
         for name, first, it in deferred_links:
             self._hardlink(name, first, it)
         # directory metadata last, deepest first, so writing children does not disturb mtimes
         for it in reversed(dirs):
-            fd = self._dir_fd(it.rel)
-            self._apply_meta_fd(fd, it.node, it.path)
+            sink.apply_meta_fd(sink.dir_fd(it.rel), it.node, it.path)
 
-    def _write_file_job(self, parent: int, name: str, it: _Item,
-                        chunks: list[bytes | Exception]) -> None:
-        try:
-            self._write_file(parent, name, it, chunks)
-        finally:
-            os.close(parent)
+    def _write_here(self, it: _Item, chunks: Iterator[Chunk]) -> None:
+        assert self._sink is not None
+        written, error = self._sink.write_file(it.rel, it.node, chunks, self.on_progress)
+        if error is not None:
+            self._failed(it.path, error)
+            return
+        with self._stats_lock:
+            self.stats.files += 1
+            self.stats.bytes_written += written
+            files = self.stats.files
+        if self.on_file:
+            self.on_file(files)
 
-    def _dir_fd(self, rel: tuple[str, ...]) -> int:
-        if not rel:
-            return self._root_fd
-        fd = self._fds.get(rel)
-        if fd is not None:
-            self._fds.move_to_end(rel)
-            return fd
-        # from the nearest directory still open, down one level at a time (a loop, not
-        # recursion: the depth is the snapshot's)
-        top = len(rel) - 1
-        while top > 0 and rel[:top] not in self._fds:
-            top -= 1
-        parent = self._root_fd if top == 0 else self._fds[rel[:top]]
-        for level in range(top, len(rel)):
-            try:
-                fd = os.open(rel[level], _DIR_FLAGS, dir_fd=parent)
-            except OSError as e:
-                if e.errno in (errno.ELOOP, errno.ENOTDIR):
-                    raise RestoreError(
-                        f"{self.dest.joinpath(*rel[:level + 1])} is not a directory (a symlink "
-                        "or file is in the way); refusing to write through it"
-                    ) from None
-                raise
-            self._fds[rel[:level + 1]] = fd
-            if len(self._fds) > 64:
-                # the oldest: never the one just opened, which the next level is opened from
-                _, old = self._fds.popitem(last=False)
-                os.close(old)
-            parent = fd
-        return parent
+    def _failed(self, path: str, error: str) -> None:
+        with self._stats_lock:
+            self.stats.failed.append((path, error))
+        log.error("%s: not restored: %s", path, error)
+
+    def _answered(self, res: BatchResult) -> None:
+        """A writer process's answer for one batch (on its reading thread)."""
+        for level, msg in res.notes:
+            log.log(logging.WARNING if level == "warning" else logging.DEBUG, "%s", msg)
+        for path, error in res.failed:
+            self._failed(path, error)
+        with self._stats_lock:
+            self.stats.files += res.files
+            self.stats.bytes_written += res.bytes_written
+            files = self.stats.files
+        if self.on_progress and res.bytes_written:
+            self.on_progress(res.bytes_written)
+        if self.on_file and res.files:
+            self.on_file(files)
 
     def _replace_nondir(self, parent: int, name: str, it: _Item) -> None:
         try:
@@ -386,61 +370,11 @@ class FilesWriter:
                 os.mkdir(name, 0o700, dir_fd=parent)
         self.stats.dirs += 1
 
-    def _write_file(self, parent: int, name: str, it: _Item,
-                    chunks: Iterable[bytes | Exception]) -> None:
-        """Write one file under a temporary name; rename it into place only if every chunk
-        arrived verified. A damaged chunk leaves no file, and is reported."""
-        tmp = f"{_TMP}{secrets.token_hex(6)}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600,
-                     dir_fd=parent)
-        error: str | None = None
-        written = 0
-        try:
-            for data in chunks:
-                if error is not None:
-                    continue  # the iterator must still be consumed to stay in step
-                if isinstance(data, Exception):
-                    error = str(data)
-                    continue
-                _write_sparse(fd, data, written)
-                written += len(data)
-                if self.on_progress:
-                    self.on_progress(len(data))
-            if error is None:
-                os.ftruncate(fd, written)  # the size, when the file ends in a hole
-                self._apply_meta_fd(fd, it.node, it.path)
-        except BaseException:
-            os.close(fd)
-            os.unlink(tmp, dir_fd=parent)
-            raise
-        os.close(fd)
-        if error is not None:
-            os.unlink(tmp, dir_fd=parent)
-            with self._stats_lock:
-                self.stats.failed.append((it.path, error))
-            log.error("%s: not restored: %s", it.path, error)
-            return
-        try:
-            os.rename(tmp, name, src_dir_fd=parent, dst_dir_fd=parent)
-        except IsADirectoryError:
-            os.unlink(tmp, dir_fd=parent)
-            raise RestoreError(
-                f"{self.dest.joinpath(*it.rel)} is a directory in the destination but a file in "
-                "the snapshot",
-                hint="remove it, or restore into an empty directory",
-            ) from None
-        with self._stats_lock:
-            self.stats.files += 1
-            self.stats.bytes_written += written
-            files = self.stats.files
-        if self.on_file:
-            self.on_file(files)
-
     def _hardlink(self, name: str, first: tuple[str, ...], it: _Item) -> None:
         # a copy: opening the second folder may close the first one's cached descriptor
-        src_parent = os.dup(self._dir_fd(first[:-1]))
+        src_parent = os.dup(self._sink.dir_fd(first[:-1]))
         try:
-            parent = self._dir_fd(it.rel[:-1])
+            parent = self._sink.dir_fd(it.rel[:-1])
             self._replace_nondir(parent, name, it)
             try:
                 os.link(first[-1], name, src_dir_fd=src_parent, dst_dir_fd=parent,
@@ -468,21 +402,6 @@ class FilesWriter:
 
     # --- metadata -----------------------------------------------------------------------
 
-    def _apply_meta_fd(self, fd: int, n: Node, path: str) -> None:
-        if self.restore_owner:
-            try:
-                os.fchown(fd, n.get("uid", -1), n.get("gid", -1))
-            except OSError as e:
-                log.warning("%s: cannot restore owner: %s", path, e.strerror)
-        os.fchmod(fd, n.get("mode", 0o644))
-        for k, v in (n.get("xattrs") or {}).items():
-            try:
-                os.setxattr(fd, k, base64.b64decode(v))
-            except OSError as e:
-                log.debug("%s: xattr %s not restored: %s", path, k, e.strerror)
-        if "mtime_ns" in n:
-            os.utime(fd, ns=(n["mtime_ns"], n["mtime_ns"]))
-
     def _apply_meta(self, parent: int, name: str, n: Node, is_link: bool = False) -> None:
         if self.restore_owner:
             try:
@@ -495,3 +414,12 @@ class FilesWriter:
         if "mtime_ns" in n:
             os.utime(name, ns=(n["mtime_ns"], n["mtime_ns"]), dir_fd=parent,
                      follow_symlinks=False)
+
+
+def _note(level: str, msg: str) -> None:
+    log.log(logging.WARNING if level == "warning" else logging.DEBUG, "%s", msg)
+
+
+def _file_meta(n: Node) -> Node:
+    """What a writer process needs of a file's node (not its content ids)."""
+    return {k: n[k] for k in ("uid", "gid", "mode", "xattrs", "mtime_ns") if k in n}
