@@ -66,7 +66,8 @@ class Sealer:
     def blob_id(self, plaintext: bytes | memoryview) -> bytes:
         if self.key is None:
             return hashlib.sha256(plaintext).digest()
-        return hmac.new(self.key.id_key, plaintext, "sha256").digest()
+        # the one-shot form: no HMAC object per blob, and OpenSSL hashes without the GIL
+        return hmac.digest(self.key.id_key, plaintext, "sha256")
 
     def seal(self, data: bytes, aad: bytes = b"") -> bytes:
         if self._aead is None:

@@ -346,13 +346,17 @@ class Repository:
                 here = f"{where}/{path}"
                 stack.append(_under(path, self.load_tree(sub, here)))
 
-    def stream_blobs(self, ids: Iterable[bytes], workers: int = 2,
-                     window: int = 8) -> Iterator[tuple[bytes, bytes | Exception]]:
+    def stream_blobs(self, ids: Iterable[bytes], workers: int | None = None
+                     ) -> Iterator[tuple[bytes, bytes | Exception]]:
         """(id, plaintext or the error loading it) for each id in order, read ahead by threads.
 
         Consecutive blobs stored close together in one pack are read with one request and
-        decoded by one job: most small files sit side by side in their packs.
+        decoded by one job: most small files sit side by side in their packs. As many reads
+        as the store wants in flight (`Backend.parallel_reads`), twice that many decoded
+        batches waiting: at most about 2 x workers x 2 MiB read, and its plaintext, held.
         """
+        workers = workers or max(1, self.backend.parallel_reads)
+        window = 2 * workers
         with ThreadPoolExecutor(workers, thread_name_prefix="read") as ex:
             q: deque[Future[list[tuple[bytes, bytes | Exception]]]] = deque()
             batches = self._batches(iter(ids))
@@ -371,7 +375,7 @@ class Repository:
                 for f in q:
                     f.cancel()
 
-    def _batches(self, ids: Iterator[bytes], max_bytes: int = 4 << 20,
+    def _batches(self, ids: Iterator[bytes], max_bytes: int = 2 << 20,
                  max_gap: int = 64 << 10) -> Iterator[list[bytes]]:
         batch: list[bytes] = []
         pack, end, start = None, 0, 0
@@ -521,7 +525,7 @@ class BlobWriter:
     Nothing it writes is referenced until `flush()` has written the index covering it.
     """
 
-    def __init__(self, repo: Repository, workers: int = 2, max_inflight: int = 64 << 20) -> None:
+    def __init__(self, repo: Repository, workers: int = 2, max_inflight: int = 32 << 20) -> None:
         self.repo = repo
         self.stats = WriteStats()
         self._encode = ThreadPoolExecutor(workers, thread_name_prefix="encode")

@@ -357,7 +357,7 @@ class WriterPool:
     waiting at once (the restoring process blocks beyond that)."""
 
     def __init__(self, root_fd: int, dest: str, restore_owner: bool, processes: int,
-                 on_result: Callable[[BatchResult], None], max_bytes: int = 64 << 20) -> None:
+                 on_result: Callable[[BatchResult], None], max_bytes: int = 16 << 20) -> None:
         self.cond = threading.Condition()
         self.error: tuple[Any, ...] | None = None
         self.max_bytes = max_bytes

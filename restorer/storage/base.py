@@ -31,6 +31,9 @@ class Backend(ABC):
     #: set by the retry layer around this backend: retries one request of an operation made
     #: of several (each part of a multipart upload), so the parts already sent are kept
     request_retry: Callable[[str, str, Callable[[], Any]], Any] | None = None
+    #: reads a restore keeps in flight: a local disk answers at once, a remote store after
+    #: a round trip that only overlapping requests hide
+    parallel_reads: int = 2
 
     def request(self, op: str, name: str, fn: Callable[[], Any]) -> Any:
         """`fn()` (one request), retried by the retry layer when there is one."""

@@ -44,6 +44,7 @@ class RetryingBackend(Backend):
         self.inner = inner
         self.settings = settings or RetrySettings()
         self.location = inner.location
+        self.parallel_reads = inner.parallel_reads
         self.retries = 0
         inner.request_retry = lambda op, name, fn: self._call(op, name, fn)
 

@@ -77,6 +77,7 @@ class S3Backend(Backend):
         self.sse = sse
         self.kms_key_id = kms_key_id
         self.object_lock_days = object_lock_days
+        self.parallel_reads = 8  # within max_pool_connections below
         session = boto3.session.Session(profile_name=profile, region_name=region)
         self.client: Any = session.client(
             "s3",

@@ -22,6 +22,8 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     need=()
     command -v restic >/dev/null || need+=(restic)
     command -v borg >/dev/null || need+=(borgbackup)
+    [ -x /usr/bin/time ] || need+=(time)  # GNU time: each step's CPU and peak RSS
+    command -v zstd >/dev/null || need+=(zstd)  # the database case's `pg_dump | zstd -3`
     if [ ${#need[@]} -gt 0 ]; then
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}"
     fi
