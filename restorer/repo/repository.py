@@ -18,7 +18,7 @@ import logging
 import secrets
 import socket
 import threading
-from collections import OrderedDict, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -45,6 +45,12 @@ from restorer.storage.base import Backend
 log = logging.getLogger("restorer.repo")
 FORMAT_VERSION = 1
 DEFAULT_PACK_SIZE = 16 << 20
+
+
+# stream_blobs: what a job does with each blob of its batch
+_READ, _KEEP, _REUSE, _REUSE_LAST = 0, 1, 2, 3
+_REUSE_MAX = 32 << 20  # plaintext kept for blobs needed again later in the same stream
+_REUSE_BLOB_MAX = 1 << 20
 
 
 def pack_name(pack_id: str) -> str:
@@ -351,54 +357,99 @@ class Repository:
         """(id, plaintext or the error loading it) for each id in order, read ahead by threads.
 
         Consecutive blobs stored close together in one pack are read with one request and
-        decoded by one job: most small files sit side by side in their packs. As many reads
-        as the store wants in flight (`Backend.parallel_reads`), twice that many decoded
-        batches waiting: at most about 2 x workers x 2 MiB read, and its plaintext, held.
+        decoded by one job: most small files sit side by side in their packs. The store says
+        how many reads to keep in flight and how long a span one may cover
+        (`Backend.parallel_reads`, `read_span`: a remote store's requests cost more than the
+        bytes between the blobs). A batch holds at most `read_span` stored bytes and as much
+        plaintext, and `workers + 2` batches wait. A blob needed again later (the same
+        content in several files) is kept, up to _REUSE_MAX of plaintext, instead of being
+        read again out of line: memory is bounded by those, whatever the files' sizes.
         """
-        workers = workers or max(1, self.backend.parallel_reads)
-        window = 2 * workers
+        be = self.backend
+        workers = workers or max(1, be.parallel_reads)
+        window = workers + 2
+        kept: dict[bytes, bytes | Exception] = {}
         with ThreadPoolExecutor(workers, thread_name_prefix="read") as ex:
-            q: deque[Future[list[tuple[bytes, bytes | Exception]]]] = deque()
-            batches = self._batches(iter(ids))
+            q: deque[tuple[list[tuple[bytes, int]],
+                           Future[list[tuple[bytes, bytes | Exception | None]]]]] = deque()
+            batches = self._batches(list(ids), be.read_span, be.read_gap)
             try:
                 for batch in batches:
-                    q.append(ex.submit(self._load_batch, batch))
+                    q.append((batch, ex.submit(self._load_batch, batch)))
                     if len(q) >= window:
                         break
                 while q:
-                    fut = q.popleft()
+                    batch, fut = q.popleft()
                     nxt = next(batches, None)
                     if nxt is not None:
-                        q.append(ex.submit(self._load_batch, nxt))
-                    yield from fut.result()
+                        q.append((nxt, ex.submit(self._load_batch, nxt)))
+                    for (bid, mode), (_, data) in zip(batch, fut.result(), strict=True):
+                        if mode == _KEEP:
+                            assert data is not None
+                            kept[bid] = data
+                        elif mode in (_REUSE, _REUSE_LAST):
+                            data = kept[bid] if mode == _REUSE else kept.pop(bid)
+                        assert data is not None
+                        yield bid, data
             finally:
-                for f in q:
+                for _, f in q:
                     f.cancel()
 
-    def _batches(self, ids: Iterator[bytes], max_bytes: int = 2 << 20,
-                 max_gap: int = 64 << 10) -> Iterator[list[bytes]]:
-        batch: list[bytes] = []
-        pack, end, start = None, 0, 0
+    def _batches(self, ids: list[bytes], max_bytes: int = 2 << 20,
+                 max_gap: int = 64 << 10) -> Iterator[list[tuple[bytes, int]]]:
+        """Batches of (id, _READ/_KEEP/_REUSE/_REUSE_LAST), in order: what one job loads."""
+        left = Counter(ids)  # uses of each id not planned yet
+        kept: dict[bytes, int] = {}  # id -> plaintext size, for ids planned to be kept
+        kept_bytes = 0
+        batch: list[tuple[bytes, int]] = []
+        pack, end, start, plain = None, 0, 0, 0
         for bid in ids:
+            left[bid] -= 1
+            if bid in kept:
+                if left[bid] == 0:
+                    kept_bytes -= kept.pop(bid)
+                    batch.append((bid, _REUSE_LAST))
+                else:
+                    batch.append((bid, _REUSE))
+                continue
             loc = self.index.get(bid)
-            if batch and (
+            # a batch of kept blobs only has no span yet: it takes this blob's
+            if pack is not None and (
                 loc is None or loc.pack != pack or loc.offset < end
                 or loc.offset - end > max_gap or loc.offset + loc.length - start > max_bytes
+                or plain + loc.raw_length > max_bytes
             ):
                 yield batch
                 batch = []
-            if not batch and loc is not None:
-                pack, start = loc.pack, loc.offset
-            batch.append(bid)
+                pack = None
+            if pack is None and loc is not None:
+                pack, start, plain = loc.pack, loc.offset, 0
+            mode = _READ
+            if (loc is not None and left[bid] > 0 and loc.raw_length <= _REUSE_BLOB_MAX
+                    and kept_bytes + loc.raw_length <= _REUSE_MAX):
+                mode = _KEEP
+                kept[bid] = loc.raw_length
+                kept_bytes += loc.raw_length
+            batch.append((bid, mode))
             if loc is None:  # reported by _load_batch, alone
                 yield batch
                 batch = []
+                pack = None
                 continue
             end = loc.offset + loc.length
+            plain += loc.raw_length
         if batch:
             yield batch
 
-    def _load_batch(self, ids: list[bytes]) -> list[tuple[bytes, bytes | Exception]]:
+    def _load_batch(self, batch: list[tuple[bytes, int]]
+                    ) -> list[tuple[bytes, bytes | Exception | None]]:
+        """The plaintext (or error) of each blob of a batch to read; None for those that
+        come from what stream_blobs kept."""
+        ids = [b for b, mode in batch if mode in (_READ, _KEEP)]
+        loaded = dict(self._load_span(ids)) if ids else {}
+        return [(b, loaded[b] if mode in (_READ, _KEEP) else None) for b, mode in batch]
+
+    def _load_span(self, ids: list[bytes]) -> list[tuple[bytes, bytes | Exception]]:
         locs = [self.index.get(b) for b in ids]
         if len(ids) == 1 or any(loc is None for loc in locs) or locs[0].type == TREE:
             return [(b, self._load_or_error(b)) for b in ids]

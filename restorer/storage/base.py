@@ -34,6 +34,9 @@ class Backend(ABC):
     #: reads a restore keeps in flight: a local disk answers at once, a remote store after
     #: a round trip that only overlapping requests hide
     parallel_reads: int = 2
+    #: how far one read may span (stored bytes), and the unneeded bytes it may read over
+    read_span: int = 2 << 20
+    read_gap: int = 64 << 10
 
     def request(self, op: str, name: str, fn: Callable[[], Any]) -> Any:
         """`fn()` (one request), retried by the retry layer when there is one."""

@@ -77,7 +77,9 @@ class S3Backend(Backend):
         self.sse = sse
         self.kms_key_id = kms_key_id
         self.object_lock_days = object_lock_days
-        self.parallel_reads = 8  # within max_pool_connections below
+        # a request costs a round trip and the store's own work: fewer, longer ones,
+        # overlapped (within max_pool_connections below)
+        self.parallel_reads, self.read_span, self.read_gap = 4, 8 << 20, 1 << 20
         session = boto3.session.Session(profile_name=profile, region_name=region)
         self.client: Any = session.client(
             "s3",

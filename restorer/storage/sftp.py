@@ -58,6 +58,8 @@ class SFTPBackend(Backend):
         who = f"{user}@" if user else ""
         pt = f":{port}" if port != 22 else ""
         self.location = f"sftp://{who}{host}{pt}{self.root}"
+        # each read opens the file and pipelines its range: fewer, longer ones
+        self.read_span, self.read_gap = 8 << 20, 1 << 20
         self._client: Any = None
         self._sessions: list[Any] = []
         self._gen = 0

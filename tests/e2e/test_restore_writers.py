@@ -200,3 +200,39 @@ def test_restore_terminated_cleans_up_before_it_exits(
     assert 0 < _whole(src, dest / "src") < total
     last = json.loads(run_cli("history", plan, "--json").out)[0]
     assert (last["command"], last["outcome"]) == ("restore", "terminated"), last
+
+
+def test_contents_shared_by_many_files_restore_exactly_and_fail_together(
+        tmp_path: Path, cli) -> None:
+    """The same content in many files, far apart in the tree, is read once and kept for the
+    later files (restorer.repo.repository.stream_blobs); when it is damaged every file
+    holding it fails, and no other."""
+    src = tmp_path / "src"
+    rng = random.Random(14)
+    shared = rng.randbytes(5000)
+    for i in range(FILES):
+        (src / f"d{i % 10}").mkdir(parents=True, exist_ok=True)
+        data = shared if i % 7 == 0 else rng.randbytes(rng.randint(100, 9000))
+        (src / f"d{i % 10}" / f"f{i:04d}.bin").write_bytes(data)
+    plan = write_plan(tmp_path / "plan.yaml")
+    assert cli("backup", "--init", plan).rc == 0
+    dest = tmp_path / "out"
+    r = cli("restore", plan, "latest", "--to", dest)
+    assert r.rc == 0, r.text
+    assert_same_tree(src, dest / "src")
+    # damage the shared blob: find it in the pack by its (plain repository) bytes
+    pack = next(p for p in (tmp_path / "repo" / "data").rglob("*")
+                if p.is_file() and shared[:64] in p.read_bytes())
+    data = bytearray(pack.read_bytes())
+    at = data.index(shared[:64]) + 100
+    data[at] ^= 0x01
+    pack.write_bytes(bytes(data))
+    dest2 = tmp_path / "out2"
+    r = cli("restore", plan, "latest", "--to", dest2)
+    assert r.rc == 1, r.text
+    holders = {p.relative_to(src) for p in src.rglob("*.bin") if p.read_bytes() == shared}
+    missing = {p.relative_to(src) for p in src.rglob("*.bin")
+               if not (dest2 / "src" / p.relative_to(src)).exists()}
+    assert missing == holders and len(holders) == len(range(0, FILES, 7)), (missing, holders)
+    assert _whole(src, dest2 / "src") == FILES - len(holders)
+    assert not _temporaries(dest2)

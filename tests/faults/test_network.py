@@ -154,7 +154,9 @@ def test_s3_stalled_responses_are_abandoned_at_the_timeout_and_retried(
     bucket = moto_server.make_bucket(unique_name("stall"))
     src = tmp_path / "src"
     _files(src, seed=5, count=8, size=400_000)
-    up = _Faulty(seed=21, fault=("stall", 60), pick=_pack_put, limit=2)
+    # every pack PUT is a candidate (their names are content hashes, random per run): the
+    # first two stall, whatever the names
+    up = _Faulty(seed=21, fault=("stall", 60), pick=_pack_put, share=1.0, limit=2)
     faults = FaultPlan(decide=up)
     proxy = FaultProxy(moto_server.port, faults)
     try:
