@@ -313,13 +313,18 @@ class Repository:
                 self._pack_cache.popitem(last=False)
         return data
 
-    def load_tree(self, tree_id: str, where: str = "") -> list[Node]:
+    def load_tree(self, tree_id: str, where: str = "", keep: bool = True) -> list[Node]:
+        """The checked nodes of a tree; with `keep` False (a reader that visits each tree
+        once, like a backup comparing against its parent) it is not added to the cache,
+        which would otherwise hold every listing of a large tree."""
         bid = bytes.fromhex(tree_id)
         cached = self._tree_cache.get(bid)
         if cached is not None:
             self._tree_cache.move_to_end(bid)
             return cached
         nodes = decode_tree(self.load_blob(bid), where or f"tree {tree_id[:16]}")
+        if not keep:
+            return nodes
         self._tree_cache[bid] = nodes
         if len(self._tree_cache) > 4096:
             self._tree_cache.popitem(last=False)

@@ -142,7 +142,7 @@ class FilesReader:
         if not tree_id:
             return {}
         try:
-            return {n["name"]: n for n in self.repo.load_tree(tree_id)}
+            return {n["name"]: n for n in self.repo.load_tree(tree_id, keep=False)}
         except Exception as e:  # a damaged parent only costs speed, never correctness
             log.warning("parent tree %s unreadable (%s); reading every file", tree_id[:8], e)
             return {}
