@@ -585,9 +585,7 @@ class BlobWriter:
         self.repo = repo
         self.stats = WriteStats()
         self._encode = ThreadPoolExecutor(workers, thread_name_prefix="encode")
-        # packs in flight to the store at once; _reap_uploads bounds how many wait
-        self._upload = ThreadPoolExecutor(max(1, repo.backend.parallel_writes),
-                                          thread_name_prefix="upload")
+        self._upload = ThreadPoolExecutor(1, thread_name_prefix="upload")
         self._pending: deque[tuple[int, bytes, int, Future[Any], bool]] = deque()
         self._pending_bytes = 0
         self._max_inflight = max_inflight

@@ -37,8 +37,6 @@ class Backend(ABC):
     #: how far one read may span (stored bytes), and the unneeded bytes it may read over
     read_span: int = 2 << 20
     read_gap: int = 64 << 10
-    #: packs a backup uploads at once (a local disk gains nothing from more than one)
-    parallel_writes: int = 1
 
     def request(self, op: str, name: str, fn: Callable[[], Any]) -> Any:
         """`fn()` (one request), retried by the retry layer when there is one."""

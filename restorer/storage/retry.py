@@ -46,7 +46,6 @@ class RetryingBackend(Backend):
         self.location = inner.location
         self.parallel_reads = inner.parallel_reads
         self.read_span, self.read_gap = inner.read_span, inner.read_gap
-        self.parallel_writes = inner.parallel_writes
         self.retries = 0
         inner.request_retry = lambda op, name, fn: self._call(op, name, fn)
 

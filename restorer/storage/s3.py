@@ -80,7 +80,6 @@ class S3Backend(Backend):
         # a request costs a round trip and the store's own work: fewer, longer ones,
         # overlapped (within max_pool_connections below)
         self.parallel_reads, self.read_span, self.read_gap = 4, 8 << 20, 1 << 20
-        self.parallel_writes = 2
         session = boto3.session.Session(profile_name=profile, region_name=region)
         self.client: Any = session.client(
             "s3",
