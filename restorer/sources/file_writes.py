@@ -310,7 +310,7 @@ class _Writer:
         self.out_fd = self.proc.stdin.fileno()
         self.in_fd = self.proc.stdout.fileno()
         _grow_pipe(self.out_fd)
-        self.queue: deque[tuple[list[Any], int]] = deque()
+        self.queue: deque[list[Any]] = deque()  # batches not sent yet
         self.sizes: deque[int] = deque()  # bytes of each batch sent and not yet answered
         self.inflight = 0
         self.closing = False
@@ -329,7 +329,7 @@ class _Writer:
                         cond.wait()
                     if not self.queue or self.pool.error is not None:
                         return
-                    batch, _ = self.queue.popleft()
+                    batch = self.queue.popleft()
                 _send(self.out_fd, batch)
         except OSError:
             self.pool.ended(self, None)  # the process is gone
@@ -371,7 +371,7 @@ class WriterPool:
                 self.cond.wait()
             self._raise_error()
             w = min(self.writers, key=lambda w: (w.dead, w.inflight))
-            w.queue.append((batch, nbytes))
+            w.queue.append(batch)
             w.sizes.append(nbytes)
             w.inflight += nbytes
             self._check_unanswered(w, None)

@@ -334,7 +334,7 @@ class FilesWriter:
     def _answered(self, res: BatchResult) -> None:
         """A writer process's answer for one batch (on its reading thread)."""
         for level, msg in res.notes:
-            log.log(logging.WARNING if level == "warning" else logging.DEBUG, "%s", msg)
+            _note(level, msg)
         for path, error in res.failed:
             self._failed(path, error)
         with self._stats_lock:
