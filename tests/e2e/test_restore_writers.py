@@ -236,3 +236,48 @@ def test_contents_shared_by_many_files_restore_exactly_and_fail_together(
     assert missing == holders and len(holders) == len(range(0, FILES, 7)), (missing, holders)
     assert _whole(src, dest2 / "src") == FILES - len(holders)
     assert not _temporaries(dest2)
+
+
+def test_writers_under_cron_with_an_encrypted_repository_excludes_and_include(
+        tmp_path: Path) -> None:
+    """The seams of the writer processes: the installed `restorer` script as cron runs it
+    (env -i HOME PATH=/usr/bin:/bin, no PYTHONPATH, the working folder HOME, so the writers
+    must find the package from the script's interpreter alone), an encrypted repository, a
+    backup with excludes and a restore with --include."""
+    src = tmp_path / "src"
+    _small_tree(src)
+    for i in range(80):  # excluded at backup: must never appear in the restore
+        (src / "d0" / f"skip{i:02d}.tmp").write_bytes(b"excluded")
+    plan = write_plan(tmp_path / "plan.yaml",
+                      repository={"url": f"file://{tmp_path / 'repo'}",
+                                  "password": "${env:BENCH_PW}"},
+                      targets=[{"name": "data", "kind": "files", "paths": [str(src)],
+                                "exclude": ["*.tmp"]}])
+    home = tmp_path / "home"
+    home.mkdir()
+    exe = str(Path(sys.executable).parent / "restorer")
+    cron = {"HOME": str(home), "PATH": "/usr/bin:/bin", "LOGNAME": "root", "SHELL": "/bin/sh",
+            "BENCH_PW": "cron-secret"}
+
+    def under_cron(*args: str | Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["env", "-i", *(f"{k}={v}" for k, v in cron.items()), exe,
+                               *map(str, args)], capture_output=True, text=True, cwd=home,
+                              timeout=120)
+
+    for args in (("init", plan), ("backup", plan)):
+        r = under_cron(*args)
+        assert r.returncode == 0, r.stderr
+    dest = tmp_path / "out"
+    r = under_cron("restore", plan, "latest", "--to", dest, "--include", "src/d1", "--json")
+    assert r.returncode == 0, r.stderr
+    assert "Traceback" not in r.stderr
+    assert_same_tree(src / "d1", dest / "src" / "d1")
+    assert sorted(p.name for p in (dest / "src").iterdir()) == ["d1"]
+    assert json.loads(r.stdout)["files"] == sum(1 for p in (src / "d1").rglob("*")
+                                                if p.is_file() and not p.is_symlink())
+    assert sum(1 for _ in (src / "d1").rglob("*.txt")) >= 64, "too few files for the writers"
+    r = under_cron("restore", plan, "latest", "--to", tmp_path / "all")
+    assert r.returncode == 0, r.stderr
+    assert not list((tmp_path / "all").rglob("*.tmp")), "an excluded file was restored"
+    assert not _temporaries(dest) and not _temporaries(tmp_path / "all")
+    assert "cron-secret" not in r.stdout + r.stderr
